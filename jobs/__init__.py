@@ -1,0 +1,8 @@
+"""Thin jobs of the Fashion-MNIST pipeline: each one is `python -m jobs.<name> --help`."""
+
+import os
+
+# Multi-worker `fit` needs Keras 2 (tf-keras): Keras 3 cannot run MultiWorkerMirroredStrategy.
+# These must be set before TensorFlow is first imported, which every job does through here.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

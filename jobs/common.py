@@ -1,0 +1,198 @@
+"""What every job shares: CLI plumbing, logging, atomic writes, CPU sizing."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+log = logging.getLogger("jobs")
+
+
+class JobError(Exception):
+    """A failure the user can act on: printed as one line, exit status 1."""
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except where there is none to show (required flags, switches)."""
+
+    def _get_help_string(self, action):
+        if action.required or action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """One line instead of argparse's usage dump."""
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    prog = f"python -m {sys.modules['__main__'].__spec__.name}" if getattr(
+        sys.modules["__main__"], "__spec__", None) else None
+    return _Parser(prog=prog, description=description, formatter_class=_Formatter)
+
+
+def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+    """Runs a job's main with logging set up; a JobError ends as one line and exit 1."""
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    try:
+        return main(argv)
+    except JobError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def emit(**metrics: Any) -> None:
+    """Final figures as name=value lines on stdout (what metrics collectors read)."""
+    for name, value in metrics.items():
+        if isinstance(value, float):
+            value = f"{value:.6g}"
+        print(f"{name}={value}", flush=True)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
+def csv_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
+    """An argparse type for comma-separated names from a fixed set."""
+
+    def parse(text: str) -> list[str]:
+        names = [name.strip() for name in text.split(",") if name.strip()]
+        if not names:
+            raise argparse.ArgumentTypeError("empty list")
+        unknown = [name for name in names if name not in choices]
+        if unknown:
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(unknown)} (choose from {', '.join(choices)})"
+            )
+        return list(dict.fromkeys(names))
+
+    return parse
+
+
+def cpu_count() -> int:
+    """CPUs this process may use: the env override, else the cgroup quota and affinity."""
+    override = os.environ.get("FMNIST_THREADS", "").strip()
+    if override:
+        try:
+            return max(1, int(float(override)))
+        except ValueError:
+            raise JobError(f"FMNIST_THREADS must be a number, got {override!r}") from None
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, -(-int(quota) // int(period))))
+    return cpus
+
+
+def configure_threads() -> int:
+    """Sizes TensorFlow's thread pools to the CPUs we may use (TF reads host cores otherwise)."""
+    import tensorflow as tf
+
+    tf.get_logger().setLevel(logging.WARNING)  # per-collective INFO lines drown the progress
+    threads = cpu_count()
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(max(1, min(threads, 2)))
+    return threads
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yields a temp dir beside `target`; on success it is renamed to `target` in one step.
+
+    Readers see either no `target` or a complete one. If `target` exists it is replaced: the
+    old one is first renamed aside, so the window without a `target` is two renames long.
+    On failure the temp dir is removed and `target` is untouched.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide it from other readers
+    try:
+        yield tmp
+        fsync_tree(tmp)
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old / target.name)
+            os.rename(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, target)
+        fsync_dir(target.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*"), reverse=True):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    fsync_dir(root)
+
+
+def fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Writes JSON atomically (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise JobError(f"{path} not found") from None
+    except json.JSONDecodeError as err:
+        raise JobError(f"{path} is not valid JSON: {err}") from None

@@ -1,0 +1,243 @@
+"""Fashion-MNIST from three sources, stored once as plain arrays with a manifest.
+
+A stored dataset is a folder holding `{train,test}_{images,labels}.npy` (uint8 images
+`[N,28,28]`, uint8 labels `[N]`) and `manifest.json` (source, its settings, counts, class
+names and a SHA-256 of every array). Loading checks the manifest, so a damaged or partial
+dataset is refused rather than trained on.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import struct
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from jobs.common import JobError, atomic_dir, read_json, write_json
+
+log = logging.getLogger("jobs.data")
+
+CLASS_NAMES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+SPLITS = ("train", "test")
+IMAGE_SHAPE = (28, 28)
+FORMAT_VERSION = 1
+
+# The four files of the official distribution, as `idx` expects them in one folder.
+IDX_FILES = {
+    ("train", "images"): "train-images-idx3-ubyte.gz",
+    ("train", "labels"): "train-labels-idx1-ubyte.gz",
+    ("test", "images"): "t10k-images-idx3-ubyte.gz",
+    ("test", "labels"): "t10k-labels-idx1-ubyte.gz",
+}
+IDX_MAGIC = {"images": 2051, "labels": 2049}
+
+OFFLINE_HELP = (
+    "This machine could not download Fashion-MNIST. Offline alternatives: "
+    "DATASET=synthetic (make local DATASET=synthetic, or --dataset synthetic) trains on "
+    "generated images of the same shape and classes; DATASET=idx (with IDX_DIR=<folder>, "
+    "or --dataset idx --idx-dir <folder>) reads the four official *-ubyte.gz files from a "
+    "folder you copied in."
+)
+
+
+class Split(NamedTuple):
+    images: np.ndarray  # uint8 [N, 28, 28]
+    labels: np.ndarray  # uint8 [N]
+
+
+Dataset = dict[str, Split]
+
+
+# --- sources -----------------------------------------------------------------------------
+
+def synthetic(train_size: int = 12_000, test_size: int = 2_000, seed: int = 0) -> Dataset:
+    """Deterministic, learnable images: each class is a smooth random template; every sample
+    is its class template shifted by up to two pixels, scaled, and noised."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:28, 0:28].astype(np.float32)
+    templates = np.zeros((len(CLASS_NAMES), 28, 28), np.float32)
+    for c in range(len(CLASS_NAMES)):
+        for _ in range(4):
+            cy, cx = rng.uniform(6, 22, size=2)
+            sy, sx = rng.uniform(2, 6, size=2)
+            templates[c] += rng.uniform(0.5, 1.0) * np.exp(
+                -((yy - cy) ** 2 / (2 * sy**2) + (xx - cx) ** 2 / (2 * sx**2))
+            )
+        templates[c] /= templates[c].max()
+
+    def make(n: int) -> Split:
+        labels = np.arange(n) % len(CLASS_NAMES)
+        rng.shuffle(labels)
+        images = templates[labels]
+        shifts = rng.integers(-2, 3, size=(n, 2))
+        for i, (dy, dx) in enumerate(shifts):
+            images[i] = np.roll(images[i], (dy, dx), axis=(0, 1))
+        images = images * rng.uniform(0.6, 1.0, size=(n, 1, 1))
+        images = images + rng.normal(0.0, 0.25, size=images.shape)
+        pixels = np.clip(images * 255.0, 0, 255).astype(np.uint8)
+        return Split(pixels, labels.astype(np.uint8))
+
+    return {"train": make(train_size), "test": make(test_size)}
+
+
+def from_tfds(data_dir: Path, download: bool = True) -> Dataset:
+    """Fashion-MNIST through tensorflow-datasets (downloads into `data_dir` on first use)."""
+    import tensorflow_datasets as tfds
+
+    try:
+        loaded = tfds.load(
+            "fashion_mnist",
+            split=list(SPLITS),
+            as_supervised=True,
+            data_dir=str(data_dir),
+            download=download,
+        )
+        dataset = {split: _collect(ds) for split, ds in zip(SPLITS, loaded)}
+    except Exception as err:  # tfds raises many kinds for one cause: no network, no files
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise JobError(f"tensorflow-datasets failed ({reason[:200]}). {OFFLINE_HELP}") from None
+    return dataset
+
+
+def _collect(ds) -> Split:
+    """A tf.data split of (image [28,28,1], label) pairs as two arrays. Batches of a fixed size
+    rather than `batch_size=-1`, which reads the split size from metadata (absent in mocks)."""
+    import tensorflow_datasets as tfds
+
+    images, labels = [], []
+    for x, y in tfds.as_numpy(ds.batch(10_000)):
+        images.append(x.reshape(-1, *IMAGE_SHAPE).astype(np.uint8))
+        labels.append(y.astype(np.uint8))
+    return Split(np.concatenate(images), np.concatenate(labels))
+
+
+def from_idx(folder: Path) -> Dataset:
+    """The official `*-ubyte.gz` files, for machines with no network."""
+    if not folder.is_dir():
+        raise JobError(f"idx folder {folder} does not exist (it should hold {', '.join(IDX_FILES.values())})")
+    arrays = {key: read_idx(folder / name, IDX_MAGIC[key[1]]) for key, name in IDX_FILES.items()}
+    dataset = {}
+    for split in SPLITS:
+        images, labels = arrays[(split, "images")], arrays[(split, "labels")]
+        if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
+            raise JobError(f"{IDX_FILES[(split, 'images')]}: images are {images.shape[1:]}, expected 28x28")
+        if len(images) != len(labels):
+            raise JobError(f"{split}: {len(images)} images but {len(labels)} labels")
+        if labels.size and labels.max() >= len(CLASS_NAMES):
+            raise JobError(f"{IDX_FILES[(split, 'labels')]}: label {labels.max()} out of range 0-9")
+        dataset[split] = Split(images, labels)
+    return dataset
+
+
+def read_idx(path: Path, magic: int) -> np.ndarray:
+    """Parses one gzipped IDX file (big-endian header: magic, then one uint32 per dimension)."""
+    try:
+        with gzip.open(path, "rb") as handle:
+            raw = handle.read()
+    except FileNotFoundError:
+        raise JobError(f"{path} not found") from None
+    except (OSError, EOFError) as err:
+        raise JobError(f"{path} is not a readable gzip file: {err}") from None
+    if len(raw) < 8:
+        raise JobError(f"{path} is truncated: {len(raw)} bytes")
+    found, = struct.unpack(">I", raw[:4])
+    if found != magic:
+        raise JobError(f"{path} has magic number {found}, expected {magic}")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = int(np.prod(dims))
+    if len(raw) - header != expected:
+        raise JobError(f"{path} holds {len(raw) - header} bytes of data, its header says {expected}")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+
+
+# --- storage -----------------------------------------------------------------------------
+
+def sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def manifest_for(dataset: Dataset, source: dict) -> dict:
+    files = {}
+    for split, (images, labels) in dataset.items():
+        files[f"{split}_images.npy"] = {"shape": list(images.shape), "sha256": sha256(images)}
+        files[f"{split}_labels.npy"] = {"shape": list(labels.shape), "sha256": sha256(labels)}
+    return {
+        "format": FORMAT_VERSION,
+        "source": source,
+        "class_names": list(CLASS_NAMES),
+        "counts": {split: int(len(dataset[split].labels)) for split in SPLITS},
+        "files": files,
+    }
+
+
+def write(dataset: Dataset, target: Path, source: dict) -> dict:
+    """Writes the dataset to `target` atomically and returns its manifest."""
+    manifest = manifest_for(dataset, source)
+    with atomic_dir(target) as tmp:
+        for split, (images, labels) in dataset.items():
+            np.save(tmp / f"{split}_images.npy", images, allow_pickle=False)
+            np.save(tmp / f"{split}_labels.npy", labels, allow_pickle=False)
+        write_json(tmp / "manifest.json", manifest)
+    return manifest
+
+
+def read_manifest(folder: Path) -> dict | None:
+    path = folder / "manifest.json"
+    return read_json(path) if path.exists() else None
+
+
+def load(folder: Path, splits: tuple[str, ...] = SPLITS, verify: bool = True) -> Dataset:
+    """Loads a stored dataset, checking it against its manifest."""
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise JobError(
+            f"no dataset at {folder}: run the ingest step first "
+            f"(python -m jobs.ingest --dataset {folder.name} ...)"
+        )
+    dataset = {}
+    for split in splits:
+        arrays = []
+        for kind in ("images", "labels"):
+            name = f"{split}_{kind}.npy"
+            try:
+                array = np.load(folder / name, allow_pickle=False)
+            except (OSError, ValueError) as err:
+                raise JobError(f"{folder / name} is unreadable ({err}); re-run ingest") from None
+            expected = manifest["files"][name]
+            if list(array.shape) != expected["shape"] or (verify and sha256(array) != expected["sha256"]):
+                raise JobError(f"{folder / name} does not match its manifest; re-run ingest")
+            arrays.append(array)
+        dataset[split] = Split(*arrays)
+    return dataset
+
+
+# --- input pipeline ----------------------------------------------------------------------
+
+def to_model_input(images):
+    """uint8 `[N,28,28]` → float32 `[N,28,28,1]` in [0, 1]: the one preprocessing used by
+    training, evaluation and both serving signatures."""
+    import tensorflow as tf
+
+    return tf.expand_dims(tf.cast(images, tf.float32) / 255.0, -1)
+
+
+def training_pipeline(split: Split, global_batch: int, seed: int = 0, shuffle_buffer: int = 10_000):
+    """An endless, shuffled, batched tf.data pipeline, sharded by data across workers."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels.astype(np.int64)))
+    ds = ds.cache().shuffle(min(shuffle_buffer, len(split.labels)), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.repeat().batch(global_batch, drop_remainder=True)
+    ds = ds.map(lambda x, y: (to_model_input(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)

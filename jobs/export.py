@@ -1,0 +1,61 @@
+"""The SavedModel that TF Serving 2.20 serves, with two signatures.
+
+    serving_default  image_bytes: string [N]      JPEG or PNG of any size, colour or grey
+    pixels           pixels:      uint8  [N,28,28]
+
+Both return probabilities float32 [N,10], class_id int64 [N], class_name string [N].
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tensorflow as tf
+
+from jobs.data import CLASS_NAMES, IMAGE_SHAPE, to_model_input
+
+SIGNATURES = ("serving_default", "pixels")
+OUTPUTS = ("probabilities", "class_id", "class_name")
+
+
+def _decode(image: tf.Tensor) -> tf.Tensor:
+    """One encoded image → uint8 [28,28]: decoded, made grey, resized."""
+    pixels = tf.io.decode_image(image, channels=1, expand_animations=False)
+    pixels = tf.image.resize(pixels, IMAGE_SHAPE, antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(pixels[:, :, 0]), 0, 255), tf.uint8)
+
+
+def signatures(model) -> dict:
+    class_names = tf.constant(CLASS_NAMES)
+
+    def predict(pixels: tf.Tensor) -> dict:
+        probabilities = model(to_model_input(pixels), training=False)
+        class_id = tf.argmax(probabilities, axis=1)
+        return {
+            "probabilities": probabilities,
+            "class_id": class_id,
+            "class_name": tf.gather(class_names, class_id),
+        }
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def from_bytes(image_bytes):
+        pixels = tf.map_fn(
+            _decode, image_bytes, fn_output_signature=tf.TensorSpec(IMAGE_SHAPE, tf.uint8)
+        )
+        return predict(pixels)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *IMAGE_SHAPE], tf.uint8, name="pixels")])
+    def from_pixels(pixels):
+        return predict(pixels)
+
+    return {"serving_default": from_bytes, "pixels": from_pixels}
+
+
+def save(model, path: Path) -> None:
+    """Writes the servable SavedModel. Under MultiWorkerMirroredStrategy every worker calls
+    this (saving is a collective); only the chief's path is kept."""
+    tf.saved_model.save(model, str(path), signatures=signatures(model))
+
+
+def load(path: Path):
+    return tf.saved_model.load(str(path))

@@ -1,0 +1,74 @@
+"""Ingest: write the dataset once to `<work>/data/<dataset>/`, atomically and idempotently.
+
+Sources: `fashion_mnist` (tensorflow-datasets; downloads on first run), `idx` (the four
+official `*-ubyte.gz` files in a folder, for air-gapped machines), `synthetic` (generated,
+deterministic, learnable; for offline runs and tests). Re-running with the same source and
+settings finds the manifest and does nothing. Training reads only what this step wrote.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from jobs import data
+from jobs.common import emit, parser, positive_int, run
+from jobs.paths import Work
+
+log = logging.getLogger("jobs.ingest")
+
+SOURCES = ("fashion_mnist", "idx", "synthetic")
+
+
+def source_settings(args) -> dict:
+    """What identifies the data a source produces: equal settings mean equal data."""
+    if args.dataset == "synthetic":
+        return {"name": "synthetic", "train_size": args.train_size, "test_size": args.test_size, "seed": args.seed}
+    if args.dataset == "idx":
+        folder = args.idx_dir or Work(args.work_dir).idx
+        return {"name": "idx", "folder": str(folder.resolve())}
+    return {"name": "fashion_mnist", "via": "tensorflow-datasets"}
+
+
+def produce(settings: dict, work: Work) -> data.Dataset:
+    if settings["name"] == "synthetic":
+        return data.synthetic(settings["train_size"], settings["test_size"], settings["seed"])
+    if settings["name"] == "idx":
+        return data.from_idx(Path(settings["folder"]))
+    return data.from_tfds(work.tfds)
+
+
+def ingest(work: Work, settings: dict, dataset: str) -> tuple[dict, bool]:
+    """Returns the stored manifest and whether this call wrote it."""
+    target = work.dataset(dataset)
+    existing = data.read_manifest(target)
+    if existing is not None and existing.get("source") == settings and existing.get("format") == data.FORMAT_VERSION:
+        data.load(target)  # a no-op only if what is there is whole
+        log.info("%s is already ingested at %s; nothing to do", dataset, target)
+        return existing, False
+    if existing is not None:
+        log.info("%s holds other data (%s); replacing it", target, existing.get("source"))
+    log.info("ingesting %s into %s", settings, target)
+    manifest = data.write(produce(settings, work), target, settings)
+    return manifest, True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--work-dir", type=Path, required=True, help="the shared volume")
+    p.add_argument("--dataset", choices=SOURCES, default="fashion_mnist", help="where the images come from")
+    p.add_argument("--idx-dir", type=Path, help="with --dataset idx: the folder holding the *-ubyte.gz files (default: <work-dir>/idx)")
+    p.add_argument("--train-size", type=positive_int, default=12_000, help="with --dataset synthetic")
+    p.add_argument("--test-size", type=positive_int, default=2_000, help="with --dataset synthetic")
+    p.add_argument("--seed", type=int, default=0, help="with --dataset synthetic")
+    args = p.parse_args(argv)
+
+    manifest, wrote = ingest(Work(args.work_dir), source_settings(args), args.dataset)
+    emit(train_examples=manifest["counts"]["train"], test_examples=manifest["counts"]["test"], written=int(wrote))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -1,0 +1,75 @@
+"""Where everything lives on the shared volume (a PVC in the cluster, WORK_DIR here).
+
+    <work>/data/<dataset>/             the ingested dataset (manifest.json + .npy arrays)
+    <work>/tfds/                       tensorflow-datasets' download cache
+    <work>/idx/                        where `--dataset idx` looks for the *-ubyte.gz files
+    <work>/runs/<run>/<model>/         one candidate: model/ (SavedModel), backup/, tensorboard/,
+                                       history.json, run.json, eval/
+    <work>/runs/<run>/promotion.json   what promotion decided
+    <work>/models/<name>/<N>/          served versions, TF Serving's layout
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+MODEL_NAME = "fmnist"
+
+
+@dataclasses.dataclass(frozen=True)
+class Work:
+    root: Path
+
+    def dataset(self, name: str) -> Path:
+        return self.root / "data" / name
+
+    @property
+    def tfds(self) -> Path:
+        return self.root / "tfds"
+
+    @property
+    def idx(self) -> Path:
+        return self.root / "idx"
+
+    def run(self, run_id: str) -> Path:
+        return self.root / "runs" / run_id
+
+    def candidate(self, run_id: str, model: str) -> Candidate:
+        return Candidate(self.run(run_id) / model)
+
+    def served(self, name: str = MODEL_NAME) -> Path:
+        return self.root / "models" / name
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def backup(self) -> Path:
+        return self.root / "backup"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "history.json"
+
+    @property
+    def run_info(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"

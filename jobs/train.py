@@ -1,0 +1,211 @@
+"""Train one candidate model, on one process or on several with MultiWorkerMirroredStrategy.
+
+The cluster comes from TF_CONFIG exactly as the training operator injects it (absent for a
+single replica). Every worker trains and saves (saving is a collective): the chief to the
+candidate's folder, the others to temp folders they delete. Progress survives a lost worker
+through BackupAndRestore on the shared volume: a restarted job resumes at the last finished
+epoch. The chief alone talks to MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+from jobs import distributed, models
+from jobs.common import (
+    JobError, atomic_dir, configure_threads, emit, parser, positive_int, read_json, run, write_json,
+)
+from jobs.paths import Candidate, Work
+
+log = logging.getLogger("jobs.train")
+
+
+def learning_rate(epoch: int, base: float = 1e-3) -> float:
+    """Step decay: the base rate for epochs 0-2, a tenth for 3-6, a hundredth after."""
+    if epoch < 3:
+        return base
+    if epoch < 7:
+        return base / 10
+    return base / 100
+
+
+class Progress:
+    """The chief's record of training: history.json (all epochs, across restarts) and
+    per-epoch metrics in MLflow. Built lazily as a Keras callback by `callback()`."""
+
+    def __init__(self, candidate: Candidate, tracker, mlflow_run: str | None, images_per_epoch: int):
+        self.candidate = candidate
+        self.tracker = tracker
+        self.mlflow_run = mlflow_run
+        self.images_per_epoch = images_per_epoch
+        previous = read_json(candidate.history) if candidate.history.exists() else {}
+        self.epochs: list[dict] = previous.get("epochs", [])
+        self.first_epoch: int | None = None
+
+    def begin_epoch(self, epoch: int) -> None:
+        if self.first_epoch is None:
+            self.first_epoch = epoch
+            # Forget epochs that the restored backup does not include: they are redone.
+            self.epochs = [e for e in self.epochs if e["epoch"] < epoch]
+            if epoch:
+                log.info("resumed from the backup at epoch %d", epoch + 1)
+        self._started = time.monotonic()
+
+    def end_epoch(self, epoch: int, logs: dict, lr: float) -> None:
+        seconds = time.monotonic() - self._started
+        record = {k: float(v) for k, v in logs.items() if k != "lr"}  # lr: the scheduler's copy
+        record.update(epoch=epoch, learning_rate=lr, seconds=seconds,
+                      images_per_second=self.images_per_epoch / seconds if seconds else 0.0)
+        self.epochs.append(record)
+        write_json(self.candidate.history, {"epochs": self.epochs})
+        self.tracker.log_metrics(
+            self.mlflow_run, {k: v for k, v in record.items() if k != "epoch"}, step=epoch
+        )
+
+    def callback(self):
+        import tf_keras as keras
+
+        progress = self
+
+        class Callback(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                progress.begin_epoch(epoch)
+
+            def on_epoch_end(self, epoch, logs=None):
+                lr = float(keras.backend.get_value(self.model.optimizer.learning_rate))
+                progress.end_epoch(epoch, logs or {}, lr)
+
+        return Callback()
+
+
+def start_tracking(candidate: Candidate, args, cluster: distributed.Cluster, params: dict):
+    """The chief's MLflow run, reused when a restarted chief finds it in run.json."""
+    from jobs.tracking import Tracker
+
+    tracker = Tracker()
+    info = read_json(candidate.run_info) if candidate.run_info.exists() else {}
+    mlflow_run = info.get("mlflow_run_id")
+    if not mlflow_run:
+        mlflow_run = tracker.start_run(
+            f"{args.model}-{args.run_id}",
+            {"pipeline_run": args.run_id, "model": args.model, "dataset": args.dataset},
+        )
+        tracker.log_params(mlflow_run, params)
+        write_json(candidate.run_info, {**info, "mlflow_run_id": mlflow_run, "params": params})
+    return tracker, mlflow_run
+
+
+def train(args) -> dict:
+    cluster = distributed.current()
+    work = Work(args.work_dir)
+    candidate = work.candidate(args.run_id, args.model)
+    dataset_dir = work.dataset(args.dataset)
+    if not (dataset_dir / "manifest.json").exists():
+        raise JobError(f"no dataset at {dataset_dir}: run the ingest step first")
+
+    threads = configure_threads()
+    strategy = distributed.strategy(cluster, args.collective_timeout)  # before any other TF op
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from jobs import data, export
+
+    train_split = data.load(dataset_dir, ("train",))["train"]
+    global_batch = args.batch_per_worker * cluster.workers
+    steps = args.steps_per_epoch or max(1, len(train_split.labels) // global_batch)
+    params = {
+        "model": args.model, "dataset": args.dataset, "epochs": args.epochs, "workers": cluster.workers,
+        "batch_per_worker": args.batch_per_worker, "global_batch": global_batch,
+        "steps_per_epoch": steps, "base_learning_rate": args.learning_rate, "threads": threads,
+    }
+    log.info("%s on %s of %d: %s", args.model, cluster.name, cluster.workers, params)
+    candidate.root.mkdir(parents=True, exist_ok=True)
+
+    with strategy.scope():
+        model = models.build(args.model)
+        model.compile(
+            optimizer=keras.optimizers.Adam(args.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+
+    scratch = Path(tempfile.mkdtemp(prefix=f".{cluster.name}-", dir=candidate.root))
+    try:
+        callbacks = [
+            keras.callbacks.BackupAndRestore(str(candidate.backup)),
+            keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate(epoch, args.learning_rate)),
+            keras.callbacks.TensorBoard(str(candidate.tensorboard if cluster.is_chief else scratch / "tb")),
+        ]
+        progress = None
+        if cluster.is_chief:
+            tracker, mlflow_run = start_tracking(candidate, args, cluster, params)
+            progress = Progress(candidate, tracker, mlflow_run, steps * global_batch)
+            callbacks.append(progress.callback())
+
+        started = time.monotonic()
+        history = model.fit(
+            data.training_pipeline(train_split, global_batch, seed=args.seed),
+            epochs=args.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=2,
+        )
+        seconds = time.monotonic() - started
+
+        # Every worker saves; only the chief's copy is kept, renamed into place whole.
+        if cluster.is_chief:
+            with atomic_dir(candidate.model) as tmp:
+                export.save(model, tmp)
+        else:
+            export.save(model, scratch / "model")
+    except tf.errors.OpError as err:
+        # A lost peer, a collective timeout: say which and exit non-zero (a TFJob restarts us).
+        reason = (err.message or type(err).__name__).strip().splitlines()[0][:300]
+        raise JobError(f"training failed on {cluster.name}: {type(err).__name__}: {reason}") from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    last = {k: float(v[-1]) for k, v in history.history.items() if v}
+    result = {"train_seconds": seconds, "accuracy": last.get("accuracy", 0.0), "loss": last.get("loss", 0.0)}
+    if progress is not None:
+        redone = (progress.first_epoch or 0)
+        result["resumed_at_epoch"] = redone
+        trained = sum(e["seconds"] for e in progress.epochs)
+        images = sum(e["images_per_second"] * e["seconds"] for e in progress.epochs)
+        result["images_per_second"] = images / trained if trained else 0.0
+        info = read_json(candidate.run_info)
+        write_json(candidate.run_info, {**info, **result, "epochs_trained": len(progress.epochs)})
+        progress.tracker.log_metrics(progress.mlflow_run, {"train_seconds": seconds})
+        progress.tracker.log_artifacts(progress.mlflow_run, candidate.model, "model")
+        progress.tracker.log_artifacts(progress.mlflow_run, candidate.tensorboard, "tensorboard")
+        progress.tracker.end_run(progress.mlflow_run)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--work-dir", type=Path, required=True, help="the shared volume")
+    p.add_argument("--run-id", required=True, help="the pipeline run this candidate belongs to")
+    p.add_argument("--dataset", default="fashion_mnist", help="the ingested dataset under <work-dir>/data")
+    p.add_argument("--model", required=True, choices=models.NAMES, help="the candidate to train")
+    p.add_argument("--epochs", type=positive_int, default=5, help="passes over the training split")
+    p.add_argument("--steps-per-epoch", type=positive_int, help="default: one pass over the training split")
+    p.add_argument("--batch-per-worker", type=positive_int, default=64, help="global batch = this x workers")
+    p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's base rate; a tenth from epoch 4")
+    p.add_argument("--seed", type=int, default=0, help="shuffling seed")
+    p.add_argument("--collective-timeout", type=float, default=300.0,
+                   help="seconds a collective may wait for a peer before the worker fails (0: forever)")
+    args = p.parse_args(argv)
+    if "/" in args.run_id or args.run_id in ("", ".", ".."):
+        raise JobError(f"--run-id must be a plain name, got {args.run_id!r}")
+
+    result = train(args)
+    emit(**result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -83,3 +84,12 @@ def ingested(work, small_data) -> Path:
 def copy_model(source: Path, target: Path) -> Path:
     shutil.copytree(source, target)
     return target
+
+
+def encode(array, fmt: str) -> bytes:
+    """An image array as PNG or JPEG bytes."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, fmt)
+    return buffer.getvalue()

@@ -13,12 +13,14 @@ DATASET    ?= fashion_mnist
 EPOCHS     ?= 5
 WORKERS    ?= 2
 MODELS     ?= cnn,dropout,batchnorm
+INGEST_ARGS ?=
+TRAIN_ARGS ?=
 PORT       ?= 8501
 CLUSTER    ?= fmnist
 NAMESPACE  ?= fmnist
 IMAGE_REPO ?= fmnist-jobs
 # Read by the jobs and scripts, not by make.
-export PYTHON VENV WORK_DIR DATASET EPOCHS WORKERS MODELS PORT CLUSTER NAMESPACE IMAGE_REPO
+export PYTHON VENV WORK_DIR DATASET EPOCHS WORKERS MODELS INGEST_ARGS TRAIN_ARGS PORT CLUSTER NAMESPACE IMAGE_REPO
 
 STAMP := $(VENV)/.stamp
 LOCKS := requirements/jobs.txt requirements/dev.txt requirements/checkov.txt

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from jobs import distributed, models, steps
-from jobs.common import JobError, cpu_count, csv_list, emit, parser, positive_int, read_json, run
+from jobs.common import JobError, cpu_count, csv_list, emit, parser, positive_int, read_json, run, write_json
 from jobs.paths import MODEL_NAME, Work
 
 log = logging.getLogger("jobs.local")
@@ -313,6 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         runner.stop_all()
     wall = time.monotonic() - started
+    write_json(work.run(args.run_id) / "timings.json", {"stages": runner.timings, "wall_seconds": wall})
     print("\n" + runner.summary(), flush=True)
     promotion = read_json(work.run(args.run_id) / "promotion.json")
     emit(run_id=args.run_id, best=promotion["model"], promoted=int(promotion["promoted"]),

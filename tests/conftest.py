@@ -93,3 +93,14 @@ def encode(array, fmt: str) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, fmt)
     return buffer.getvalue()
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path) -> str:
+    """A SQLite tracking store whose `fmnist` experiment keeps artifacts under tmp_path
+    (MLflow would otherwise write them to ./mlruns)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(uri).create_experiment("fmnist", artifact_location=(tmp_path / "artifacts").as_uri())
+    return uri

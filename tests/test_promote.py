@@ -49,7 +49,7 @@ def promote(work_dir, run_id, *extra, **env):
 
 
 @pytest.mark.slow
-def test_promotion_sequence_and_registry(ingested, trained_model, tmp_path):
+def test_promotion_sequence_and_registry(ingested, trained_model, mlflow_uri):
     """none served → v1; worse → nothing; forced → v2; better → v3; each registered as champion.
 
     The served version is re-scored on the test split, so candidates claim accuracies of 0.0
@@ -57,10 +57,9 @@ def test_promotion_sequence_and_registry(ingested, trained_model, tmp_path):
     from mlflow.tracking import MlflowClient
 
     work = Work(ingested)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     make_candidate(work, "a", "cnn", trained_model, 0.5)
     make_candidate(work, "a", "dropout", trained_model, 0.6)
-    first = promote(ingested, "a", MLFLOW_TRACKING_URI=uri)
+    first = promote(ingested, "a", MLFLOW_TRACKING_URI=mlflow_uri)
     assert first.returncode == 0, first.stderr
     assert "model=dropout" in first.stdout and "promoted=1" in first.stdout and "version=1" in first.stdout
     served = work.served()
@@ -70,22 +69,22 @@ def test_promotion_sequence_and_registry(ingested, trained_model, tmp_path):
 
     make_candidate(work, "b", "cnn", trained_model, 0.0)
     make_candidate(work, "b", "dropout", trained_model, 0.0)
-    worse = promote(ingested, "b", MLFLOW_TRACKING_URI=uri)
+    worse = promote(ingested, "b", MLFLOW_TRACKING_URI=mlflow_uri)
     assert worse.returncode == 0 and "promoted=0" in worse.stdout and "version=1" in worse.stdout
     assert versions(served) == [1]
     decision = json.loads((work.run("b") / "promotion.json").read_text())
     assert decision["promoted"] is False and decision["served_accuracy"] > 0.5
 
-    forced = promote(ingested, "b", "--force", MLFLOW_TRACKING_URI=uri)
+    forced = promote(ingested, "b", "--force", MLFLOW_TRACKING_URI=mlflow_uri)
     assert forced.returncode == 0 and "version=2" in forced.stdout
     make_candidate(work, "c", "cnn", trained_model, 1.0)
     make_candidate(work, "c", "dropout", trained_model, 0.2)
-    better = promote(ingested, "c", MLFLOW_TRACKING_URI=uri)
+    better = promote(ingested, "c", MLFLOW_TRACKING_URI=mlflow_uri)
     assert better.returncode == 0 and "model=cnn" in better.stdout and "version=3" in better.stdout
     assert versions(served) == [1, 2, 3]
     assert not [p for p in served.iterdir() if p.name.startswith(".") and p.is_dir()], "temp dir left"
 
-    client = MlflowClient(uri)
+    client = MlflowClient(mlflow_uri)
     champion = client.get_model_version_by_alias("fmnist", "champion")
     assert champion.tags["serving_version"] == "3" and champion.tags["model"] == "cnn"
     assert len(client.search_model_versions("name='fmnist'")) == 3

@@ -40,11 +40,10 @@ def results(proc) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_two_workers_train_save_and_clean_up(ingested, tmp_path):
+def test_two_workers_train_save_and_clean_up(ingested, mlflow_uri):
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    chief, other = train_cluster(ingested, 2, MLFLOW_TRACKING_URI=uri)
+    chief, other = train_cluster(ingested, 2, MLFLOW_TRACKING_URI=mlflow_uri)
     assert chief.returncode == 0, chief.stderr[-3000:]
     assert other.returncode == 0, other.stderr[-3000:]
     # One model, mirrored: both workers see the same all-reduced loss.
@@ -62,7 +61,7 @@ def test_two_workers_train_save_and_clean_up(ingested, tmp_path):
     assert list(candidate.tensorboard.rglob("events.out.tfevents.*")), "no TensorBoard logs"
 
     # The chief alone tracked: one run, with params, per-epoch metrics and the model.
-    client = MlflowClient(uri)
+    client = MlflowClient(mlflow_uri)
     runs = client.search_runs([client.get_experiment_by_name("fmnist").experiment_id])
     assert len(runs) == 1 and runs[0].info.run_id == info["mlflow_run_id"]
     assert runs[0].data.params["global_batch"] == "128"

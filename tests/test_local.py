@@ -1,0 +1,92 @@
+"""`make local` end to end, as a user runs it, at small settings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import psutil
+import pytest
+
+from conftest import ROOT, job_env, run_job
+from jobs import steps
+from jobs.local import Runner, Settings
+from jobs.paths import Work
+
+
+@pytest.mark.slow
+def test_make_local_synthetic(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    work = tmp_path / "work"
+    proc = subprocess.run(
+        ["make", "local", f"WORK_DIR={work}", "DATASET=synthetic", "EPOCHS=2", "WORKERS=2",
+         "INGEST_ARGS=--train-size 2000 --test-size 500", "TRAIN_ARGS=--steps-per-epoch 12"],
+        cwd=ROOT, env=job_env(), capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+
+    # The served version exists in TF Serving's layout and scores far above chance (0.1).
+    served = Work(work).served() / "1"
+    assert (served / "saved_model.pb").exists() and (served / "variables").is_dir()
+    from jobs import data
+    from jobs.evaluate import metrics, predict
+
+    test = data.load(Work(work).dataset("synthetic"))["test"]
+    assert metrics(predict(served, test.images), test.labels)["accuracy"] > 0.5
+
+    # The summary names every candidate; the smoke check went through the local server.
+    results = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line and " " not in line)
+    assert float(results["served_accuracy"]) > 0.5 and results["version"] == "1"
+    for model in ("cnn", "dropout", "batchnorm"):
+        assert any(line.startswith(model + " ") for line in proc.stdout.splitlines()), proc.stdout[-2000:]
+    run_dir = Work(work).run(results["run_id"])
+    timings = json.loads((run_dir / "timings.json").read_text())["stages"]
+    assert set(timings) == {"ingest", "train:cnn", "train:dropout", "train:batchnorm", "evaluate", "promote",
+                            "wait-serving", "smoke"}
+
+    # MLflow holds one run per candidate with training and test metrics, and the champion.
+    client = MlflowClient(f"sqlite:///{work / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("fmnist")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.data.tags["model"] for r in runs) == ["batchnorm", "cnn", "dropout"]
+    for r in runs:
+        assert {"loss", "accuracy", "test_accuracy", "learning_rate"} <= set(r.data.metrics)
+        assert len(client.get_metric_history(r.info.run_id, "loss")) == 2
+    champion = client.get_model_version_by_alias("fmnist", "champion")
+    assert champion.tags["serving_version"] == "1"
+    assert experiment.artifact_location == (work / "mlflow" / "artifacts").resolve().as_uri()
+
+    # Nothing is left running: no worker, no server.
+    leftovers = [p for p in psutil.process_iter(["cmdline"]) if str(work) in " ".join(p.info["cmdline"] or [])]
+    assert leftovers == []
+
+
+def test_runner_commands_are_the_steps(tmp_path):
+    """The runner builds every command from jobs.steps, plus only the extras it is given."""
+    settings = Settings(work=Work(tmp_path), run_id="r", dataset="synthetic", epochs=3, workers=2,
+                        models=["cnn"], min_accuracy=0.5, max_restarts=0, python="py",
+                        extra={"ingest": ["--train-size", "10"]})
+    runner = Runner(settings)
+    runner.url = "http://127.0.0.1:1"
+    train = runner.command(steps.step("train"), model="cnn")
+    assert train == ["py", "-m", "jobs.train", "--work-dir", str(tmp_path), "--run-id", "r", "--dataset",
+                     "synthetic", "--model", "cnn", "--epochs", "3"]
+    assert runner.command(steps.step("ingest"))[-2:] == ["--train-size", "10"]
+    for step in steps.STEPS:
+        assert step.parameters() <= set(steps.PARAMETERS), step.name
+        assert "{" not in " ".join(runner.command(step, model="cnn"))
+
+
+@pytest.mark.slow
+def test_failed_worker_fails_the_run_with_its_log_tail(tmp_path):
+    """A training job that cannot succeed: bounded retries, then its log tail, exit non-zero."""
+    work = tmp_path / "work"
+    proc = run_job("local", "--work-dir", work, "--dataset", "synthetic", "--models", "cnn", "--epochs", "1",
+                   "--max-restarts", "1", "--ingest-args=--train-size 300 --test-size 100",
+                   "--train-args=--batch-per-worker 0")
+    assert proc.returncode == 1
+    assert "training cnn failed after 1 restart(s)" in proc.stderr
+    assert "must be at least 1" in proc.stderr  # the worker's own last line, from its log tail
+    assert "Traceback" not in proc.stderr
+    assert not (Work(work).served()).exists()

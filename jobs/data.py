@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import os
 import struct
 from pathlib import Path
 from typing import NamedTuple
@@ -41,9 +42,9 @@ IDX_MAGIC = {"images": 2051, "labels": 2049}
 OFFLINE_HELP = (
     "This machine could not download Fashion-MNIST. Offline alternatives: "
     "DATASET=synthetic (make local DATASET=synthetic, or --dataset synthetic) trains on "
-    "generated images of the same shape and classes; DATASET=idx (with IDX_DIR=<folder>, "
-    "or --dataset idx --idx-dir <folder>) reads the four official *-ubyte.gz files from a "
-    "folder you copied in."
+    "generated images of the same shape and classes; DATASET=idx (make local DATASET=idx, or "
+    "--dataset idx) reads the four official *-ubyte.gz files that you copy into <work-dir>/idx/ "
+    "(or name with --idx-dir)."
 )
 
 
@@ -91,6 +92,9 @@ def from_tfds(data_dir: Path, download: bool = True) -> Dataset:
     """Fashion-MNIST through tensorflow-datasets (downloads into `data_dir` on first use)."""
     import tensorflow_datasets as tfds
 
+    builder = tfds.builder("fashion_mnist", data_dir=str(data_dir))
+    if download and not builder.is_prepared():
+        probe(type(builder).URL)
     try:
         loaded = tfds.load(
             "fashion_mnist",
@@ -104,6 +108,22 @@ def from_tfds(data_dir: Path, download: bool = True) -> Dataset:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise JobError(f"tensorflow-datasets failed ({reason[:200]}). {OFFLINE_HELP}") from None
     return dataset
+
+
+def probe(url: str, timeout: float = 10.0) -> None:
+    """Fails fast, with the offline alternatives, when the download host is unreachable
+    (tensorflow-datasets itself retries every file for minutes first)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if any(os.environ.get(name) for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy")):
+        return  # behind a proxy a direct connection proves nothing; let the download try
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as err:
+        raise JobError(f"cannot reach {parts.hostname}:{port} ({err}). {OFFLINE_HELP}") from None
 
 
 def _collect(ds) -> Split:

@@ -97,15 +97,24 @@ def test_idx_refuses_mismatched_counts(tmp_path, small_data):
 
 # --- tensorflow-datasets ---------------------------------------------------------------------
 
-def test_tfds_source_with_mocked_download(tmp_path):
+def test_tfds_source_with_mocked_download(tmp_path, monkeypatch):
     import tensorflow_datasets as tfds
 
+    probed = []
+    monkeypatch.setattr(data, "probe", probed.append)  # the mock downloads nothing
     with tfds.testing.mock_data(num_examples=40):
         loaded = data.from_tfds(tmp_path)
     for split in ("train", "test"):
         assert loaded[split].images.shape[1:] == (28, 28) and loaded[split].images.dtype == np.uint8
         assert len(loaded[split].images) == len(loaded[split].labels) > 0
         assert loaded[split].labels.max() < 10
+    assert probed and probed[0].startswith("http")
+
+
+def test_unreachable_download_host_fails_fast_with_the_alternatives():
+    with pytest.raises(JobError) as err:
+        data.probe("http://127.0.0.1:9/", timeout=5)
+    assert "127.0.0.1:9" in str(err.value) and "DATASET=synthetic" in str(err.value)
 
 
 def test_tfds_failure_names_the_offline_alternatives(tmp_path, monkeypatch):
@@ -115,6 +124,7 @@ def test_tfds_failure_names_the_offline_alternatives(tmp_path, monkeypatch):
         raise ConnectionError("Failed to resolve 'storage.googleapis.com'")
 
     monkeypatch.setattr(tfds, "load", offline)
+    monkeypatch.setattr(data, "probe", lambda url: None)
     with pytest.raises(JobError) as err:
         data.from_tfds(tmp_path)
     text = str(err.value)

@@ -27,7 +27,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SERVING_URL = os.environ.get("SERVING_URL", "").rstrip("/")
 MODEL = os.environ.get("SERVING_MODEL", "fmnist")
-REMOTE_REASON = f"SERVING_URL={SERVING_URL} is a server whose model files these tests cannot control"
+REMOTE_REASON = (
+    f"SERVING_URL={SERVING_URL} is set: this test needs the local server "
+    "(control of its model files, or its own limits and metric names)"
+)
 
 local_only = pytest.mark.skipif(bool(SERVING_URL), reason=REMOTE_REASON)
 
@@ -128,13 +131,14 @@ def serving_work(tmp_path_factory, trained_model, small_data) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server_url(serving_work, tmp_path_factory):
+def server_url(request, tmp_path_factory):
     """The base URL of the server under test: SERVING_URL, or a local server of our own."""
     if SERVING_URL:
         yield SERVING_URL
         return
     from jobs.paths import Work
 
+    serving_work = request.getfixturevalue("serving_work")
     server = LocalServer(Work(serving_work).served(), tmp_path_factory.mktemp("logs") / "serve.log").start()
     try:
         yield server.url

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from .conftest import (
-    MODEL, assert_serves, b64, check_prediction, encode, local_only, reference_jpeg,
+    MODEL, SERVING_URL, assert_serves, b64, check_prediction, encode, local_only, reference_jpeg,
     reference_request, served_versions,
 )
 
@@ -192,7 +192,27 @@ BAD_REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize("body,status", [(b, s) for _, b, s in BAD_REQUESTS], ids=[i for i, _, _ in BAD_REQUESTS])
+# Where TF Serving's own parser is more lenient than the local server (util/json_tensor.cc:
+# any JSON int is taken for DT_UINT8 and cast, and an empty columnar list is a [0] tensor),
+# the local server refuses the request and TF Serving answers it: not part of the shared contract.
+STRICTER_THAN_TF_SERVING = {
+    "pixels-over-255": "TF Serving casts any JSON integer to uint8",
+    "pixels-negative": "TF Serving casts any JSON integer to uint8",
+    "empty-columnar": "TF Serving runs an empty columnar batch",
+    "empty-columnar-named": "TF Serving runs an empty columnar batch",
+}
+
+
+def bad_request_params():
+    for name, body, status in BAD_REQUESTS:
+        marks = []
+        if name in STRICTER_THAN_TF_SERVING:
+            reason = f"SERVING_URL is set and {STRICTER_THAN_TF_SERVING[name]}; the local server refuses it"
+            marks.append(pytest.mark.skipif(bool(SERVING_URL), reason=reason))
+        yield pytest.param(body, status, id=name, marks=marks)
+
+
+@pytest.mark.parametrize("body,status", list(bad_request_params()))
 def test_bad_request_is_a_json_4xx_and_the_server_keeps_serving(http, body, status):
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     response = http.post(PREDICT, content=content, headers={"content-type": "application/json"})

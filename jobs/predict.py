@@ -1,0 +1,288 @@
+"""The model server's client: classify images, wait for a version, or score a test sample.
+
+    python -m jobs.predict shirt.png boot.jpg                       class names and probabilities
+    python -m jobs.predict --work-dir W --dataset D --samples 5     the same for test samples
+    python -m jobs.predict --work-dir W --wait-version latest       until the server serves the
+                                                                    highest version on disk
+    python -m jobs.predict --work-dir W --dataset D --check --min-accuracy 0.8
+
+It speaks TF Serving's REST API, so it works against the local server (`make serve`) and
+against TF Serving in the cluster alike. Images travel as PNG or JPEG bytes through the
+`serving_default` signature in the reference request format
+`{"instances": [{"image_bytes": {"b64": "..."}}]}`, so the server's decoding is exercised too.
+It needs no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import logging
+import math
+import re
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from jobs.common import JobError, emit, parser, positive_int, run
+from jobs.paths import MODEL_NAME, Work
+
+log = logging.getLogger("jobs.predict")
+
+DEFAULT_URL = "http://127.0.0.1:8501"
+DEFAULT_CHECK_SAMPLES = 1000
+DEFAULT_SHOW_SAMPLES = 10
+
+
+class Client:
+    """A small TF Serving REST client (stdlib HTTP: nothing to install in a job image)."""
+
+    def __init__(self, url: str, model: str = MODEL_NAME, timeout: float = 30.0):
+        self.url = url.rstrip("/")
+        self.model = model
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, payload: Any = None) -> Any:
+        data = None if payload is None else json.dumps(payload).encode("utf-8")
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                body = response.read()
+        except urllib.error.HTTPError as err:
+            raise ServerError(err.code, _error_text(err.read())) from None
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise Unreachable(f"cannot reach {self.url}: {reason}") from None
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise JobError(f"{self.url}{path} answered with something that is not JSON") from None
+
+    def status(self) -> dict:
+        return self._call("GET", f"/v1/models/{self.model}")
+
+    def predict(self, payload: dict, version: int | None = None) -> dict:
+        where = f"/versions/{version}" if version is not None else ""
+        return self._call("POST", f"/v1/models/{self.model}{where}:predict", payload)
+
+    def classify(self, images: Sequence[bytes]) -> list[dict]:
+        """Encoded images → one {"class_name", "class_id", "probabilities"} per image."""
+        payload = {"instances": [{"image_bytes": {"b64": base64.b64encode(image).decode("ascii")}}
+                                 for image in images]}
+        predictions = self.predict(payload).get("predictions")
+        if not isinstance(predictions, list) or len(predictions) != len(images):
+            raise JobError(f"{self.url} answered without one prediction per image")
+        return predictions
+
+
+class ServerError(JobError):
+    def __init__(self, status: int, message: str):
+        super().__init__(f"the server answered {status}: {message}")
+        self.status = status
+
+
+class Unreachable(JobError):
+    pass
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        return str(json.loads(body)["error"])
+    except (ValueError, KeyError, TypeError):
+        return body.decode("utf-8", "replace").strip()[:300] or "(no body)"
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(pixels, np.uint8), mode="L").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def versions_on_disk(base: Path) -> list[int]:
+    """Numeric version folders, TF Serving's rule: hidden or non-numeric names never count."""
+    if not base.is_dir():
+        return []
+    return sorted(int(p.name) for p in base.iterdir() if p.name.isascii() and p.name.isdigit() and p.is_dir())
+
+
+def version_arg(text: str) -> str | int:
+    if text == "latest":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'latest' or a version number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"version numbers are not negative: {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1: {text}")
+    return value
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be above 0: {text}")
+    return value
+
+
+def wait_for_version(client: Client, wanted: int, timeout: float, interval: float = 1.0) -> None:
+    """Polls the model status until `wanted` is AVAILABLE; a load failure ends it early."""
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while True:
+        try:
+            entries = client.status().get("model_version_status") or []
+            mine = [e for e in entries if str(e.get("version")) == str(wanted)]
+            if mine and mine[0].get("state") == "AVAILABLE":
+                log.info("version %d of %s is AVAILABLE at %s", wanted, client.model, client.url)
+                return
+            if mine and mine[0].get("state") == "END" and mine[0].get("status", {}).get("error_code", "OK") != "OK":
+                raise JobError(f"version {wanted} failed to load: {mine[0]['status'].get('error_message', '')}")
+            seen = ", ".join(f"{e.get('version')} {e.get('state')}" for e in entries) or "none"
+            last = f"versions reported: {seen}"
+        except (ServerError, Unreachable) as err:
+            last = str(err)
+        if time.monotonic() >= deadline:
+            raise JobError(f"timed out after {timeout:g}s waiting for {client.model} version {wanted} "
+                           f"at {client.url} ({last})")
+        log.info("waiting for version %d (%s)", wanted, last)
+        time.sleep(min(interval, max(0.05, deadline - time.monotonic())))
+
+
+def classify_in_batches(client: Client, images: list[bytes], batch_size: int) -> list[dict]:
+    predictions = []
+    for start in range(0, len(images), batch_size):
+        predictions.extend(client.classify(images[start:start + batch_size]))
+    return predictions
+
+
+def show(name: str, prediction: dict, top: int = 3) -> None:
+    probabilities = prediction.get("probabilities") or []
+    from jobs.data import CLASS_NAMES
+
+    best = sorted(range(len(probabilities)), key=lambda i: -probabilities[i])[:top]
+    others = ", ".join(
+        f"{CLASS_NAMES[i] if i < len(CLASS_NAMES) else i} {probabilities[i]:.3f}" for i in best
+    )
+    print(f"{name}\t{prediction.get('class_name')}\t{others}", flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = parser("Classify images through a TF Serving REST endpoint (local server or cluster).")
+    p.add_argument("images", nargs="*", type=Path, help="PNG or JPEG files to classify")
+    p.add_argument("--url", default=DEFAULT_URL, help="the server's base URL")
+    p.add_argument("--model-name", default=MODEL_NAME, help="model name in the URL paths")
+    p.add_argument("--work-dir", type=Path, default=Path(".work"),
+                   help="the work dir: datasets under data/, served versions under models/")
+    p.add_argument("--dataset", help="dataset under <work>/data whose test split to sample")
+    p.add_argument("--samples", type=positive_int,
+                   help=f"test samples to send (default {DEFAULT_SHOW_SAMPLES} to show, "
+                        f"{DEFAULT_CHECK_SAMPLES} for --check)")
+    p.add_argument("--check", action="store_true", help="score the samples and fail below --min-accuracy")
+    p.add_argument("--min-accuracy", type=fraction, default=0.0, help="the --check threshold")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per request")
+    p.add_argument("--wait-version", type=version_arg,
+                   help="'latest' (highest numeric version on disk) or a number: wait until served")
+    p.add_argument("--timeout", type=seconds, default=300.0, help="how long --wait-version waits")
+    p.add_argument("--request-timeout", type=seconds, default=60.0, help="timeout of one HTTP request")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.url.startswith(("http://", "https://")):
+        raise JobError(f"--url must start with http:// or https://, got {args.url!r}")
+    if args.check and not args.dataset:
+        raise JobError("--check needs --dataset (the dataset whose test split is scored)")
+    if args.check and args.images:
+        raise JobError("--check scores test samples: give either image files or --check, not both")
+    if args.samples and not args.dataset:
+        raise JobError("--samples needs --dataset (the dataset whose test split is sampled)")
+    client = Client(args.url, args.model_name, args.request_timeout)
+    work = Work(args.work_dir)
+
+    if args.wait_version is not None:
+        wanted = args.wait_version
+        if wanted == "latest":
+            found = versions_on_disk(work.served(args.model_name))
+            if not found:
+                raise JobError(f"no version folders under {work.served(args.model_name)}: promote a model first")
+            wanted = found[-1]
+        wait_for_version(client, wanted, args.timeout)
+        emit(version=wanted)
+
+    if args.images:
+        encoded = []
+        for path in args.images:
+            try:
+                encoded.append(path.read_bytes())
+            except OSError as err:
+                raise JobError(f"cannot read {path}: {err.strerror}") from None
+        for start in range(0, len(encoded), args.batch_size):
+            batch = args.images[start:start + args.batch_size]
+            try:
+                predictions = client.classify(encoded[start:start + args.batch_size])
+            except ServerError as err:
+                # The server numbers the instances; name the file instead.
+                raise JobError(re.sub(r"instances\[(\d+)\]", lambda m: str(batch[int(m[1])])
+                                      if int(m[1]) < len(batch) else m[0], str(err))) from None
+            for path, prediction in zip(batch, predictions):
+                show(str(path), prediction)
+        return 0
+
+    if args.dataset:
+        from jobs import data
+
+        test = data.load(work.dataset(args.dataset), splits=("test",))["test"]
+        wanted_samples = args.samples or (DEFAULT_CHECK_SAMPLES if args.check else DEFAULT_SHOW_SAMPLES)
+        count = min(wanted_samples, len(test.labels))
+        if count == 0:
+            raise JobError(f"the test split of {args.dataset} is empty")
+        images = [encode_png(test.images[i]) for i in range(count)]
+        labels = test.labels[:count].astype(int)
+        started = time.monotonic()
+        predictions = classify_in_batches(client, images, args.batch_size)
+        elapsed = time.monotonic() - started
+        predicted = np.array([int(p.get("class_id", -1)) for p in predictions])
+        if not args.check:
+            from jobs.data import CLASS_NAMES
+
+            for i, prediction in enumerate(predictions):
+                show(f"sample {i} (label {CLASS_NAMES[labels[i]]})", prediction)
+            return 0
+        accuracy = float(np.mean(predicted == labels))
+        log.info("scored %d samples in %.1fs through %s", count, elapsed, args.url)
+        emit(accuracy=accuracy, samples=count)
+        if accuracy < args.min_accuracy:
+            raise JobError(f"accuracy {accuracy:.4f} is below --min-accuracy {args.min_accuracy:g}")
+        return 0
+
+    if args.wait_version is None:
+        raise JobError("nothing to do: give image files, --dataset [--samples N | --check], or --wait-version")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(main))

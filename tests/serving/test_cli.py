@@ -1,0 +1,106 @@
+"""The client and server command lines, as the pipeline and a user run them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+
+from .conftest import ROOT, encode, env, local_only, one_line_error, run_predict
+
+
+@local_only
+def test_wait_for_the_latest_version(server_url, serving_work):
+    proc = run_predict("--url", server_url, "--work-dir", serving_work, "--wait-version", "latest", "--timeout", "60")
+    assert proc.returncode == 0, proc.stderr
+    assert "version=1" in proc.stdout.splitlines()
+
+
+@local_only
+def test_check_scores_the_test_split(server_url, serving_work):
+    proc = run_predict("--url", server_url, "--work-dir", serving_work, "--dataset", "synthetic",
+                       "--check", "--min-accuracy", "0.5", "--samples", "300")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "samples=300" in lines
+    (accuracy,) = [float(line.split("=")[1]) for line in lines if line.startswith("accuracy=")]
+    assert 0.5 <= accuracy <= 1.0
+
+
+@local_only
+def test_check_fails_below_the_threshold(server_url, serving_work):
+    proc = run_predict("--url", server_url, "--work-dir", serving_work, "--dataset", "synthetic",
+                       "--check", "--min-accuracy", "1", "--samples", "200")
+    if "accuracy=1\n" in proc.stdout:  # a perfect score cannot fail the highest threshold
+        return
+    assert "below --min-accuracy" in one_line_error(proc)
+    assert any(line.startswith("accuracy=") for line in proc.stdout.splitlines())
+
+
+@local_only
+def test_samples_are_shown_with_class_names(server_url, serving_work):
+    proc = run_predict("--url", server_url, "--work-dir", serving_work, "--dataset", "synthetic", "--samples", "3")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 3 and all(line.startswith("sample ") for line in lines)
+
+
+def test_image_files(server_url, tmp_path):
+    rng = np.random.default_rng(0)
+    png, jpeg = tmp_path / "shirt.png", tmp_path / "boot.jpg"
+    png.write_bytes(encode(rng.integers(0, 256, (28, 28), dtype=np.uint8), "PNG"))
+    jpeg.write_bytes(encode(rng.integers(0, 256, (299, 299, 3), dtype=np.uint8), "JPEG"))
+    proc = run_predict("--url", server_url, png, jpeg)
+    assert proc.returncode == 0, proc.stderr
+    from jobs.data import CLASS_NAMES
+
+    lines = proc.stdout.splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(png), str(jpeg)]
+    assert all(line.split("\t")[1] in CLASS_NAMES for line in lines)
+
+
+def test_a_file_that_is_no_image(server_url, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    assert str(bad) in one_line_error(run_predict("--url", server_url, bad))
+
+
+def test_client_mistakes_are_one_line(server_url, tmp_path):
+    assert "cannot read" in one_line_error(run_predict("--url", server_url, tmp_path / "missing.png"))
+    assert "--check needs --dataset" in one_line_error(run_predict("--url", server_url, "--check"))
+    assert "nothing to do" in one_line_error(run_predict("--url", server_url))
+    assert "no dataset" in one_line_error(
+        run_predict("--url", server_url, "--work-dir", tmp_path, "--dataset", "nope", "--samples", "2"))
+    usage = run_predict("--url", server_url, "--wait-version", "soon")
+    assert usage.returncode == 2 and "Traceback" not in usage.stderr
+
+
+def test_unreachable_server_is_one_line(tmp_path):
+    from .conftest import free_port
+
+    proc = run_predict("--url", f"http://127.0.0.1:{free_port()}", "--work-dir", tmp_path,
+                       "--wait-version", "1", "--timeout", "1")
+    assert "timed out" in one_line_error(proc)
+    image = tmp_path / "a.png"
+    image.write_bytes(encode(np.zeros((28, 28), np.uint8)))
+    assert "cannot reach" in one_line_error(run_predict("--url", f"http://127.0.0.1:{free_port()}", image))
+
+
+def test_serve_refuses_a_missing_model_base_path(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobs.serve", "--model-base-path", str(tmp_path / "none"), "--port", "0"],
+        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120,
+    )
+    assert "is not a folder" in one_line_error(proc)
+
+
+@local_only
+def test_serve_says_when_the_port_is_taken(server_url, serving_work):
+    port = server_url.rsplit(":", 1)[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobs.serve", "--model-base-path", str(serving_work / "models" / "fmnist"),
+         "--host", "127.0.0.1", "--port", port],
+        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300,
+    )
+    assert "cannot listen" in one_line_error(proc)

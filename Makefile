@@ -19,8 +19,10 @@ PORT       ?= 8501
 CLUSTER    ?= fmnist
 NAMESPACE  ?= fmnist
 IMAGE_REPO ?= fmnist-jobs
+MIN_ACCURACY ?= 0.8
+COMPONENTS ?=
 # Read by the jobs and scripts, not by make.
-export PYTHON VENV WORK_DIR DATASET EPOCHS WORKERS MODELS INGEST_ARGS TRAIN_ARGS PORT CLUSTER NAMESPACE IMAGE_REPO
+export PYTHON VENV WORK_DIR DATASET EPOCHS WORKERS MODELS INGEST_ARGS TRAIN_ARGS PORT CLUSTER NAMESPACE IMAGE_REPO MIN_ACCURACY COMPONENTS
 
 STAMP := $(VENV)/.stamp
 LOCKS := requirements/jobs.txt requirements/dev.txt requirements/checkov.txt
@@ -29,7 +31,7 @@ LOCKS := requirements/jobs.txt requirements/dev.txt requirements/checkov.txt
 
 .PHONY: help
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m [KNOB=value ...]  knobs: PYTHON VENV WORK_DIR DATASET EPOCHS WORKERS MODELS PORT CLUSTER NAMESPACE IMAGE_REPO\n"} \
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m [KNOB=value ...]  knobs: PYTHON VENV WORK_DIR DATASET EPOCHS WORKERS MODELS INGEST_ARGS TRAIN_ARGS PORT CLUSTER NAMESPACE IMAGE_REPO MIN_ACCURACY COMPONENTS\n"} \
 	  /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2 } \
 	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 

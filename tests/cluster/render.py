@@ -23,7 +23,7 @@ KUSTOMIZE = ROOT / "kustomize"
 REMOTE = re.compile(r"https://github\.com/(?P<org>[\w.-]+)/(?P<repo>[\w.-]+)//(?P<path>[\w./-]+)\?ref=(?P<ref>[\w.-]+)")
 
 # Every kustomization a user can apply or that a test renders, and the components.
-KUSTOMIZATIONS = ("addons/training-operator", "addons/argo", "base", "overlays/local")
+KUSTOMIZATIONS = ("addons/argo-crds", "addons/training-operator", "addons/argo", "base", "overlays/local")
 COMPONENTS = ("gpu", "arm64-serving")
 
 

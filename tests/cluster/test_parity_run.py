@@ -1,0 +1,173 @@
+"""Executing parity: run the workflow's own step commands, as written in workflows/e2e.yaml
+(the containers' commands and args, and each TFJob replica's), on this machine in DAG order.
+
+The shared volume is a temp dir, `python` is this interpreter, every `{{...}}` gets the value a
+run would give it, each TFJob runs its `replicas` workers as processes with TF_CONFIG built the
+way the training operator builds it (loopback ports instead of the pods' service names), and
+the serving steps talk to `python -m jobs.serve` on a free port in place of TF Serving. If the
+workflow and the jobs drift apart (a flag renamed, a module moved), this test fails.
+Tiny settings: the synthetic dataset, 1 epoch, 2 workers per candidate."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import workflow
+
+ROOT = workflow.ROOT
+MODELS = os.environ.get("PARITY_MODELS", "cnn,dropout,batchnorm")
+STEP_TIMEOUT = 900
+
+pytestmark = pytest.mark.slow
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def fan_out(task: dict, values: dict[str, str]) -> list[str]:
+    """The items of a task's withParam (the one expression form the workflow uses)."""
+    m = re.fullmatch(r"\{\{=toJson\(sprig\.splitList\(',', workflow\.parameters\.(\w+)\)\)\}\}", task["withParam"])
+    assert m, f"unsupported withParam {task['withParam']!r}"
+    return values[f"workflow.parameters.{m[1]}"].split(",")
+
+
+class Runner:
+    def __init__(self, wf: dict, work: Path, values: dict[str, str], logs: Path):
+        self.wf, self.work, self.values, self.logs = wf, work, values, logs
+        mounts = {m["name"]: m["mountPath"] for t in wf["spec"]["templates"] if "container" in t
+                  for m in t["container"]["volumeMounts"]}
+        self.mount = mounts[workflow.WORK_VOLUME]
+
+    def argv(self, container: dict, values: dict[str, str]) -> list[str]:
+        argv = [workflow.substitute(a, values) for a in container["command"] + container.get("args", [])]
+        assert argv[0] == "python", argv
+        # The volume's mount path becomes the temp dir.
+        argv = [str(self.work) + a[len(self.mount):] if a == self.mount or a.startswith(self.mount + "/") else a
+                for a in argv]
+        return [sys.executable, *argv[1:]]
+
+    def env(self, container: dict, values: dict[str, str]) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("TF_CONFIG", "MLFLOW_TRACKING_URI")}
+        for item in container.get("env", []):
+            if "value" in item:
+                env[item["name"]] = workflow.substitute(item["value"], values)
+            else:
+                ref = item["valueFrom"]["resourceFieldRef"]
+                assert ref["resource"] == "limits.cpu"
+                env[item["name"]] = workflow.cpu_limit_threads(container["resources"])
+        return env
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "w")
+        log.write(" ".join(argv) + "\n")
+        log.flush()
+        return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def finish(self, name: str, procs: list[subprocess.Popen]) -> None:
+        deadline = time.monotonic() + STEP_TIMEOUT
+        for p in procs:
+            try:
+                p.wait(timeout=max(1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                for q in procs:
+                    q.kill()
+                raise AssertionError(f"{name} timed out:\n{self.tail(name)}")
+        if any(p.returncode for p in procs):
+            raise AssertionError(f"{name} failed ({[p.returncode for p in procs]}):\n{self.tail(name)}")
+
+    def tail(self, prefix: str) -> str:
+        return "\n".join(f"--- {p.name}\n" + "\n".join(p.read_text().splitlines()[-25:])
+                         for p in sorted(self.logs.glob(f"{prefix}*.log")))
+
+    def run_container(self, name: str, template: dict) -> None:
+        c = template["container"]
+        self.finish(name, [self.start(name, self.argv(c, self.values), self.env(c, self.values))])
+
+    def run_tfjob(self, name: str, template: dict, item: str) -> None:
+        values = {**self.values, "inputs.parameters.model": item, "item": item}
+        tfjob = __import__("yaml").safe_load(workflow.substitute(template["resource"]["manifest"], values))
+        replicas = tfjob["spec"]["tfReplicaSpecs"]
+        assert list(replicas) == ["Worker"]
+        worker = replicas["Worker"]
+        [c] = [c for c in worker["template"]["spec"]["containers"] if c["name"] == "tensorflow"]
+        n = int(worker["replicas"])
+        ports = free_ports(n)
+        procs = []
+        for i in range(n):
+            env = self.env(c, values)
+            if n > 1:  # the operator sets TF_CONFIG only for more than one replica
+                env["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                                               "task": {"type": "worker", "index": i}, "environment": "cloud"})
+            procs.append(self.start(f"{name}-{item}-worker-{i}", self.argv(c, values), env))
+        self.finish(f"{name}-{item}", procs)
+
+
+@pytest.fixture
+def server(tmp_path):
+    if not (ROOT / "jobs" / "serve.py").exists():
+        pytest.skip("jobs/serve.py does not exist yet: nothing to stand in for TF Serving")
+    work = tmp_path / "work"
+    (work / "models" / "fmnist").mkdir(parents=True)
+    [port] = free_ports(1)
+    log = open(tmp_path / "serve.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.serve", "--model-base-path", str(work / "models" / "fmnist"),
+                             "--model-name", "fmnist", "--host", "127.0.0.1", "--port", str(port)],
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={k: v for k, v in os.environ.items() if k != "TF_CONFIG"})
+    yield work, f"http://127.0.0.1:{port}"
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_workflow_steps_run_locally_and_serve_a_model(tmp_path, server):
+    work, url = server
+    wf = workflow.load()
+    values = workflow.sample_values(wf, {
+        "dataset": "synthetic", "epochs": "1", "workers": "2", "models": MODELS, "min-accuracy": "0.5",
+        "serving-url": url, "mlflow-uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }, model="")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    runner = Runner(wf, work, values, logs)
+    templates = workflow.templates(wf)
+    ran = []
+    for task in workflow.dag_order(wf):
+        template = templates[task["template"]]
+        if "withParam" in task:
+            for item in fan_out(task, values):
+                assert "resource" in template, "the fan-out trains through TFJobs"
+                runner.run_tfjob(task["name"], template, item)
+        elif "container" in template:
+            runner.run_container(task["name"], template)
+        else:
+            raise AssertionError(f"task {task['name']}: unexpected template kind")
+        ran.append(task["name"])
+        if task["name"] == "promote":
+            versions = [p.name for p in (work / "models" / "fmnist").iterdir() if p.name.isdigit()]
+            assert versions, "promote wrote no model version under models/fmnist"
+    assert ran == ["ingest", "train", "evaluate", "promote", "wait-serving", "smoke"]
+    with urllib.request.urlopen(f"{url}/v1/models/fmnist", timeout=10) as response:
+        status = json.load(response)["model_version_status"]
+    assert any(s["state"] == "AVAILABLE" for s in status)

@@ -89,6 +89,10 @@ def served_accuracy(model_dir: Path, test) -> float | None:
 
 def publish(source: Path, base: Path, record: dict) -> int:
     """Copies a SavedModel in as the next version; call with the lock held."""
+    # Temp dirs of promotions that were killed mid-copy: with the lock held, none is live.
+    for stale in base.glob(".*.tmp-*"):
+        log.warning("removing %s, left by an interrupted promotion", stale)
+        shutil.rmtree(stale, ignore_errors=True)
     version = (versions(base) or [0])[-1] + 1
     with atomic_dir(base / str(version)) as tmp:
         shutil.copytree(source, tmp, dirs_exist_ok=True)

@@ -3,8 +3,10 @@
 The jobs read only MLFLOW_TRACKING_URI (and MLFLOW_EXPERIMENT_NAME, default `fmnist`), so the
 same code logs to a local SQLite store or to the cluster's server. Every call is retried a
 bounded number of times; if tracking still fails, the job logs a warning, stops tracking for
-the rest of its run, and carries on: a trained model is worth more than its metrics. Jobs
-whose result *is* tracking state (promotion's registry entry) pass `required=True`.
+the rest of its run, and carries on: a trained model is worth more than its metrics. That
+holds for promotion too: a version that reached the serving folder stays served even if the
+registry cannot be told (promotion.json then says `registered_version: null`). Only callers
+that cannot work without a store (the local runner creating its experiment) pass `required=True`.
 """
 
 from __future__ import annotations

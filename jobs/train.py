@@ -10,6 +10,7 @@ epoch. The chief alone talks to MLflow.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import sys
 import tempfile
@@ -24,6 +25,19 @@ from jobs.common import (
 from jobs.paths import Candidate, Work
 
 log = logging.getLogger("jobs.train")
+
+
+def op_error_reason(err) -> str:
+    """The telling part of a TensorFlow error in one line: not its first line, which for a
+    lost peer is only "Graph execution error:", but the cause (a reset connection, a peer
+    that stopped sending heartbeats, a deadline), without node names and stack notes."""
+    skip = ("Graph execution error", "Detected at node", "File ", "[[", "<stack", "Additional GRPC", ":UNKNOWN:")
+    lines = []
+    for line in (err.message or "").splitlines():
+        line = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", line).strip()
+        if line and not line.startswith(skip):
+            lines.append(line)
+    return " ".join(lines[:2])[:300] or type(err).__name__
 
 
 def learning_rate(epoch: int, base: float = 1e-3) -> float:
@@ -135,6 +149,10 @@ def train(args) -> dict:
             metrics=["accuracy"],
         )
 
+    # Left by a killed attempt of this worker: its scratch dir (and the chief's half-saved model).
+    leftovers = [f".{cluster.name}-*"] + ([".model.tmp-*", ".model.old-*"] if cluster.is_chief else [])
+    for stale in (path for pattern in leftovers for path in candidate.root.glob(pattern)):
+        shutil.rmtree(stale, ignore_errors=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{cluster.name}-", dir=candidate.root))
     try:
         callbacks = [
@@ -163,8 +181,7 @@ def train(args) -> dict:
             export.save(model, scratch / "model")
     except tf.errors.OpError as err:
         # A lost peer, a collective timeout: say which and exit non-zero (a TFJob restarts us).
-        reason = (err.message or type(err).__name__).strip().splitlines()[0][:300]
-        raise JobError(f"training failed on {cluster.name}: {type(err).__name__}: {reason}") from None
+        raise JobError(f"training failed on {cluster.name}: {type(err).__name__}: {op_error_reason(err)}") from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

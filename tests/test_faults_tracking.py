@@ -1,0 +1,153 @@
+"""The MLflow tracking server goes away: restarted between runs, killed mid-run, unreachable.
+
+Tracking is best effort for training (jobs/tracking.py): bounded retries, then a warning and
+no tracking for the rest of the job; the model is never thrown away because of tracking."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import re
+import socket
+import time
+
+import pytest
+
+from conftest import run_job
+from faultlib import MlflowServer, finished_epochs, kill_tree, start_job, wait_for
+from jobs.common import write_json
+from jobs.paths import Work
+
+TRAIN = ("--dataset", "synthetic", "--model", "cnn", "--steps-per-epoch", "5")
+
+
+def train(work: Work, run_id: str, epochs: int, uri: str, **env: str):
+    return run_job("train", "--work-dir", work.root, "--run-id", run_id, *TRAIN, "--epochs", str(epochs),
+                   MLFLOW_TRACKING_URI=uri, **env)
+
+
+def promote(work: Work, run_id: str, uri: str):
+    write_json(work.candidate(run_id, "cnn").eval / "metrics.json", {"accuracy": 0.5})
+    return run_job("promote", "--work-dir", work.root, "--run-id", run_id, "--dataset", "synthetic",
+                   "--models", "cnn", "--force", MLFLOW_TRACKING_URI=uri)
+
+
+def run_id_of(work: Work, run_id: str) -> str:
+    return json.loads(work.candidate(run_id, "cnn").run_info.read_text())["mlflow_run_id"]
+
+
+@pytest.mark.slow
+def test_tracking_server_killed_and_restarted_keeps_runs_metrics_and_registry(ingested, tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    work = Work(ingested)
+    server = MlflowServer(tmp_path / "mlflow").start()
+    try:
+        first_start = server.startup_seconds
+        # Run a: trained, tracked and promoted while the server is up.
+        a = train(work, "a", 3, server.url)
+        assert a.returncode == 0, a.stderr[-3000:]
+        promoted = promote(work, "a", server.url)
+        assert promoted.returncode == 0 and "version=1" in promoted.stdout, promoted.stderr[-3000:]
+        run_a = run_id_of(work, "a")
+
+        # Run b: the server is SIGKILLed after its first epoch; training carries on untracked.
+        proc = start_job("train", "--work-dir", work.root, "--run-id", "b", *TRAIN, "--epochs", "3",
+                         log=tmp_path / "train-b.log", MLFLOW_TRACKING_URI=server.url)
+        try:
+            candidate_b = work.candidate("b", "cnn")
+            wait_for(lambda: candidate_b.run_info.exists() or proc.poll() is not None, 300, "run b's MLflow run")
+            live = MlflowClient(server.url)
+            wait_for(lambda: live.get_metric_history(run_id_of(work, "b"), "loss") or proc.poll() is not None,
+                     300, "run b's first epoch to reach the server")
+            assert proc.poll() is None, "run b ended before the kill"
+            server.kill()
+            killed = time.monotonic()
+            assert proc.wait(timeout=300) == 0, (tmp_path / "train-b.log").read_text()[-3000:]
+            after_kill = time.monotonic() - killed
+        finally:
+            kill_tree(proc)
+        log_b = (tmp_path / "train-b.log").read_text()
+        assert log_b.count("tracking is off for the rest of this job") == 1, log_b[-3000:]
+        assert finished_epochs(work.candidate("b", "cnn").history) == [0, 1, 2]
+        assert (work.candidate("b", "cnn").model / "saved_model.pb").exists()
+
+        server.start()  # same port, same database, same artifact store
+        client = MlflowClient(server.url)
+
+        # Run a, whole: status, params, per-epoch metrics, and its artifacts through the proxy.
+        got = client.get_run(run_a)
+        assert got.info.status == "FINISHED"
+        assert got.data.params["steps_per_epoch"] == "5"
+        assert [m.step for m in client.get_metric_history(run_a, "loss")] == [0, 1, 2]
+        assert {f.path for f in client.list_artifacts(run_a)} >= {"model", "tensorboard"}
+        assert "model/saved_model.pb" in {f.path for f in client.list_artifacts(run_a, "model")}
+        champion = client.get_model_version_by_alias("fmnist", "champion")
+        assert champion.version == "1" and champion.run_id == run_a
+        assert champion.tags["serving_version"] == "1"
+
+        # Run b: what was logged before the kill is there; the run never ended.
+        run_b = run_id_of(work, "b")
+        assert client.get_run(run_b).info.status == "RUNNING"
+        assert [m.step for m in client.get_metric_history(run_b, "loss")][:1] == [0]
+
+        # And the registry carries on after the restart.
+        promoted = promote(work, "b", server.url)
+        assert promoted.returncode == 0 and "version=2" in promoted.stdout, promoted.stderr[-3000:]
+        assert client.get_model_version_by_alias("fmnist", "champion").version == "2"
+        assert sorted(int(v.version) for v in client.search_model_versions("name='fmnist'")) == [1, 2]
+    finally:
+        server.stop()
+    with capsys.disabled():
+        print(f"\n[tracking] mlflow server first start {first_start:.0f} s, restart {server.startup_seconds:.0f} s; "
+              f"run b finished {after_kill:.1f} s after the server was killed")
+
+
+@contextlib.contextmanager
+def silent_port():
+    """A port that accepts connections (the kernel's backlog) and never answers: a server
+    behind a network partition rather than a closed one."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def closed_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    yield port
+
+
+def tracking_delay(stderr: str) -> float:
+    """Seconds from the first failed tracking call to tracking being switched off (log times)."""
+    stamps = [datetime.datetime.strptime(m[1], "%H:%M:%S") for m in
+              re.finditer(r"^(\d\d:\d\d:\d\d) WARNING jobs\.tracking: .*(?:retry|tracking is off)", stderr, re.M)]
+    return (stamps[-1] - stamps[0]).total_seconds() if stamps else 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["refused", "silent"])
+def test_training_completes_when_tracking_is_unreachable(ingested, kind, capsys):
+    """Bounded: MLflow's own HTTP retries (2) times our attempts (3), each request bounded by
+    MLFLOW_HTTP_REQUEST_TIMEOUT (20 s by default, 1 s here to keep the test short)."""
+    work = Work(ingested)
+    with (silent_port() if kind == "silent" else closed_port()) as port:
+        started = time.monotonic()
+        proc = train(work, "r", 2, f"http://127.0.0.1:{port}", MLFLOW_HTTP_REQUEST_TIMEOUT="1")
+        seconds = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("tracking is off for the rest of this job") == 1
+    assert "retry 1/2" in proc.stderr and "retry 2/2" in proc.stderr and "retry 3/" not in proc.stderr
+    candidate = work.candidate("r", "cnn")
+    assert (candidate.model / "saved_model.pb").exists()
+    assert finished_epochs(candidate.history) == [0, 1]
+    info = json.loads(candidate.run_info.read_text())
+    assert info["mlflow_run_id"] is None and info["epochs_trained"] == 2
+    with capsys.disabled():
+        print(f"\n[tracking {kind}] training finished in {seconds:.1f} s; tracking gave up after "
+              f"{tracking_delay(proc.stderr):.0f} s of retries")
+

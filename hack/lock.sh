@@ -7,7 +7,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 VENV=${VENV:-.venv}
 
 main() {
-  local compile=("${VENV}/bin/pip-compile" --quiet --strip-extras --no-header --allow-unsafe
+  [[ -d "${VENV}" ]] || { echo "error: no virtualenv at ${VENV}; run 'make venv' first" >&2; exit 1; }
+  local compile=("$(cd "${VENV}" && pwd)/bin/pip-compile" --quiet --strip-extras --no-header --allow-unsafe
     --no-emit-index-url --no-emit-find-links)
   [[ -x "${compile[0]}" ]] || { echo "error: ${compile[0]} not found; run 'make venv' first" >&2; exit 1; }
   cd requirements

@@ -141,11 +141,15 @@ def test_worker_that_always_fails_ends_the_run_with_its_log(runner_env, dataset_
     seen: dict[int, psutil.Process] = {}
     stop = threading.Event()
 
+    me = psutil.Process()
+    # Other tests' session-scoped servers are our children too: they are not the runner's.
+    before = {child.pid for child in me.children(recursive=True)}
+
     def watch() -> None:  # every process the runner starts, grandchildren included
-        me = psutil.Process()
         while not stop.is_set():
             for child in me.children(recursive=True):
-                seen.setdefault(child.pid, child)
+                if child.pid not in before:
+                    seen.setdefault(child.pid, child)
             time.sleep(0.05)
 
     watcher = threading.Thread(target=watch, daemon=True)

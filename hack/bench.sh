@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Measures the system (jobs/bench.py): training throughput on one process vs WORKERS
+# MultiWorkerMirroredStrategy processes, the input pipeline, serving latency and throughput
+# against a local server, the end-to-end pipeline per stage, and real-data accuracy when
+# Fashion-MNIST is under WORK_DIR. About 11 minutes on 2 cores; prints a markdown table and
+# writes results/bench-<time>.{json,md}. See docs/benchmarks.md.
+#   WORKERS (2)         MWMS processes for the multi-worker figures
+#   WORK_DIR (.work)    where real Fashion-MNIST is looked for (nothing is downloaded)
+#   RESULTS (results)   output folder (gitignored)
+#   BENCH_ARGS          more flags, e.g. "--quick" (one minute, tiny sizes) or
+#                       "--url http://127.0.0.1:8501 --model-dir <SavedModel>" (serving only,
+#                       against a TF Serving you port-forwarded)
+set -o errexit -o nounset -o pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+VENV=${VENV:-.venv}
+WORKERS=${WORKERS:-2}
+WORK_DIR=${WORK_DIR:-.work}
+RESULTS=${RESULTS:-results}
+BENCH_ARGS=${BENCH_ARGS:-}
+
+main() {
+  export PATH="${PWD}/${VENV}/bin:${PATH}"
+  local extra=()
+  read -r -a extra <<< "${BENCH_ARGS}"
+  exec "${VENV}/bin/python" -m jobs.bench --out "${RESULTS}" --workers "${WORKERS}" \
+    --work-dir "${WORK_DIR}" "${extra[@]}"
+}
+
+main "$@"

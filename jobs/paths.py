@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 MODEL_NAME = "fmnist"
@@ -73,3 +74,14 @@ class Candidate:
     @property
     def eval(self) -> Path:
         return self.root / "eval"
+
+
+def versions(base: Path) -> dict[int, Path]:
+    """The version folders under a model base path, as TF Serving sees them: numeric names
+    only (hidden temp dirs and other names are never versions), ascending."""
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return {}
+    found = {int(e.name): Path(e.path) for e in entries if e.name.isascii() and e.name.isdigit() and e.is_dir()}
+    return dict(sorted(found.items()))

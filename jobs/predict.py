@@ -20,7 +20,6 @@ import base64
 import io
 import json
 import logging
-import math
 import re
 import time
 import urllib.error
@@ -30,8 +29,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from jobs.common import JobError, emit, parser, positive_int, run
-from jobs.paths import MODEL_NAME, Work
+from jobs.common import JobError, emit, fraction, parser, positive_float, positive_int, run
+from jobs.paths import MODEL_NAME, Work, versions
 
 log = logging.getLogger("jobs.predict")
 
@@ -108,13 +107,6 @@ def encode_png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def versions_on_disk(base: Path) -> list[int]:
-    """Numeric version folders, TF Serving's rule: hidden or non-numeric names never count."""
-    if not base.is_dir():
-        return []
-    return sorted(int(p.name) for p in base.iterdir() if p.name.isascii() and p.name.isdigit() and p.is_dir())
-
-
 def version_arg(text: str) -> str | int:
     if text == "latest":
         return text
@@ -124,26 +116,6 @@ def version_arg(text: str) -> str | int:
         raise argparse.ArgumentTypeError(f"expected 'latest' or a version number, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"version numbers are not negative: {value}")
-    return value
-
-
-def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1: {text}")
-    return value
-
-
-def seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be above 0: {text}")
     return value
 
 
@@ -205,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per request")
     p.add_argument("--wait-version", type=version_arg,
                    help="'latest' (highest numeric version on disk) or a number: wait until served")
-    p.add_argument("--timeout", type=seconds, default=300.0, help="how long --wait-version waits")
-    p.add_argument("--request-timeout", type=seconds, default=60.0, help="timeout of one HTTP request")
+    p.add_argument("--timeout", type=positive_float, default=300.0, help="how long --wait-version waits")
+    p.add_argument("--request-timeout", type=positive_float, default=60.0, help="timeout of one HTTP request")
     return p
 
 
@@ -226,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.wait_version is not None:
         wanted = args.wait_version
         if wanted == "latest":
-            found = versions_on_disk(work.served(args.model_name))
+            found = list(versions(work.served(args.model_name)))
             if not found:
                 raise JobError(f"no version folders under {work.served(args.model_name)}: promote a model first")
             wanted = found[-1]

@@ -22,18 +22,11 @@ from typing import Iterator, Sequence
 
 from jobs import models
 from jobs.common import JobError, atomic_dir, csv_list, emit, parser, read_json, run, write_json
-from jobs.paths import MODEL_NAME, Work
+from jobs.paths import MODEL_NAME, Work, versions
 
 log = logging.getLogger("jobs.promote")
 
 ALIAS = "champion"
-
-
-def versions(base: Path) -> list[int]:
-    """The numeric version folders under a model base path, ascending (TF Serving's view)."""
-    if not base.is_dir():
-        return []
-    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +86,7 @@ def publish(source: Path, base: Path, record: dict) -> int:
     for stale in base.glob(".*.tmp-*"):
         log.warning("removing %s, left by an interrupted promotion", stale)
         shutil.rmtree(stale, ignore_errors=True)
-    version = (versions(base) or [0])[-1] + 1
+    version = max(versions(base), default=0) + 1
     with atomic_dir(base / str(version)) as tmp:
         shutil.copytree(source, tmp, dirs_exist_ok=True)
         write_json(tmp / "promotion.json", {**record, "version": version})
@@ -126,7 +119,7 @@ def promote(work: Work, run_id: str, dataset: str, names: Sequence[str], force: 
     test = data.load(work.dataset(dataset), ("test",))["test"]
     base = work.served()
     with locked(base):
-        current = (versions(base) or [None])[-1]
+        current = max(versions(base), default=None)
         served = served_accuracy(base / str(current), test) if current is not None else None
         decision = decide(accuracy, served, force)
         log.info("best candidate %s (%s): %s", best, ", ".join(f"{k} {v:.4f}" for k, v in scores.items()),

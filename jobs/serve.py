@@ -33,7 +33,6 @@ import io
 import json
 import logging
 import math
-import os
 import re
 import threading
 import time
@@ -43,8 +42,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from jobs.common import JobError, parser, positive_int, run
-from jobs.paths import MODEL_NAME
+from jobs.common import JobError, parser, port_number, positive_float, positive_int, run
+from jobs.paths import MODEL_NAME, versions
 
 log = logging.getLogger("jobs.serve")
 
@@ -199,19 +198,6 @@ def call_signature(signature: Signature, inputs: dict[str, np.ndarray]) -> dict[
 
 # --- versions on disk, loading and swapping ---------------------------------------------
 
-def list_versions(base: Path) -> dict[int, Path]:
-    """Numeric version folders under `base` (hidden and non-numeric names are never versions)."""
-    versions = {}
-    try:
-        entries = list(os.scandir(base))
-    except OSError:
-        return versions
-    for entry in entries:
-        if entry.name.isascii() and entry.name.isdigit() and entry.is_dir():
-            versions[int(entry.name)] = Path(entry.path)
-    return versions
-
-
 def _error_code(err: BaseException) -> str:
     import tensorflow as tf
 
@@ -317,19 +303,19 @@ class ModelManager:
 
     def poll_once(self) -> None:
         self._release_retired()
-        versions = list_versions(self.base)
-        if not versions:
+        found = versions(self.base)
+        if not found:
             if not self._warned_empty:
                 log.warning("no versions of %s under %s yet (waiting for a numeric folder)",
                             self.name, self.base)
                 self._warned_empty = True
             return
         self._warned_empty = False
-        target = max(versions)
+        target = max(found)
         current = self.current
         if current is not None and current.version == target:
             return
-        path = versions[target]
+        path = found[target]
         try:
             stat = path.stat()
         except OSError:
@@ -979,30 +965,6 @@ def _version(text: str | None) -> int | None:
 
 
 # --- command line ------------------------------------------------------------------------
-
-def port_number(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0-65535: {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be above 0: {text}")
-    return value
-
 
 def build_parser():
     p = parser("Serve the promoted model with TF Serving's REST API (predict, status, metadata, metrics).")

@@ -15,8 +15,7 @@ from faultlib import kill_tree, start_job, wait_for
 from jobs import data
 from jobs.common import write_json
 from jobs.ingest import ingest
-from jobs.paths import Work
-from jobs.promote import versions
+from jobs.paths import Work, versions
 
 BIG = ("--train-size", "60000", "--test-size", "1000")  # ~47 MB of arrays: a write takes a while
 
@@ -109,13 +108,13 @@ def test_promotion_killed_mid_copy_never_shows_a_partial_version(ingested, train
     finally:
         kill_tree(proc)
     assert temp_dirs(base, "2"), "the kill did not land mid-copy"
-    assert versions(base) == [1], "a partial version became visible"
+    assert list(versions(base)) == [1], "a partial version became visible"
     assert_whole(base / "1")
 
     again = promote(work, "b", "--force")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "version=2" in again.stdout
-    assert versions(base) == [1, 2]
+    assert list(versions(base)) == [1, 2]
     assert_whole(base / "2")
     assert (base / "2" / "variables" / "padding.bin").stat().st_size == 300 << 20
     assert not temp_dirs(base, "2"), "the interrupted promotion's temp dir was not cleaned up"
@@ -162,7 +161,7 @@ def test_concurrent_promotions_take_distinct_whole_versions(ingested, trained_mo
     assert problems == []
     assert checked[0] > 0, "the reader never saw a version"
     assert sorted(outputs) == [1, 2, 3, 4, 5, 6], "each promotion its own number, none lost"
-    assert versions(base) == [1, 2, 3, 4, 5, 6]
+    assert list(versions(base)) == [1, 2, 3, 4, 5, 6]
     for version in versions(base):
         assert_whole(base / str(version))
     assert not [p.name for p in base.iterdir() if p.name.startswith(".") and p.is_dir()], "temp dirs left"

@@ -8,8 +8,8 @@ import pytest
 
 from conftest import assert_one_line_error, copy_model, run_job
 from jobs.common import write_json
-from jobs.paths import Work
-from jobs.promote import decide, versions
+from jobs.paths import Work, versions
+from jobs.promote import decide
 
 
 @pytest.mark.parametrize(
@@ -33,8 +33,8 @@ def test_versions_ignore_temp_and_other_dirs(tmp_path):
     for name in ("1", "3", ".3.tmp-abc", "latest", "10"):
         (tmp_path / name).mkdir()
     (tmp_path / "7").write_text("a file, not a version")
-    assert versions(tmp_path) == [1, 3, 10]
-    assert versions(tmp_path / "absent") == []
+    assert list(versions(tmp_path)) == [1, 3, 10]
+    assert list(versions(tmp_path / "absent")) == []
 
 
 def make_candidate(work: Work, run_id: str, name: str, model_dir, accuracy: float) -> None:
@@ -63,7 +63,7 @@ def test_promotion_sequence_and_registry(ingested, trained_model, mlflow_uri):
     assert first.returncode == 0, first.stderr
     assert "model=dropout" in first.stdout and "promoted=1" in first.stdout and "version=1" in first.stdout
     served = work.served()
-    assert versions(served) == [1]
+    assert list(versions(served)) == [1]
     assert (served / "1" / "saved_model.pb").exists() and (served / "1" / "variables").is_dir()
     assert json.loads((served / "1" / "promotion.json").read_text())["model"] == "dropout"
 
@@ -71,7 +71,7 @@ def test_promotion_sequence_and_registry(ingested, trained_model, mlflow_uri):
     make_candidate(work, "b", "dropout", trained_model, 0.0)
     worse = promote(ingested, "b", MLFLOW_TRACKING_URI=mlflow_uri)
     assert worse.returncode == 0 and "promoted=0" in worse.stdout and "version=1" in worse.stdout
-    assert versions(served) == [1]
+    assert list(versions(served)) == [1]
     decision = json.loads((work.run("b") / "promotion.json").read_text())
     assert decision["promoted"] is False and decision["served_accuracy"] > 0.5
 
@@ -81,7 +81,7 @@ def test_promotion_sequence_and_registry(ingested, trained_model, mlflow_uri):
     make_candidate(work, "c", "dropout", trained_model, 0.2)
     better = promote(ingested, "c", MLFLOW_TRACKING_URI=mlflow_uri)
     assert better.returncode == 0 and "model=cnn" in better.stdout and "version=3" in better.stdout
-    assert versions(served) == [1, 2, 3]
+    assert list(versions(served)) == [1, 2, 3]
     assert not [p for p in served.iterdir() if p.name.startswith(".") and p.is_dir()], "temp dir left"
 
     client = MlflowClient(mlflow_uri)
@@ -94,4 +94,4 @@ def test_promote_unevaluated_candidate(ingested, trained_model):
     make_candidate(Work(ingested), "a", "cnn", trained_model, 0.5)
     proc = promote(ingested, "a")
     assert_one_line_error(proc, "dropout", "has not been evaluated")
-    assert not Work(ingested).served().exists() or versions(Work(ingested).served()) == []
+    assert not Work(ingested).served().exists() or not versions(Work(ingested).served())

@@ -123,6 +123,24 @@ def csv_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
     return parse
 
 
+def plain_name(text: str) -> str:
+    """A name that is safe as one path component (run ids become folders)."""
+    if not text or "/" in text or text in (".", "..") or text.startswith("."):
+        raise argparse.ArgumentTypeError(f"must be a plain name, not a path: {text!r}")
+    return text
+
+
+def add_run_arguments(p: argparse.ArgumentParser, candidates: Sequence[str] | None = None) -> None:
+    """The flags that place a step in a pipeline run: the shared volume, the run, the dataset
+    and, for steps over several candidates, which ones."""
+    p.add_argument("--work-dir", type=Path, required=True, help="the shared volume")
+    p.add_argument("--run-id", type=plain_name, required=True, help="the pipeline run (a folder under <work-dir>/runs)")
+    p.add_argument("--dataset", default="fashion_mnist", help="the ingested dataset under <work-dir>/data")
+    if candidates:
+        p.add_argument("--models", type=csv_list(candidates), default=",".join(candidates),
+                       help="comma-separated candidates")
+
+
 def cpu_count() -> int:
     """CPUs this process may use: the env override, else the cgroup quota and affinity."""
     override = os.environ.get("FMNIST_THREADS", "").strip()

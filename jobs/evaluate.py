@@ -15,7 +15,9 @@ from typing import Sequence
 import numpy as np
 
 from jobs import models
-from jobs.common import JobError, atomic_dir, configure_threads, csv_list, emit, parser, read_json, run, write_json
+from jobs.common import (
+    JobError, add_run_arguments, atomic_dir, configure_threads, emit, parser, read_json, run, write_json,
+)
 from jobs.data import CLASS_NAMES
 from jobs.paths import Candidate, Work
 
@@ -125,11 +127,7 @@ def evaluate(candidate: Candidate, images: np.ndarray, labels: np.ndarray, track
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--work-dir", type=Path, required=True, help="the shared volume")
-    p.add_argument("--run-id", required=True, help="the pipeline run whose candidates to evaluate")
-    p.add_argument("--dataset", default="fashion_mnist", help="the ingested dataset under <work-dir>/data")
-    p.add_argument("--models", type=csv_list(models.NAMES), default=",".join(models.NAMES),
-                   help="comma-separated candidates")
+    add_run_arguments(p, models.NAMES)
     args = p.parse_args(argv)
 
     from jobs import data

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from jobs import distributed, models, steps
-from jobs.common import JobError, cpu_count, csv_list, emit, parser, positive_int, read_json, run, write_json
+from jobs.common import JobError, cpu_count, csv_list, emit, parser, plain_name, positive_int, read_json, run, write_json
 from jobs.paths import MODEL_NAME, Work
 
 log = logging.getLogger("jobs.local")
@@ -285,7 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers", type=positive_int, default=2, help="worker processes per candidate")
     p.add_argument("--models", type=csv_list(models.NAMES), default=",".join(models.NAMES),
                    help="comma-separated candidates")
-    p.add_argument("--run-id", default=time.strftime("local-%Y%m%d-%H%M%S"), help="names this run's folder")
+    p.add_argument("--run-id", type=plain_name, default=time.strftime("local-%Y%m%d-%H%M%S"),
+                   help="names this run's folder")
     p.add_argument("--min-accuracy", type=float, default=0.7, help="the smoke check's threshold")
     p.add_argument("--max-restarts", type=int, default=3, help="restarts of a failed training job")
     p.add_argument("--python", default=sys.executable, help="the interpreter that runs the jobs")

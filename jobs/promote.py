@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from jobs import models
-from jobs.common import JobError, atomic_dir, csv_list, emit, parser, read_json, run, write_json
+from jobs.common import JobError, add_run_arguments, atomic_dir, emit, parser, read_json, run, write_json
 from jobs.paths import MODEL_NAME, Work, versions
 
 log = logging.getLogger("jobs.promote")
@@ -142,11 +142,7 @@ def promote(work: Work, run_id: str, dataset: str, names: Sequence[str], force: 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--work-dir", type=Path, required=True, help="the shared volume")
-    p.add_argument("--run-id", required=True, help="the pipeline run whose candidates compete")
-    p.add_argument("--dataset", default="fashion_mnist", help="the ingested dataset under <work-dir>/data")
-    p.add_argument("--models", type=csv_list(models.NAMES), default=",".join(models.NAMES),
-                   help="comma-separated candidates")
+    add_run_arguments(p, models.NAMES)
     p.add_argument("--force", action="store_true", help="promote the best even if it does not beat the served one")
     args = p.parse_args(argv)
 

@@ -70,7 +70,7 @@ clean: ## Delete the local work dir (datasets, runs, models, tracking store)
 ##@ Tests and benchmarks
 
 .PHONY: test
-test: venv ## Run every test (offline; about 15 minutes on 2 cores)
+test: venv ## Run every test (offline; about 13 minutes on 2 cores)
 	hack/test.sh
 
 .PHONY: test-fast

@@ -338,8 +338,8 @@ def step_split(figures: Figures, sizes: Sizes, work: Work, workers: int, python:
         "compute": f"step split: forward+backward, {batch} images per worker",
         "allreduce": f"step split: gradient all-reduce ({result['gradient_bytes'] / 2**20:.2f} MiB)",
         "custom": "step split: custom-loop step (compute + all-reduce + Adam)",
-        "fit": "step split: Keras fit step (as jobs.train runs it)",
-        "fit_spe": f"step split: Keras fit step, steps_per_execution={result['steps_per_execution']}",
+        "fit": "step split: Keras fit step, steps_per_execution=1",
+        "fit_spe": f"step split: Keras fit step, steps_per_execution={result['steps_per_execution']} (jobs.train's default)",
     }
     for name, label in labels.items():
         for value in result["ms"][name]:

@@ -12,7 +12,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, NoReturn, Sequence
 
 log = logging.getLogger("jobs")
 
@@ -58,6 +58,15 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None 
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+
+
+def abort(message: str, code: int = 1) -> NoReturn:
+    """Ends the process now with one `error:` line, skipping the interpreter's shutdown (for
+    a process whose runtime is broken beyond a clean exit)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    os._exit(code)
 
 
 def emit(**metrics: Any) -> None:

@@ -20,7 +20,7 @@ from typing import Sequence
 
 from jobs import distributed, models
 from jobs.common import (
-    JobError, add_run_arguments, atomic_dir, configure_threads, emit, parser, positive_int, read_json, run,
+    JobError, abort, add_run_arguments, atomic_dir, configure_threads, emit, parser, positive_int, read_json, run,
     write_json,
 )
 from jobs.paths import Candidate, Work
@@ -158,13 +158,13 @@ def train(args) -> dict:
     for stale in (path for pattern in leftovers for path in candidate.root.glob(pattern)):
         shutil.rmtree(stale, ignore_errors=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{cluster.name}-", dir=candidate.root))
+    progress = None
     try:
         callbacks = [
             keras.callbacks.BackupAndRestore(str(candidate.backup)),
             keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate(epoch, args.learning_rate)),
             keras.callbacks.TensorBoard(str(candidate.tensorboard if cluster.is_chief else scratch / "tb")),
         ]
-        progress = None
         if cluster.is_chief:
             tracker, mlflow_run = start_tracking(candidate, args, cluster, params)
             progress = Progress(candidate, tracker, mlflow_run, steps * global_batch)
@@ -185,7 +185,12 @@ def train(args) -> dict:
             export.save(model, scratch / "model")
     except tf.errors.OpError as err:
         # A lost peer, a collective timeout: say which and exit non-zero (a TFJob restarts us).
-        raise JobError(f"training failed on {cluster.name}: {type(err).__name__}: {op_error_reason(err)}") from None
+        # Exit at once: with its collectives aborted, TensorFlow's runtime is half torn down,
+        # and a normal interpreter shutdown can hang or print tracebacks from its threads.
+        shutil.rmtree(scratch, ignore_errors=True)
+        if progress is not None:
+            progress.tracker.end_run(progress.mlflow_run, "FAILED")
+        abort(f"training failed on {cluster.name}: {type(err).__name__}: {op_error_reason(err)}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

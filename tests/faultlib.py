@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import httpx
 import psutil
 
 from conftest import ROOT, job_env
+from jobs.local import free_ports
 
 MLFLOW = Path(sys.executable).with_name("mlflow")
 
@@ -33,11 +33,6 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, interva
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def finished_epochs(history: Path) -> list[int]:
@@ -82,7 +77,7 @@ class MlflowServer:
 
     def __init__(self, root: Path):
         self.root = root
-        self.port = free_port()
+        self.port = free_ports(1)[0]
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         self.log = root / "mlflow-server.log"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -23,23 +22,13 @@ from pathlib import Path
 import pytest
 
 from tests.cluster import workflow
+from jobs.local import free_ports
 
 ROOT = workflow.ROOT
 MODELS = os.environ.get("PARITY_MODELS", "cnn,dropout,batchnorm")
 STEP_TIMEOUT = 900
 
 pytestmark = pytest.mark.slow
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def fan_out(task: dict, values: dict[str, str]) -> list[str]:

@@ -14,7 +14,6 @@ import base64
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+
+from jobs.local import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVING_URL = os.environ.get("SERVING_URL", "").rstrip("/")
@@ -40,11 +41,6 @@ def env() -> dict[str, str]:
     variables["PYTHONPATH"] = str(ROOT)
     return variables
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def promote(source: Path, base: Path, version: int) -> Path:
@@ -70,7 +66,7 @@ class LocalServer:
 
     def start(self, expect_version: int | None = 1, timeout: float = 180.0) -> LocalServer:
         for _ in range(3):  # a free port can be taken between choosing and binding it
-            port = free_port()
+            port = free_ports(1)[0]
             self.url = f"http://127.0.0.1:{port}"
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(

@@ -77,14 +77,14 @@ def test_client_mistakes_are_one_line(server_url, tmp_path):
 
 
 def test_unreachable_server_is_one_line(tmp_path):
-    from .conftest import free_port
+    from jobs.local import free_ports
 
-    proc = run_predict("--url", f"http://127.0.0.1:{free_port()}", "--work-dir", tmp_path,
+    proc = run_predict("--url", f"http://127.0.0.1:{free_ports(1)[0]}", "--work-dir", tmp_path,
                        "--wait-version", "1", "--timeout", "1")
     assert "timed out" in one_line_error(proc)
     image = tmp_path / "a.png"
     image.write_bytes(encode(np.zeros((28, 28), np.uint8)))
-    assert "cannot reach" in one_line_error(run_predict("--url", f"http://127.0.0.1:{free_port()}", image))
+    assert "cannot reach" in one_line_error(run_predict("--url", f"http://127.0.0.1:{free_ports(1)[0]}", image))
 
 
 def test_serve_refuses_a_missing_model_base_path(tmp_path):

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import copy_model, run_job
+from conftest import ROOT, copy_model, run_job
 from faultlib import kill_tree, start_job, wait_for
 from jobs import data
 from jobs.common import write_json
@@ -18,6 +18,20 @@ from jobs.ingest import ingest
 from jobs.paths import Work, versions
 
 BIG = ("--train-size", "60000", "--test-size", "1000")  # ~47 MB of arrays: a write takes a while
+
+
+def slow_disk(tmp_path) -> dict[str, str]:
+    """Env for a job on a disk whose every fsync takes a minute: the writers fsync before their
+    rename, so the write window stays open until the test kills the job, however fast the
+    real disk is."""
+    hook = tmp_path / "slow-disk"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(
+        "import os\nimport time\n_fsync = os.fsync\n\n"
+        "def fsync(fd):\n    _fsync(fd)\n    time.sleep(60)\n\n"
+        "os.fsync = fsync\n"
+    )
+    return {"PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)])}
 
 
 def temp_dirs(folder, name: str) -> list:
@@ -32,7 +46,8 @@ def test_ingest_killed_mid_write_leaves_the_old_dataset_whole(tmp_path):
     target = work.dataset("synthetic")
     before = data.read_manifest(target)
 
-    proc = start_job("ingest", "--work-dir", work.root, "--dataset", "synthetic", *BIG, log=tmp_path / "ingest.log")
+    proc = start_job("ingest", "--work-dir", work.root, "--dataset", "synthetic", *BIG, log=tmp_path / "ingest.log",
+                     **slow_disk(tmp_path))
     try:
         wait_for(lambda: temp_dirs(target.parent, "synthetic") or proc.poll() is not None, 300,
                  "ingest to start writing")
@@ -57,7 +72,8 @@ def test_ingest_killed_mid_write_leaves_the_old_dataset_whole(tmp_path):
 def test_ingest_killed_before_any_dataset_leaves_none(tmp_path):
     work = Work(tmp_path / "work")
     target = work.dataset("synthetic")
-    proc = start_job("ingest", "--work-dir", work.root, "--dataset", "synthetic", *BIG, log=tmp_path / "ingest.log")
+    proc = start_job("ingest", "--work-dir", work.root, "--dataset", "synthetic", *BIG, log=tmp_path / "ingest.log",
+                     **slow_disk(tmp_path))
     try:
         wait_for(lambda: temp_dirs(target.parent, "synthetic") or proc.poll() is not None, 300,
                  "ingest to start writing")
@@ -101,7 +117,7 @@ def test_promotion_killed_mid_copy_never_shows_a_partial_version(ingested, train
 
     make_candidate(work, "b", trained_model, padding_mb=300)
     proc = start_job("promote", "--work-dir", work.root, "--run-id", "b", "--dataset", "synthetic",
-                     "--models", "cnn", "--force", log=tmp_path / "promote.log")
+                     "--models", "cnn", "--force", log=tmp_path / "promote.log", **slow_disk(tmp_path))
     try:
         wait_for(lambda: temp_dirs(base, "2") or proc.poll() is not None, 300, "promotion to start copying")
         assert proc.poll() is None, f"promotion ended before the kill:\n{(tmp_path / 'promote.log').read_text()}"

@@ -68,30 +68,49 @@ class Sizes:
     """How much work each measurement does. FULL fits `make bench` in about 11 minutes here."""
 
     repeats: int = 3
-    train_size: int = 12_000          # synthetic training split (Fashion-MNIST has 60,000)
-    epoch_images: int = 9_600         # images per training epoch, single and multi alike
-    epochs: int = 3                   # the first is warm-up and is not counted
-    split_steps: int = 40             # steps per timed block in the step split
+    train_size: int = 12_000  # synthetic training split (Fashion-MNIST has 60,000)
+    epoch_images: int = 9_600  # images per training epoch, single and multi alike
+    epochs: int = 3  # the first is warm-up and is not counted
+    split_steps: int = 40  # steps per timed block in the step split
     split_fit_steps: int = 60
     pipeline_batches: int = 400
     latency_requests: dict = dataclasses.field(default_factory=lambda: {1: 200, 32: 60})
     load_requests: dict = dataclasses.field(default_factory=lambda: {1: 200, 8: 400, 32: 640})
-    e2e: tuple[str, ...] = ()         # extra jobs.local flags (none: the default settings)
+    e2e: tuple[str, ...] = ()  # extra jobs.local flags (none: the default settings)
     e2e_repeats: int = 3
-    timeout: float = 600.0            # for any one child process
+    timeout: float = 600.0  # for any one child process
 
 
 FULL = Sizes()
 QUICK = Sizes(
-    repeats=1, e2e_repeats=1, train_size=2_000, epoch_images=640, epochs=2, split_steps=3, split_fit_steps=6,
-    pipeline_batches=20, latency_requests={1: 10, 32: 4}, load_requests={1: 8, 8: 16, 32: 32},
-    e2e=("--epochs", "1", "--models", "cnn", "--workers", "1", "--min-accuracy", "0",
-         "--ingest-args=--train-size 640 --test-size 200", "--train-args=--steps-per-epoch 3"),
+    repeats=1,
+    e2e_repeats=1,
+    train_size=2_000,
+    epoch_images=640,
+    epochs=2,
+    split_steps=3,
+    split_fit_steps=6,
+    pipeline_batches=20,
+    latency_requests={1: 10, 32: 4},
+    load_requests={1: 8, 8: 16, 32: 32},
+    e2e=(
+        "--epochs",
+        "1",
+        "--models",
+        "cnn",
+        "--workers",
+        "1",
+        "--min-accuracy",
+        "0",
+        "--ingest-args=--train-size 640 --test-size 200",
+        "--train-args=--steps-per-epoch 3",
+    ),
     timeout=300.0,
 )
 
 
 # --- figures -----------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class Figure:
@@ -99,13 +118,17 @@ class Figure:
     label: str
     unit: str
     samples: list[float] = dataclasses.field(default_factory=list)
-    target: str = ""                   # e.g. ">= 0.8"
-    note: str = ""                     # what limits it, or why it is missing
-    text: str = ""                     # a non-numeric value, e.g. "not available"
+    target: str = ""  # e.g. ">= 0.8"
+    note: str = ""  # what limits it, or why it is missing
+    text: str = ""  # a non-numeric value, e.g. "not available"
 
     def summary(self) -> dict:
-        out: dict[str, Any] = {"label": self.label, "unit": self.unit, "n": len(self.samples),
-                               "samples": [round(s, 6) for s in self.samples]}
+        out: dict[str, Any] = {
+            "label": self.label,
+            "unit": self.unit,
+            "n": len(self.samples),
+            "samples": [round(s, 6) for s in self.samples],
+        }
         if self.samples:
             out.update(median=statistics.median(self.samples), min=min(self.samples), max=max(self.samples))
         if self.target:
@@ -181,6 +204,7 @@ def table(figures: dict[str, dict]) -> str:
 
 # --- machine and versions ----------------------------------------------------------------
 
+
 def machine() -> dict:
     import psutil
 
@@ -208,15 +232,18 @@ def versions() -> dict:
         except importlib.metadata.PackageNotFoundError:
             found[package] = None
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,
-                               text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
         found["commit"] = commit + ("-dirty" if dirty else "") if commit else None
     return found
 
 
 # --- child processes ---------------------------------------------------------------------
+
 
 def child_env(**extra: str) -> dict[str, str]:
     """The environment of a job we start: ours, minus a cluster or tracking server we may be in."""
@@ -232,8 +259,9 @@ def run_group(argvs: list[tuple[list[str], dict[str, str]]], logs: Path, name: s
     raises with the failed one's last lines. Returns the finished `jobs.local.Process`es."""
     from jobs.local import Process
 
-    group = [Process(argv, logs / f"{name}-{i}.log", f"[{name}:{i}]", False, env)
-             for i, (argv, env) in enumerate(argvs)]
+    group = [
+        Process(argv, logs / f"{name}-{i}.log", f"[{name}:{i}]", False, env) for i, (argv, env) in enumerate(argvs)
+    ]
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -257,11 +285,15 @@ def run_group(argvs: list[tuple[list[str], dict[str, str]]], logs: Path, name: s
 
 # --- training ----------------------------------------------------------------------------
 
+
 def ingest_synthetic(work: Work, train_size: int) -> None:
     from jobs import data
 
-    data.write(data.synthetic(train_size, 200, seed=0), work.dataset("synthetic"),
-               {"name": "synthetic", "train_size": train_size, "test_size": 200, "seed": 0})
+    data.write(
+        data.synthetic(train_size, 200, seed=0),
+        work.dataset("synthetic"),
+        {"name": "synthetic", "train_size": train_size, "test_size": 200, "seed": 0},
+    )
 
 
 def train_throughput(history: dict, skip: int = 1) -> float:
@@ -274,11 +306,27 @@ def train_throughput(history: dict, skip: int = 1) -> float:
     return images / seconds
 
 
-def train_once(work: Work, run_id: str, workers: int, steps: int, epochs: int, logs: Path,
-               python: str, timeout: float) -> float:
+def train_once(
+    work: Work, run_id: str, workers: int, steps: int, epochs: int, logs: Path, python: str, timeout: float
+) -> float:
     """One `jobs.train` job of the cnn, launched like jobs.local launches it; its throughput."""
-    argv = [python, "-m", "jobs.train", "--work-dir", str(work.root), "--run-id", run_id, "--dataset",
-            "synthetic", "--model", "cnn", "--epochs", str(epochs), "--steps-per-epoch", str(steps)]
+    argv = [
+        python,
+        "-m",
+        "jobs.train",
+        "--work-dir",
+        str(work.root),
+        "--run-id",
+        run_id,
+        "--dataset",
+        "synthetic",
+        "--model",
+        "cnn",
+        "--epochs",
+        str(epochs),
+        "--steps-per-epoch",
+        str(steps),
+    ]
     threads = str(max(1, cpu_count() // workers))
     if workers == 1:
         group = [(argv, child_env(FMNIST_THREADS=str(cpu_count())))]
@@ -286,15 +334,18 @@ def train_once(work: Work, run_id: str, workers: int, steps: int, epochs: int, l
         from jobs.local import free_ports
 
         addresses = [f"localhost:{port}" for port in free_ports(workers)]
-        group = [(argv, child_env(FMNIST_THREADS=threads, TF_CONFIG=distributed.tf_config(addresses, i)))
-                 for i in range(workers)]
+        group = [
+            (argv, child_env(FMNIST_THREADS=threads, TF_CONFIG=distributed.tf_config(addresses, i)))
+            for i in range(workers)
+        ]
     run_group(group, logs, run_id, timeout)
     history = json.loads(work.candidate(run_id, "cnn").history.read_text())
     return train_throughput(history)
 
 
-def bench_training(figures: Figures, sizes: Sizes, work: Work, workers: int, python: str,
-                   pipeline: Callable[[], float] | None) -> None:
+def bench_training(
+    figures: Figures, sizes: Sizes, work: Work, workers: int, python: str, pipeline: Callable[[], float] | None
+) -> None:
     logs = work.root / "logs"
     ingest_synthetic(work, sizes.train_size)
     single_steps = max(1, sizes.epoch_images // 64)
@@ -307,15 +358,24 @@ def bench_training(figures: Figures, sizes: Sizes, work: Work, workers: int, pyt
             log.info("training: %s (%d process(es)), repeat %d/%d", kind, n, rep + 1, sizes.repeats)
             measured[kind] = train_once(work, f"{kind}-{rep}", n, steps, sizes.epochs, logs, python, sizes.timeout)
         figures.add("train.single", "training, 1 process on all cores", "images/s", measured["single"])
-        figures.add("train.multi", f"training, {workers} MWMS workers on the same cores", "images/s",
-                    measured["multi"])
-        figures.add("train.efficiency", "multi-worker scaling efficiency (multi ÷ single)", "ratio",
-                    measured["multi"] / measured["single"], target=">= 0.8")
+        figures.add("train.multi", f"training, {workers} MWMS workers on the same cores", "images/s", measured["multi"])
+        figures.add(
+            "train.efficiency",
+            "multi-worker scaling efficiency (multi ÷ single)",
+            "ratio",
+            measured["multi"] / measured["single"],
+            target=">= 0.8",
+        )
         if pipeline is not None:
             delivered = pipeline()
             figures.add("input.pipeline", "input pipeline alone (batch 64)", "images/s", delivered)
-            figures.add("input.headroom", "input pipeline ÷ training consumption (1 process)", "ratio",
-                        delivered / measured["single"], target=">= 5")
+            figures.add(
+                "input.headroom",
+                "input pipeline ÷ training consumption (1 process)",
+                "ratio",
+                delivered / measured["single"],
+                target=">= 5",
+            )
     if workers > 1:
         step_split(figures, sizes, work, workers, python)
 
@@ -326,12 +386,30 @@ def step_split(figures: Figures, sizes: Sizes, work: Work, workers: int, python:
 
     out = work.root / "split.json"
     addresses = [f"localhost:{port}" for port in free_ports(workers)]
-    argv = [python, "-m", "jobs.bench", "--split-worker", str(out), "--split-steps", str(sizes.split_steps),
-            "--split-fit-steps", str(sizes.split_fit_steps), "--repeats", str(sizes.repeats)]
+    argv = [
+        python,
+        "-m",
+        "jobs.bench",
+        "--split-worker",
+        str(out),
+        "--split-steps",
+        str(sizes.split_steps),
+        "--split-fit-steps",
+        str(sizes.split_fit_steps),
+        "--repeats",
+        str(sizes.repeats),
+    ]
     threads = str(max(1, cpu_count() // workers))
     log.info("training: step split in %d workers", workers)
-    run_group([(argv, child_env(FMNIST_THREADS=threads, TF_CONFIG=distributed.tf_config(addresses, i)))
-               for i in range(workers)], work.root / "logs", "split", sizes.timeout)
+    run_group(
+        [
+            (argv, child_env(FMNIST_THREADS=threads, TF_CONFIG=distributed.tf_config(addresses, i)))
+            for i in range(workers)
+        ],
+        work.root / "logs",
+        "split",
+        sizes.timeout,
+    )
     result = json.loads(out.read_text())
     batch = result["batch_per_worker"]
     labels = {
@@ -386,14 +464,16 @@ def split_worker(out: Path, steps: int, fit_steps: int, repeats: int, batch: int
 
     @tf.function
     def allreduce():
-        return strategy.run(lambda: checksum(
-            tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, zeros)))
+        return strategy.run(
+            lambda: checksum(tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, zeros))
+        )
 
     @tf.function
     def custom():
         def step():
             optimizer.apply_gradients(zip(gradients(), model.trainable_variables))
             return tf.constant(0.0)
+
         return strategy.run(step)
 
     def timed(fn) -> float:
@@ -421,13 +501,18 @@ def split_worker(out: Path, steps: int, fit_steps: int, repeats: int, batch: int
         """Per-step time of model.fit between the first and the last batch end (the iterator's
         creation, the first call and the epoch end are outside)."""
         with strategy.scope():
-            model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"],
-                          steps_per_execution=steps_per_execution)
+            model.compile(
+                keras.optimizers.Adam(1e-3),
+                "sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+                steps_per_execution=steps_per_execution,
+            )
         clock = StepClock()
         total = max(fit_steps, 3 * steps_per_execution)
         total -= total % steps_per_execution
-        model.fit(data.training_pipeline(split, global_batch), epochs=1, steps_per_epoch=total,
-                  callbacks=[clock], verbose=0)
+        model.fit(
+            data.training_pipeline(split, global_batch), epochs=1, steps_per_epoch=total, callbacks=[clock], verbose=0
+        )
         return (clock.times[-1] - clock.times[0]) / ((len(clock.times) - 1) * steps_per_execution) * 1000
 
     ms: dict[str, list[float]] = {name: [] for name in ("compute", "allreduce", "custom", "fit", "fit_spe")}
@@ -437,13 +522,20 @@ def split_worker(out: Path, steps: int, fit_steps: int, repeats: int, batch: int
         ms["fit"].append(fit_ms(1))
         ms["fit_spe"].append(fit_ms(spe))
     if cluster.is_chief:
-        write_json(out, {
-            "workers": cluster.workers, "batch_per_worker": batch, "steps_per_execution": spe, "ms": ms,
-            "gradient_bytes": int(sum(v.shape.num_elements() * v.dtype.size for v in model.trainable_variables)),
-        })
+        write_json(
+            out,
+            {
+                "workers": cluster.workers,
+                "batch_per_worker": batch,
+                "steps_per_execution": spe,
+                "ms": ms,
+                "gradient_bytes": int(sum(v.shape.num_elements() * v.dtype.size for v in model.trainable_variables)),
+            },
+        )
 
 
 # --- input pipeline ----------------------------------------------------------------------
+
 
 def pipeline_meter(train_size: int, batches: int, batch: int = 64) -> Callable[[], float]:
     """A function measuring images/s of jobs.data.training_pipeline alone (in this process)."""
@@ -466,6 +558,7 @@ def pipeline_meter(train_size: int, batches: int, batch: int = 64) -> Callable[[
 
 # --- serving -----------------------------------------------------------------------------
 
+
 def sample_images(count: int) -> list[bytes]:
     from PIL import Image
 
@@ -482,8 +575,9 @@ def sample_images(count: int) -> list[bytes]:
 
 def predict_body(images: Sequence[bytes]) -> bytes:
     """A serving_default request in the reference format, serialised once up front."""
-    return json.dumps({"instances": [{"image_bytes": {"b64": base64.b64encode(i).decode("ascii")}}
-                                     for i in images]}).encode()
+    return json.dumps(
+        {"instances": [{"image_bytes": {"b64": base64.b64encode(i).decode("ascii")}} for i in images]}
+    ).encode()
 
 
 def export_model(target: Path) -> Path:
@@ -500,8 +594,19 @@ def local_server(base: Path, logs: Path, python: str, timeout: float):
     from jobs.local import Process, free_ports
 
     port = free_ports(1)[0]
-    argv = [python, "-m", "jobs.serve", "--model-base-path", str(base), "--model-name", MODEL_NAME,
-            "--host", "127.0.0.1", "--port", str(port)]
+    argv = [
+        python,
+        "-m",
+        "jobs.serve",
+        "--model-base-path",
+        str(base),
+        "--model-name",
+        MODEL_NAME,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     process = Process(argv, logs / "serve.log", "[serve]", False, child_env())
     url = f"http://127.0.0.1:{port}"
     try:
@@ -615,8 +720,10 @@ def split_url(url: str) -> tuple[str, int, str]:
 
 
 def request_head(method: str, host: str, path: str, length: int) -> bytes:
-    return (f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {length}\r\n\r\n").encode("latin-1")
+    return (
+        f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode("latin-1")
 
 
 def parse_head(head: bytes) -> tuple[int, int, bool]:
@@ -635,11 +742,13 @@ def http_predict(client: Http, model: str) -> Callable[[bytes], None]:
         status, answer = client.request("POST", f"/v1/models/{model}:predict", body)
         if status != 200 or b'"predictions"' not in answer:
             raise JobError(f"predict answered {status}: {answer[:300]!r}")
+
     return call
 
 
-async def _load(url: str, model: str, bodies: list[bytes], concurrency: int, total: int,
-                timeout: float) -> tuple[int, int, float]:
+async def _load(
+    url: str, model: str, bodies: list[bytes], concurrency: int, total: int, timeout: float
+) -> tuple[int, int, float]:
     """`total` requests from `concurrency` keep-alive connections, round-robin over `bodies`;
     returns (ok, errors, seconds). Bounded by the count and by `timeout`."""
     host, port, prefix = split_url(url)
@@ -670,8 +779,14 @@ async def _load(url: str, model: str, bodies: list[bytes], concurrency: int, tot
                 if close:
                     writer.close()
                     writer = None
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError,
-                    ValueError, IndexError):
+            except (
+                OSError,
+                asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError,
+                asyncio.TimeoutError,
+                ValueError,
+                IndexError,
+            ):
                 errors += 1
                 if writer is not None:
                     writer.close()
@@ -686,8 +801,9 @@ async def _load(url: str, model: str, bodies: list[bytes], concurrency: int, tot
     return ok, errors, time.perf_counter() - started
 
 
-def bench_serving(figures: Figures, sizes: Sizes, work: Work, python: str, url: str | None,
-                  model_name: str, model_dir: Path | None) -> None:
+def bench_serving(
+    figures: Figures, sizes: Sizes, work: Work, python: str, url: str | None, model_name: str, model_dir: Path | None
+) -> None:
     images = sample_images(64)
     bodies = {n: predict_body(images[:n]) for n in (1, 32)}
     single_bodies = [predict_body([image]) for image in images]
@@ -714,28 +830,51 @@ def bench_serving(figures: Figures, sizes: Sizes, work: Work, python: str, url: 
                     continue
                 local = latencies_ms(lambda: baseline(images[:n]), count)
                 _latency_figures(figures, f"inproc{n}", f"in-process, {images_text}/call", local)
-                figures.add(f"serve.overhead{n}.p50", f"server overhead at p50, {images_text} (server − in-process)",
-                            "ms", percentile(server, 50) - percentile(local, 50),
-                            target="<= 2" if n == 1 else "")
-                figures.add(f"serve.ratio{n}.p50", f"server ÷ in-process at p50, {images_text}", "ratio",
-                            percentile(server, 50) / percentile(local, 50))
+                figures.add(
+                    f"serve.overhead{n}.p50",
+                    f"server overhead at p50, {images_text} (server − in-process)",
+                    "ms",
+                    percentile(server, 50) - percentile(local, 50),
+                    target="<= 2" if n == 1 else "",
+                )
+                figures.add(
+                    f"serve.ratio{n}.p50",
+                    f"server ÷ in-process at p50, {images_text}",
+                    "ratio",
+                    percentile(server, 50) / percentile(local, 50),
+                )
             if baseline is not None:
                 calls = sizes.latency_requests[32]
                 started = time.perf_counter()
                 for _ in range(calls):
                     baseline(images[:32])
-                figures.add("serve.inproc.throughput32", "in-process throughput, 32 images/call, sequential",
-                            "images/s", calls * 32 / (time.perf_counter() - started))
+                figures.add(
+                    "serve.inproc.throughput32",
+                    "in-process throughput, 32 images/call, sequential",
+                    "images/s",
+                    calls * 32 / (time.perf_counter() - started),
+                )
             for concurrency in CONCURRENCY:
                 total = sizes.load_requests[concurrency]
-                log.info("serving: %d requests at concurrency %d, repeat %d/%d", total, concurrency, rep + 1,
-                         sizes.repeats)
-                ok, errors, seconds = asyncio.run(_load(url, model_name, single_bodies, concurrency, total,
-                                                        timeout=sizes.timeout))
-                figures.add(f"serve.throughput.c{concurrency}", f"{where} throughput, concurrency {concurrency}, "
-                            "1 image/request", "images/s", ok / seconds)
-                figures.add(f"serve.errors.c{concurrency}", f"errors at concurrency {concurrency}", "requests",
-                            errors, target="<= 0" if concurrency == 32 else "")
+                log.info(
+                    "serving: %d requests at concurrency %d, repeat %d/%d", total, concurrency, rep + 1, sizes.repeats
+                )
+                ok, errors, seconds = asyncio.run(
+                    _load(url, model_name, single_bodies, concurrency, total, timeout=sizes.timeout)
+                )
+                figures.add(
+                    f"serve.throughput.c{concurrency}",
+                    f"{where} throughput, concurrency {concurrency}, 1 image/request",
+                    "images/s",
+                    ok / seconds,
+                )
+                figures.add(
+                    f"serve.errors.c{concurrency}",
+                    f"errors at concurrency {concurrency}",
+                    "requests",
+                    errors,
+                    target="<= 0" if concurrency == 32 else "",
+                )
         if baseline is None:
             figures.text("serve.baseline", "in-process baseline", "skipped (no --model-dir)")
 
@@ -747,13 +886,20 @@ def _latency_figures(figures: Figures, key: str, label: str, times: list[float])
 
 # --- end to end and accuracy -------------------------------------------------------------
 
-def run_local(work: Work, run_id: str, dataset: str, extra: Sequence[str], python: str, timeout: float,
-              prepare: Callable[[Work], None] | None = None) -> dict:
+
+def run_local(
+    work: Work,
+    run_id: str,
+    dataset: str,
+    extra: Sequence[str],
+    python: str,
+    timeout: float,
+    prepare: Callable[[Work], None] | None = None,
+) -> dict:
     """`python -m jobs.local` in its own work dir; returns its wall time, stages and accuracies."""
     if prepare is not None:
         prepare(work)
-    argv = [python, "-m", "jobs.local", "--work-dir", str(work.root), "--dataset", dataset,
-            "--run-id", run_id, *extra]
+    argv = [python, "-m", "jobs.local", "--work-dir", str(work.root), "--dataset", dataset, "--run-id", run_id, *extra]
     log.info("end to end: %s", shlex.join(argv))
     started = time.monotonic()
     run_group([(argv, child_env())], work.root / "bench-logs", run_id, timeout)
@@ -767,21 +913,36 @@ def run_local(work: Work, run_id: str, dataset: str, extra: Sequence[str], pytho
         if metrics.exists():
             accuracy[name] = json.loads(metrics.read_text())["accuracy"]
     promotion = json.loads((work.run(run_id) / "promotion.json").read_text())
-    return {"wall": wall, "runner_wall": timings["wall_seconds"], "stages": timings["stages"],
-            "accuracy": accuracy, "promoted": promotion.get("model")}
+    return {
+        "wall": wall,
+        "runner_wall": timings["wall_seconds"],
+        "stages": timings["stages"],
+        "accuracy": accuracy,
+        "promoted": promotion.get("model"),
+    }
 
 
 def bench_e2e(figures: Figures, sizes: Sizes, work_root: Path, python: str) -> None:
     for rep in range(sizes.e2e_repeats):
-        result = run_local(Work(work_root / f"e2e-{rep}"), f"bench-e2e-{rep}", "synthetic", sizes.e2e,
-                           python, sizes.timeout * 2)
+        result = run_local(
+            Work(work_root / f"e2e-{rep}"), f"bench-e2e-{rep}", "synthetic", sizes.e2e, python, sizes.timeout * 2
+        )
         settings = "quick settings" if sizes.e2e else "default settings"
-        figures.add("e2e.wall", f"end to end: make local DATASET=synthetic, {settings}", "s", result["wall"],
-                    target="<= 180" if not sizes.e2e else "")
+        figures.add(
+            "e2e.wall",
+            f"end to end: make local DATASET=synthetic, {settings}",
+            "s",
+            result["wall"],
+            target="<= 180" if not sizes.e2e else "",
+        )
         for stage, seconds in ordered_stages(result["stages"]):
             figures.add(f"e2e.stage.{stage}", f"end to end stage: {stage}", "s", seconds)
-        figures.add("e2e.outside", "end to end: outside the stages (runner start-up, tracking set-up, summary)",
-                    "s", result["wall"] - sum(result["stages"].values()))
+        figures.add(
+            "e2e.outside",
+            "end to end: outside the stages (runner start-up, tracking set-up, summary)",
+            "s",
+            result["wall"] - sum(result["stages"].values()),
+        )
         for model, accuracy in result["accuracy"].items():
             figures.add(f"e2e.accuracy.{model}", f"synthetic test accuracy: {model}", "fraction", accuracy)
 
@@ -810,8 +971,10 @@ def real_data(work: Work) -> tuple[str, Callable[[Work], None], list[str]] | Non
         folder = work.dataset(name)
         manifest = data.read_manifest(folder) if (folder / "manifest.json").exists() else None
         if manifest and manifest.get("source", {}).get("name") == name:
+
             def prepare(target: Work, folder=folder, name=name) -> None:
                 _link_tree(folder, target.dataset(name))
+
             extra = []
             if name == "idx":
                 extra = [f"--ingest-args=--idx-dir {shlex.quote(manifest['source']['folder'])}"]
@@ -825,6 +988,7 @@ def real_data(work: Work) -> tuple[str, Callable[[Work], None], list[str]] | Non
 
 def _link_tree(source: Path, target: Path) -> None:
     """Copies a folder by hard links where the file system allows (the data is read-only)."""
+
     def link(src, dst):
         try:
             os.link(src, dst)
@@ -837,37 +1001,56 @@ def _link_tree(source: Path, target: Path) -> None:
 def bench_accuracy(figures: Figures, sizes: Sizes, data_work: Work, work_root: Path, python: str) -> None:
     found = real_data(data_work)
     if found is None:
-        figures.text("accuracy.real", "real Fashion-MNIST test accuracy, best candidate", "not available",
-                     target=">= 0.91",
-                     note=f"no Fashion-MNIST under {data_work.root} (data/fashion_mnist, tfds/ or idx/)")
+        figures.text(
+            "accuracy.real",
+            "real Fashion-MNIST test accuracy, best candidate",
+            "not available",
+            target=">= 0.91",
+            note=f"no Fashion-MNIST under {data_work.root} (data/fashion_mnist, tfds/ or idx/)",
+        )
         return
     dataset, prepare, extra = found
     flags = [*extra, *(f for f in sizes.e2e if not f.startswith("--ingest-args"))]
-    result = run_local(Work(work_root / "accuracy"), "bench-accuracy", dataset, flags, python,
-                       sizes.timeout * 6, prepare)
+    result = run_local(
+        Work(work_root / "accuracy"), "bench-accuracy", dataset, flags, python, sizes.timeout * 6, prepare
+    )
     for model, accuracy in result["accuracy"].items():
         figures.add(f"accuracy.{model}", f"real Fashion-MNIST test accuracy: {model}", "fraction", accuracy)
-    figures.add("accuracy.best", "real Fashion-MNIST test accuracy, best candidate", "fraction",
-                max(result["accuracy"].values()), target=">= 0.91" if not sizes.e2e else "")
+    figures.add(
+        "accuracy.best",
+        "real Fashion-MNIST test accuracy, best candidate",
+        "fraction",
+        max(result["accuracy"].values()),
+        target=">= 0.91" if not sizes.e2e else "",
+    )
 
 
 # --- main --------------------------------------------------------------------------------
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("results"), help="folder for the JSON and markdown results")
     p.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: checks that every path runs")
-    p.add_argument("--sections", type=csv_list(SECTIONS), default=",".join(SECTIONS),
-                   help="comma-separated sections to run")
+    p.add_argument(
+        "--sections", type=csv_list(SECTIONS), default=",".join(SECTIONS), help="comma-separated sections to run"
+    )
     p.add_argument("--workers", type=positive_int, default=2, help="MultiWorkerMirroredStrategy processes")
     p.add_argument("--repeats", type=positive_int, help="repeats of each measurement (default: 3, --quick 1)")
-    p.add_argument("--e2e-repeats", type=positive_int, help="end-to-end runs (default: 3, --quick 1; one takes minutes)")
+    p.add_argument(
+        "--e2e-repeats", type=positive_int, help="end-to-end runs (default: 3, --quick 1; one takes minutes)"
+    )
     p.add_argument("--url", help="serving: measure this TF Serving base URL instead of a local server")
     p.add_argument("--model-name", default=MODEL_NAME, help="serving: the model name in the URL paths")
-    p.add_argument("--model-dir", type=Path,
-                   help="serving with --url: the served SavedModel, for the in-process baseline")
-    p.add_argument("--work-dir", type=Path, default=Path(".work"),
-                   help="accuracy: where to look for real Fashion-MNIST (never downloaded here)")
+    p.add_argument(
+        "--model-dir", type=Path, help="serving with --url: the served SavedModel, for the in-process baseline"
+    )
+    p.add_argument(
+        "--work-dir",
+        type=Path,
+        default=Path(".work"),
+        help="accuracy: where to look for real Fashion-MNIST (never downloaded here)",
+    )
     p.add_argument("--scratch", type=Path, help="scratch folder (default: a temp dir, deleted afterwards)")
     p.add_argument("--python", default=sys.executable, help="the interpreter that runs the jobs")
     # The step split's worker processes run this module with these.
@@ -886,8 +1069,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.model_dir is not None and not (args.model_dir / "saved_model.pb").exists():
         raise JobError(f"--model-dir {args.model_dir} holds no saved_model.pb")
     sizes = QUICK if args.quick else FULL
-    sizes = dataclasses.replace(sizes, repeats=args.repeats or sizes.repeats,
-                                e2e_repeats=args.e2e_repeats or sizes.e2e_repeats)
+    sizes = dataclasses.replace(
+        sizes, repeats=args.repeats or sizes.repeats, e2e_repeats=args.e2e_repeats or sizes.e2e_repeats
+    )
     sections = args.sections
     if args.url and sections == list(SECTIONS):
         sections = ["serving"]
@@ -895,9 +1079,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     report: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(), "versions": versions(),
-        "settings": {"quick": args.quick, "sections": sections, "workers": args.workers, "url": args.url,
-                     **{k: v for k, v in dataclasses.asdict(sizes).items()}},
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(),
+        "versions": versions(),
+        "settings": {
+            "quick": args.quick,
+            "sections": sections,
+            "workers": args.workers,
+            "url": args.url,
+            **{k: v for k, v in dataclasses.asdict(sizes).items()},
+        },
         "sections": {},
     }
     figures = Figures()
@@ -908,6 +1099,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="fmnist-bench-"))
     scratch = scratch.resolve()
     try:
+
         def section(name: str, fn: Callable[[], None]) -> None:
             if name not in sections:
                 return
@@ -915,21 +1107,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             began = time.monotonic()
             load_before = os.getloadavg()[0]
             fn()
-            report["sections"][name] = {"seconds": round(time.monotonic() - began, 1),
-                                        "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+            report["sections"][name] = {
+                "seconds": round(time.monotonic() - began, 1),
+                "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+            }
 
         meter = pipeline_meter(sizes.train_size, sizes.pipeline_batches) if "input" in sections else None
         if "training" in sections:
-            section("training", lambda: bench_training(figures, sizes, Work(scratch / "train"), args.workers,
-                                                       args.python, meter))
+            section(
+                "training",
+                lambda: bench_training(figures, sizes, Work(scratch / "train"), args.workers, args.python, meter),
+            )
         elif meter is not None:  # the pipeline alone, without a training figure to compare with
-            section("input", lambda: [figures.add("input.pipeline", "input pipeline alone (batch 64)", "images/s",
-                                                  meter()) for _ in range(sizes.repeats)])
-        section("serving", lambda: bench_serving(figures, sizes, Work(scratch / "serve"), args.python, args.url,
-                                                 args.model_name, args.model_dir))
+            section(
+                "input",
+                lambda: [
+                    figures.add("input.pipeline", "input pipeline alone (batch 64)", "images/s", meter())
+                    for _ in range(sizes.repeats)
+                ],
+            )
+        section(
+            "serving",
+            lambda: bench_serving(
+                figures, sizes, Work(scratch / "serve"), args.python, args.url, args.model_name, args.model_dir
+            ),
+        )
         section("e2e", lambda: bench_e2e(figures, sizes, scratch, args.python))
-        section("accuracy", lambda: bench_accuracy(figures, sizes, Work(args.work_dir.resolve()), scratch,
-                                                   args.python))
+        section("accuracy", lambda: bench_accuracy(figures, sizes, Work(args.work_dir.resolve()), scratch, args.python))
     finally:
         if args.scratch is None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -948,11 +1152,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def render(report: dict) -> str:
     m, v = report["machine"], report["versions"]
-    head = (f"{report['date'][:10]}, {m['cpu_model']}, {m['cores']} cores ({m['usable_cpus']} usable), "
-            f"{m['memory_gib']} GiB, {m['os']}; Python {v['python']}, TensorFlow {v['tensorflow']}, "
-            f"tf-keras {v['tf-keras']}, MLflow {v['mlflow']}; "
-            f"load average {m['load_average_at_start'][0]} at start, {m['load_average_at_end'][0]} at end; "
-            f"{'quick mode, ' if report['settings']['quick'] else ''}{report['seconds']:.0f} s in all")
+    head = (
+        f"{report['date'][:10]}, {m['cpu_model']}, {m['cores']} cores ({m['usable_cpus']} usable), "
+        f"{m['memory_gib']} GiB, {m['os']}; Python {v['python']}, TensorFlow {v['tensorflow']}, "
+        f"tf-keras {v['tf-keras']}, MLflow {v['mlflow']}; "
+        f"load average {m['load_average_at_start'][0]} at start, {m['load_average_at_end'][0]} at end; "
+        f"{'quick mode, ' if report['settings']['quick'] else ''}{report['seconds']:.0f} s in all"
+    )
     return head + "\n\n" + table(report["figures"])
 
 

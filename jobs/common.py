@@ -37,8 +37,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser(description: str) -> argparse.ArgumentParser:
-    prog = f"python -m {sys.modules['__main__'].__spec__.name}" if getattr(
-        sys.modules["__main__"], "__spec__", None) else None
+    prog = (
+        f"python -m {sys.modules['__main__'].__spec__.name}"
+        if getattr(sys.modules["__main__"], "__spec__", None)
+        else None
+    )
     return _Parser(prog=prog, description=description, formatter_class=_Formatter)
 
 
@@ -124,9 +127,7 @@ def csv_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
             raise argparse.ArgumentTypeError("empty list")
         unknown = [name for name in names if name not in choices]
         if unknown:
-            raise argparse.ArgumentTypeError(
-                f"unknown {', '.join(unknown)} (choose from {', '.join(choices)})"
-            )
+            raise argparse.ArgumentTypeError(f"unknown {', '.join(unknown)} (choose from {', '.join(choices)})")
         return list(dict.fromkeys(names))
 
     return parse
@@ -146,8 +147,9 @@ def add_run_arguments(p: argparse.ArgumentParser, candidates: Sequence[str] | No
     p.add_argument("--run-id", type=plain_name, required=True, help="the pipeline run (a folder under <work-dir>/runs)")
     p.add_argument("--dataset", default="fashion_mnist", help="the ingested dataset under <work-dir>/data")
     if candidates:
-        p.add_argument("--models", type=csv_list(candidates), default=",".join(candidates),
-                       help="comma-separated candidates")
+        p.add_argument(
+            "--models", type=csv_list(candidates), default=",".join(candidates), help="comma-separated candidates"
+        )
 
 
 def cpu_count() -> int:

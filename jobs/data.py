@@ -23,8 +23,16 @@ from jobs.common import JobError, atomic_dir, read_json, write_json
 log = logging.getLogger("jobs.data")
 
 CLASS_NAMES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 SPLITS = ("train", "test")
 IMAGE_SHAPE = (28, 28)
@@ -57,6 +65,7 @@ Dataset = dict[str, Split]
 
 
 # --- sources -----------------------------------------------------------------------------
+
 
 def synthetic(train_size: int = 12_000, test_size: int = 2_000, seed: int = 0) -> Dataset:
     """Deterministic, learnable images: each class is a smooth random template; every sample
@@ -167,7 +176,7 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
         raise JobError(f"{path} is not a readable gzip file: {err}") from None
     if len(raw) < 8:
         raise JobError(f"{path} is truncated: {len(raw)} bytes")
-    found, = struct.unpack(">I", raw[:4])
+    (found,) = struct.unpack(">I", raw[:4])
     if found != magic:
         raise JobError(f"{path} has magic number {found}, expected {magic}")
     ndim = raw[3]
@@ -180,6 +189,7 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
 
 
 # --- storage -----------------------------------------------------------------------------
+
 
 def sha256(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
@@ -220,8 +230,7 @@ def load(folder: Path, splits: tuple[str, ...] = SPLITS, verify: bool = True) ->
     manifest = read_manifest(folder)
     if manifest is None:
         raise JobError(
-            f"no dataset at {folder}: run the ingest step first "
-            f"(python -m jobs.ingest --dataset {folder.name} ...)"
+            f"no dataset at {folder}: run the ingest step first (python -m jobs.ingest --dataset {folder.name} ...)"
         )
     dataset = {}
     for split in splits:
@@ -241,6 +250,7 @@ def load(folder: Path, splits: tuple[str, ...] = SPLITS, verify: bool = True) ->
 
 
 # --- input pipeline ----------------------------------------------------------------------
+
 
 def to_model_input(images):
     """uint8 `[N,28,28]` → float32 `[N,28,28,1]` in [0, 1]: the one preprocessing used by

@@ -57,15 +57,19 @@ def parse_tf_config(text: str | None) -> Cluster:
     for role, addresses in cluster.items():
         if role not in ("chief", "worker"):
             raise JobError(f"TF_CONFIG cluster role {role!r} is not supported (only chief and worker)")
-        if not isinstance(addresses, list) or not addresses or not all(
-            isinstance(a, str) and ":" in a for a in addresses
+        if (
+            not isinstance(addresses, list)
+            or not addresses
+            or not all(isinstance(a, str) and ":" in a for a in addresses)
         ):
             raise JobError(f"TF_CONFIG cluster.{role} must be a non-empty list of 'host:port' strings")
     task_type, task_index = task.get("type"), task.get("index", 0)
     if task_type not in cluster:
         raise JobError(f"TF_CONFIG task.type {task_type!r} is not a role in its cluster ({', '.join(cluster)})")
-    if not isinstance(task_index, int) or isinstance(task_index, bool) or not (
-        0 <= task_index < len(cluster[task_type])
+    if (
+        not isinstance(task_index, int)
+        or isinstance(task_index, bool)
+        or not (0 <= task_index < len(cluster[task_type]))
     ):
         raise JobError(
             f"TF_CONFIG task.index {task_index!r} is out of range for {len(cluster[task_type])} {task_type}(s)"

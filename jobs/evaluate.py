@@ -16,7 +16,15 @@ import numpy as np
 
 from jobs import models
 from jobs.common import (
-    JobError, add_run_arguments, atomic_dir, configure_threads, emit, parser, read_json, run, write_json,
+    JobError,
+    add_run_arguments,
+    atomic_dir,
+    configure_threads,
+    emit,
+    parser,
+    read_json,
+    run,
+    write_json,
 )
 from jobs.data import CLASS_NAMES
 from jobs.paths import Candidate, Work
@@ -34,7 +42,9 @@ def predict(model_dir: Path, images: np.ndarray, batch: int = 1000) -> np.ndarra
         fn = export.load(model_dir).signatures["pixels"]
     except (OSError, KeyError, ValueError, tf.errors.OpError) as err:
         raise JobError(f"cannot load a servable model from {model_dir}: {str(err).splitlines()[0][:200]}") from None
-    parts = [fn(pixels=tf.constant(images[i:i + batch]))["probabilities"].numpy() for i in range(0, len(images), batch)]
+    parts = [
+        fn(pixels=tf.constant(images[i : i + batch]))["probabilities"].numpy() for i in range(0, len(images), batch)
+    ]
     return np.concatenate(parts) if parts else np.zeros((0, len(CLASS_NAMES)), np.float32)
 
 
@@ -55,8 +65,7 @@ def metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict:
         "loss": float(-np.log(np.clip(picked, 1e-7, 1.0)).mean()) if len(labels) else 0.0,
         "examples": int(len(labels)),
         "per_class": {
-            name: {"precision": float(p), "recall": float(r)}
-            for name, p, r in zip(CLASS_NAMES, precision, recall)
+            name: {"precision": float(p), "recall": float(r)} for name, p, r in zip(CLASS_NAMES, precision, recall)
         },
         "confusion_matrix": confusion.tolist(),
     }
@@ -72,14 +81,14 @@ def plot_confusion(confusion: list[list[int]], title: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 6))
     image = ax.imshow(matrix, cmap="Blues")
     fig.colorbar(image, ax=ax)
-    ax.set(xticks=range(len(CLASS_NAMES)), yticks=range(len(CLASS_NAMES)),
-           xlabel="predicted", ylabel="true", title=title)
+    ax.set(
+        xticks=range(len(CLASS_NAMES)), yticks=range(len(CLASS_NAMES)), xlabel="predicted", ylabel="true", title=title
+    )
     ax.set_xticklabels(CLASS_NAMES, rotation=45, ha="right")
     ax.set_yticklabels(CLASS_NAMES)
     threshold = matrix.max() / 2 if matrix.size else 0
     for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
-                color="white" if value > threshold else "black")
+        ax.text(j, i, str(value), ha="center", va="center", fontsize=7, color="white" if value > threshold else "black")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -109,8 +118,11 @@ def evaluate(candidate: Candidate, images: np.ndarray, labels: np.ndarray, track
     history = read_json(candidate.history).get("epochs", []) if candidate.history.exists() else []
     with atomic_dir(candidate.eval) as tmp:
         write_json(tmp / "metrics.json", result)
-        plot_confusion(result["confusion_matrix"], f"{candidate.name}: accuracy {result['accuracy']:.4f}",
-                       tmp / "confusion_matrix.png")
+        plot_confusion(
+            result["confusion_matrix"],
+            f"{candidate.name}: accuracy {result['accuracy']:.4f}",
+            tmp / "confusion_matrix.png",
+        )
         if history:
             plot_curves(history, candidate.name, tmp / "training_curves.png")
     info = read_json(candidate.run_info) if candidate.run_info.exists() else {}

@@ -39,9 +39,7 @@ def signatures(model) -> dict:
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def from_bytes(image_bytes):
-        pixels = tf.map_fn(
-            _decode, image_bytes, fn_output_signature=tf.TensorSpec(IMAGE_SHAPE, tf.uint8)
-        )
+        pixels = tf.map_fn(_decode, image_bytes, fn_output_signature=tf.TensorSpec(IMAGE_SHAPE, tf.uint8))
         return predict(pixels)
 
     @tf.function(input_signature=[tf.TensorSpec([None, *IMAGE_SHAPE], tf.uint8, name="pixels")])

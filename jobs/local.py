@@ -26,14 +26,27 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from jobs import distributed, models, steps
-from jobs.common import JobError, cpu_count, csv_list, emit, parser, plain_name, positive_int, read_json, run, write_json
+from jobs.common import (
+    JobError,
+    cpu_count,
+    csv_list,
+    emit,
+    parser,
+    plain_name,
+    positive_int,
+    read_json,
+    run,
+    write_json,
+)
 from jobs.paths import MODEL_NAME, Work
 
 log = logging.getLogger("jobs.local")
 
 # Lines from TensorFlow's start-up that say nothing useful on a CPU-only machine.
-NOISE = re.compile(r"cuInit|cuda_platform|Sharding callback duration|oneDNN custom operations|"
-                   r"rebuild TensorFlow with the appropriate compiler flags|unsupported characters which will be renamed")
+NOISE = re.compile(
+    r"cuInit|cuda_platform|Sharding callback duration|oneDNN custom operations|"
+    r"rebuild TensorFlow with the appropriate compiler flags|unsupported characters which will be renamed"
+)
 TAIL_LINES = 25
 
 
@@ -59,8 +72,14 @@ class Process:
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self.results: dict[str, str] = {}
         self.popen = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, start_new_session=True, text=True, bufsize=1,
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            text=True,
+            bufsize=1,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -132,17 +151,22 @@ class Runner:
 
     def params(self, **overrides: str) -> dict[str, str]:
         return {
-            "work_dir": str(self.s.work.root), "run_id": self.s.run_id, "dataset": self.s.dataset,
-            "epochs": str(self.s.epochs), "model": "", "models": ",".join(self.s.models),
-            "url": self.url, "min_accuracy": str(self.s.min_accuracy), **overrides,
+            "work_dir": str(self.s.work.root),
+            "run_id": self.s.run_id,
+            "dataset": self.s.dataset,
+            "epochs": str(self.s.epochs),
+            "model": "",
+            "models": ",".join(self.s.models),
+            "url": self.url,
+            "min_accuracy": str(self.s.min_accuracy),
+            **overrides,
         }
 
     def command(self, step: steps.Step, **overrides: str) -> list[str]:
         return step.command(self.s.python, **self.params(**overrides)) + self.s.extra.get(step.name, [])
 
     def spawn(self, argv: list[str], log_name: str, prefix: str, echo: bool = True, **env: str) -> Process:
-        process = Process(argv, self.s.work.run(self.s.run_id) / "logs" / log_name, prefix, echo,
-                          {**os.environ, **env})
+        process = Process(argv, self.s.work.run(self.s.run_id) / "logs" / log_name, prefix, echo, {**os.environ, **env})
         self.children.append(process)
         return process
 
@@ -154,8 +178,7 @@ class Runner:
     # -- steps ----------------------------------------------------------------------------
 
     def run_single(self, step: steps.Step) -> dict[str, str]:
-        process = self.spawn(self.command(step), f"{step.name}.log", f"[{step.name}]",
-                             FMNIST_THREADS=str(cpu_count()))
+        process = self.spawn(self.command(step), f"{step.name}.log", f"[{step.name}]", FMNIST_THREADS=str(cpu_count()))
         if process.wait() != 0:
             raise JobError(f"step {step.name} failed\n{process.describe_failure()}")
         self.children.remove(process)
@@ -174,8 +197,9 @@ class Runner:
                 env = {"FMNIST_THREADS": threads}
                 if self.s.workers > 1:  # the operator injects TF_CONFIG only for several replicas
                     env["TF_CONFIG"] = distributed.tf_config(addresses, index)
-                group.append(self.spawn(argv, f"{model}-worker-{index}.log", f"[{model}:{index}]",
-                                        echo=index == 0, **env))
+                group.append(
+                    self.spawn(argv, f"{model}-worker-{index}.log", f"[{model}:{index}]", echo=index == 0, **env)
+                )
             failed = self._supervise(group)
             if failed is None:
                 self.restarts[model] = restarts
@@ -186,8 +210,13 @@ class Runner:
             if restarts >= self.s.max_restarts:
                 raise JobError(f"training {model} failed after {restarts} restart(s)\n{failed.describe_failure()}")
             restarts += 1
-            log.warning("%s: worker failed (exit %s); restarting the group (%d/%d)",
-                        model, failed.popen.returncode, restarts, self.s.max_restarts)
+            log.warning(
+                "%s: worker failed (exit %s); restarting the group (%d/%d)",
+                model,
+                failed.popen.returncode,
+                restarts,
+                self.s.max_restarts,
+            )
 
     @staticmethod
     def _supervise(group: list[Process]) -> Process | None:
@@ -207,8 +236,19 @@ class Runner:
     def server(self) -> Iterator[None]:
         """The local model server (TF Serving's REST API) on a free port, for the serving steps."""
         port = free_ports(1)[0]
-        argv = [self.s.python, "-m", "jobs.serve", "--model-base-path", str(self.s.work.served()),
-                "--model-name", MODEL_NAME, "--host", "127.0.0.1", "--port", str(port)]
+        argv = [
+            self.s.python,
+            "-m",
+            "jobs.serve",
+            "--model-base-path",
+            str(self.s.work.served()),
+            "--model-name",
+            MODEL_NAME,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
         process = self.spawn(argv, "serve.log", "[serve]", echo=False)
         self.url = f"http://127.0.0.1:{port}"
         try:
@@ -232,7 +272,8 @@ class Runner:
                 if step.per_model:
                     for model in self.s.models:
                         self.results[f"{step.name}:{model}"] = self.timed(
-                            f"{step.name}:{model}", self.run_workers, step, model)
+                            f"{step.name}:{model}", self.run_workers, step, model
+                        )
                     continue
                 if "url" in step.parameters() and not self.url:
                     serving.enter_context(self.server())
@@ -246,17 +287,30 @@ class Runner:
         rows = [("candidate", "test accuracy", "train time", "restarts", "promoted")]
         for model in self.s.models:
             accuracy = read_json(self.s.work.candidate(self.s.run_id, model).eval / "metrics.json")["accuracy"]
-            promoted = (f"yes: version {promotion['version']}"
-                        if promotion["promoted"] and promotion["model"] == model else "no")
-            rows.append((model, f"{accuracy:.4f}", f"{self.timings[f'train:{model}']:.1f} s",
-                         str(self.restarts.get(model, 0)), promoted))
+            promoted = (
+                f"yes: version {promotion['version']}"
+                if promotion["promoted"] and promotion["model"] == model
+                else "no"
+            )
+            rows.append(
+                (
+                    model,
+                    f"{accuracy:.4f}",
+                    f"{self.timings[f'train:{model}']:.1f} s",
+                    str(self.restarts.get(model, 0)),
+                    promoted,
+                )
+            )
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
         lines.insert(1, "  ".join("-" * width for width in widths))
         served = self.results.get("smoke", {}).get("accuracy", "?")
-        lines += ["", f"promotion: {promotion['reason']}",
-                  f"served: {self.s.work.served()}/{promotion['version']} (test accuracy through the server: {served})",
-                  "stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items())]
+        lines += [
+            "",
+            f"promotion: {promotion['reason']}",
+            f"served: {self.s.work.served()}/{promotion['version']} (test accuracy through the server: {served})",
+            "stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items()),
+        ]
         return "\n".join(lines)
 
 
@@ -272,34 +326,55 @@ def setup_tracking(work: Work) -> None:
 
     tracker = Tracker(required=True)
     if tracker.client.get_experiment_by_name(tracker.experiment) is None:
-        tracker.call("create the experiment", lambda: tracker.client.create_experiment(
-            tracker.experiment, artifact_location=(store / "artifacts").as_uri()))
+        tracker.call(
+            "create the experiment",
+            lambda: tracker.client.create_experiment(
+                tracker.experiment, artifact_location=(store / "artifacts").as_uri()
+            ),
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--work-dir", type=Path, default=Path(".work"), help="datasets, runs, models, tracking")
-    p.add_argument("--dataset", choices=("fashion_mnist", "idx", "synthetic"), default="fashion_mnist",
-                   help="where the images come from")
+    p.add_argument(
+        "--dataset",
+        choices=("fashion_mnist", "idx", "synthetic"),
+        default="fashion_mnist",
+        help="where the images come from",
+    )
     p.add_argument("--epochs", type=positive_int, default=5, help="training epochs per candidate")
     p.add_argument("--workers", type=positive_int, default=2, help="worker processes per candidate")
-    p.add_argument("--models", type=csv_list(models.NAMES), default=",".join(models.NAMES),
-                   help="comma-separated candidates")
-    p.add_argument("--run-id", type=plain_name, default=time.strftime("local-%Y%m%d-%H%M%S"),
-                   help="names this run's folder")
+    p.add_argument(
+        "--models", type=csv_list(models.NAMES), default=",".join(models.NAMES), help="comma-separated candidates"
+    )
+    p.add_argument(
+        "--run-id", type=plain_name, default=time.strftime("local-%Y%m%d-%H%M%S"), help="names this run's folder"
+    )
     p.add_argument("--min-accuracy", type=float, default=0.7, help="the smoke check's threshold")
     p.add_argument("--max-restarts", type=int, default=3, help="restarts of a failed training job")
     p.add_argument("--python", default=sys.executable, help="the interpreter that runs the jobs")
     for name in ("ingest", "train"):
-        p.add_argument(f"--{name}-args", default="", metavar="ARGS",
-                       help=f"extra flags for every {name} command, e.g. --{name}-args='--seed 1'")
+        p.add_argument(
+            f"--{name}-args",
+            default="",
+            metavar="ARGS",
+            help=f"extra flags for every {name} command, e.g. --{name}-args='--seed 1'",
+        )
     args = p.parse_args(argv)
 
     work = Work(args.work_dir.resolve())
     settings = Settings(
-        work=work, run_id=args.run_id, dataset=args.dataset, epochs=args.epochs, workers=args.workers,
-        models=args.models, min_accuracy=args.min_accuracy, max_restarts=args.max_restarts,
-        python=args.python, extra={"ingest": shlex.split(args.ingest_args), "train": shlex.split(args.train_args)},
+        work=work,
+        run_id=args.run_id,
+        dataset=args.dataset,
+        epochs=args.epochs,
+        workers=args.workers,
+        models=args.models,
+        min_accuracy=args.min_accuracy,
+        max_restarts=args.max_restarts,
+        python=args.python,
+        extra={"ingest": shlex.split(args.ingest_args), "train": shlex.split(args.train_args)},
     )
     setup_tracking(work)
     runner = Runner(settings)
@@ -317,9 +392,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_json(work.run(args.run_id) / "timings.json", {"stages": runner.timings, "wall_seconds": wall})
     print("\n" + runner.summary(), flush=True)
     promotion = read_json(work.run(args.run_id) / "promotion.json")
-    emit(run_id=args.run_id, best=promotion["model"], promoted=int(promotion["promoted"]),
-         version=promotion["version"], served_accuracy=runner.results.get("smoke", {}).get("accuracy", "nan"),
-         wall_seconds=wall)
+    emit(
+        run_id=args.run_id,
+        best=promotion["model"],
+        promoted=int(promotion["promoted"]),
+        version=promotion["version"],
+        served_accuracy=runner.results.get("smoke", {}).get("accuracy", "nan"),
+        wall_seconds=wall,
+    )
     return 0
 
 

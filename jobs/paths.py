@@ -1,12 +1,12 @@
 """Where everything lives on the shared volume (a PVC in the cluster, WORK_DIR here).
 
-    <work>/data/<dataset>/             the ingested dataset (manifest.json + .npy arrays)
-    <work>/tfds/                       tensorflow-datasets' download cache
-    <work>/idx/                        where `--dataset idx` looks for the *-ubyte.gz files
-    <work>/runs/<run>/<model>/         one candidate: model/ (SavedModel), backup/, tensorboard/,
-                                       history.json, run.json, eval/
-    <work>/runs/<run>/promotion.json   what promotion decided
-    <work>/models/<name>/<N>/          served versions, TF Serving's layout
+<work>/data/<dataset>/             the ingested dataset (manifest.json + .npy arrays)
+<work>/tfds/                       tensorflow-datasets' download cache
+<work>/idx/                        where `--dataset idx` looks for the *-ubyte.gz files
+<work>/runs/<run>/<model>/         one candidate: model/ (SavedModel), backup/, tensorboard/,
+                                   history.json, run.json, eval/
+<work>/runs/<run>/promotion.json   what promotion decided
+<work>/models/<name>/<N>/          served versions, TF Serving's layout
 """
 
 from __future__ import annotations

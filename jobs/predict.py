@@ -74,8 +74,7 @@ class Client:
 
     def classify(self, images: Sequence[bytes]) -> list[dict]:
         """Encoded images → one {"class_name", "class_id", "probabilities"} per image."""
-        payload = {"instances": [{"image_bytes": {"b64": base64.b64encode(image).decode("ascii")}}
-                                 for image in images]}
+        payload = {"instances": [{"image_bytes": {"b64": base64.b64encode(image).decode("ascii")}} for image in images]}
         predictions = self.predict(payload).get("predictions")
         if not isinstance(predictions, list) or len(predictions) != len(images):
             raise JobError(f"{self.url} answered without one prediction per image")
@@ -137,8 +136,9 @@ def wait_for_version(client: Client, wanted: int, timeout: float, interval: floa
         except (ServerError, Unreachable) as err:
             last = str(err)
         if time.monotonic() >= deadline:
-            raise JobError(f"timed out after {timeout:g}s waiting for {client.model} version {wanted} "
-                           f"at {client.url} ({last})")
+            raise JobError(
+                f"timed out after {timeout:g}s waiting for {client.model} version {wanted} at {client.url} ({last})"
+            )
         log.info("waiting for version %d (%s)", wanted, last)
         time.sleep(min(interval, max(0.05, deadline - time.monotonic())))
 
@@ -146,7 +146,7 @@ def wait_for_version(client: Client, wanted: int, timeout: float, interval: floa
 def classify_in_batches(client: Client, images: list[bytes], batch_size: int) -> list[dict]:
     predictions = []
     for start in range(0, len(images), batch_size):
-        predictions.extend(client.classify(images[start:start + batch_size]))
+        predictions.extend(client.classify(images[start : start + batch_size]))
     return predictions
 
 
@@ -155,9 +155,7 @@ def show(name: str, prediction: dict, top: int = 3) -> None:
     from jobs.data import CLASS_NAMES
 
     best = sorted(range(len(probabilities)), key=lambda i: -probabilities[i])[:top]
-    others = ", ".join(
-        f"{CLASS_NAMES[i] if i < len(CLASS_NAMES) else i} {probabilities[i]:.3f}" for i in best
-    )
+    others = ", ".join(f"{CLASS_NAMES[i] if i < len(CLASS_NAMES) else i} {probabilities[i]:.3f}" for i in best)
     print(f"{name}\t{prediction.get('class_name')}\t{others}", flush=True)
 
 
@@ -166,17 +164,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="*", type=Path, help="PNG or JPEG files to classify")
     p.add_argument("--url", default=DEFAULT_URL, help="the server's base URL")
     p.add_argument("--model-name", default=MODEL_NAME, help="model name in the URL paths")
-    p.add_argument("--work-dir", type=Path, default=Path(".work"),
-                   help="the work dir: datasets under data/, served versions under models/")
+    p.add_argument(
+        "--work-dir",
+        type=Path,
+        default=Path(".work"),
+        help="the work dir: datasets under data/, served versions under models/",
+    )
     p.add_argument("--dataset", help="dataset under <work>/data whose test split to sample")
-    p.add_argument("--samples", type=positive_int,
-                   help=f"test samples to send (default {DEFAULT_SHOW_SAMPLES} to show, "
-                        f"{DEFAULT_CHECK_SAMPLES} for --check)")
+    p.add_argument(
+        "--samples",
+        type=positive_int,
+        help=f"test samples to send (default {DEFAULT_SHOW_SAMPLES} to show, {DEFAULT_CHECK_SAMPLES} for --check)",
+    )
     p.add_argument("--check", action="store_true", help="score the samples and fail below --min-accuracy")
     p.add_argument("--min-accuracy", type=fraction, default=0.0, help="the --check threshold")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per request")
-    p.add_argument("--wait-version", type=version_arg,
-                   help="'latest' (highest numeric version on disk) or a number: wait until served")
+    p.add_argument(
+        "--wait-version",
+        type=version_arg,
+        help="'latest' (highest numeric version on disk) or a number: wait until served",
+    )
     p.add_argument("--timeout", type=positive_float, default=300.0, help="how long --wait-version waits")
     p.add_argument("--request-timeout", type=positive_float, default=60.0, help="timeout of one HTTP request")
     return p
@@ -213,13 +220,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             except OSError as err:
                 raise JobError(f"cannot read {path}: {err.strerror}") from None
         for start in range(0, len(encoded), args.batch_size):
-            batch = args.images[start:start + args.batch_size]
+            batch = args.images[start : start + args.batch_size]
             try:
-                predictions = client.classify(encoded[start:start + args.batch_size])
+                predictions = client.classify(encoded[start : start + args.batch_size])
             except ServerError as err:
                 # The server numbers the instances; name the file instead.
-                raise JobError(re.sub(r"instances\[(\d+)\]", lambda m: str(batch[int(m[1])])
-                                      if int(m[1]) < len(batch) else m[0], str(err))) from None
+                raise JobError(
+                    re.sub(
+                        r"instances\[(\d+)\]",
+                        lambda m: str(batch[int(m[1])]) if int(m[1]) < len(batch) else m[0],
+                        str(err),
+                    )
+                ) from None
             for path, prediction in zip(batch, predictions):
                 show(str(path), prediction)
         return 0

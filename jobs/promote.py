@@ -122,16 +122,28 @@ def promote(work: Work, run_id: str, dataset: str, names: Sequence[str], force: 
         current = max(versions(base), default=None)
         served = served_accuracy(base / str(current), test) if current is not None else None
         decision = decide(accuracy, served, force)
-        log.info("best candidate %s (%s): %s", best, ", ".join(f"{k} {v:.4f}" for k, v in scores.items()),
-                 decision.reason)
+        log.info(
+            "best candidate %s (%s): %s", best, ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), decision.reason
+        )
         result = {
-            "run_id": run_id, "model": best, "accuracy": accuracy, "scores": scores,
-            "served_version": current, "served_accuracy": served,
-            "promoted": decision.promote, "reason": decision.reason, "version": current,
+            "run_id": run_id,
+            "model": best,
+            "accuracy": accuracy,
+            "scores": scores,
+            "served_version": current,
+            "served_accuracy": served,
+            "promoted": decision.promote,
+            "reason": decision.reason,
+            "version": current,
         }
         if decision.promote:
-            record = {"run_id": run_id, "model": best, "accuracy": accuracy, "dataset": dataset,
-                      "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            record = {
+                "run_id": run_id,
+                "model": best,
+                "accuracy": accuracy,
+                "dataset": dataset,
+                "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
             result["version"] = publish(work.candidate(run_id, best).model, base, record)
             log.info("promoted %s as version %d of %s", best, result["version"], base)
     if decision.promote:
@@ -147,8 +159,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     result = promote(Work(args.work_dir), args.run_id, args.dataset, args.models, args.force)
-    emit(model=result["model"], accuracy=result["accuracy"], promoted=int(result["promoted"]),
-         version=result["version"] if result["version"] is not None else "none")
+    emit(
+        model=result["model"],
+        accuracy=result["accuracy"],
+        promoted=int(result["promoted"]),
+        version=result["version"] if result["version"] is not None else "none",
+    )
     return 0
 
 

@@ -80,6 +80,7 @@ def bad_request(message: str) -> ApiError:
 
 # --- servables ---------------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class TensorSpec:
     name: str
@@ -102,8 +103,7 @@ class Signature:
 class Servable:
     """One loaded version. `inflight` counts the requests that hold it."""
 
-    def __init__(self, version: int, path: Path, model: Any, signatures: dict[str, Signature],
-                 metadata: dict):
+    def __init__(self, version: int, path: Path, model: Any, signatures: dict[str, Signature], metadata: dict):
         self.version = version
         self.path = path
         self.model = model
@@ -149,8 +149,7 @@ def _signature_metadata(path: Path) -> dict:
         for key, value in saved.meta_graphs[0].signature_def.items()
         if not key.startswith("__")
     }
-    return {"signature_def": {"signature_def": defs,
-                              "@type": "type.googleapis.com/tensorflow.serving.SignatureDefMap"}}
+    return {"signature_def": {"signature_def": defs, "@type": "type.googleapis.com/tensorflow.serving.SignatureDefMap"}}
 
 
 def _warmup_value(spec: TensorSpec) -> np.ndarray:
@@ -198,16 +197,31 @@ def call_signature(signature: Signature, inputs: dict[str, np.ndarray]) -> dict[
 
 # --- versions on disk, loading and swapping ---------------------------------------------
 
+
 def _error_code(err: BaseException) -> str:
     import tensorflow as tf
 
     if isinstance(err, tf.errors.OpError):
         return {
             getattr(tf.errors, name): name
-            for name in ("CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-                         "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-                         "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
-                         "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
+            for name in (
+                "CANCELLED",
+                "UNKNOWN",
+                "INVALID_ARGUMENT",
+                "DEADLINE_EXCEEDED",
+                "NOT_FOUND",
+                "ALREADY_EXISTS",
+                "PERMISSION_DENIED",
+                "RESOURCE_EXHAUSTED",
+                "FAILED_PRECONDITION",
+                "ABORTED",
+                "OUT_OF_RANGE",
+                "UNIMPLEMENTED",
+                "INTERNAL",
+                "UNAVAILABLE",
+                "DATA_LOSS",
+                "UNAUTHENTICATED",
+            )
         }.get(err.error_code, "UNKNOWN")
     if isinstance(err, (FileNotFoundError, NotADirectoryError)):
         return "NOT_FOUND"
@@ -306,8 +320,7 @@ class ModelManager:
         found = versions(self.base)
         if not found:
             if not self._warned_empty:
-                log.warning("no versions of %s under %s yet (waiting for a numeric folder)",
-                            self.name, self.base)
+                log.warning("no versions of %s under %s yet (waiting for a numeric folder)", self.name, self.base)
                 self._warned_empty = True
             return
         self._warned_empty = False
@@ -338,8 +351,13 @@ class ModelManager:
             with self._lock:
                 self._states[version] = VersionState("END", _error_code(err), message)
                 serving = self._current.version if self._current else None
-            log.error("%s version %d %s; still serving %s", self.name, version, message,
-                      f"version {serving}" if serving is not None else "nothing")
+            log.error(
+                "%s version %d %s; still serving %s",
+                self.name,
+                version,
+                message,
+                f"version {serving}" if serving is not None else "nothing",
+            )
             self._on_change(None)
             return
         self._failed.pop(version, None)
@@ -371,6 +389,7 @@ class ModelManager:
 
 # --- batching ----------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class _Job:
     servable: Servable
@@ -390,14 +409,13 @@ class Batcher:
         self._jobs: collections.deque[_Job] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
-        self._threads = [
-            threading.Thread(target=self._work, name=f"predict-{i}", daemon=True) for i in range(threads)
-        ]
+        self._threads = [threading.Thread(target=self._work, name=f"predict-{i}", daemon=True) for i in range(threads)]
         for thread in self._threads:
             thread.start()
 
-    def submit(self, servable: Servable, signature: Signature, inputs: dict[str, np.ndarray],
-               size: int) -> concurrent.futures.Future:
+    def submit(
+        self, servable: Servable, signature: Signature, inputs: dict[str, np.ndarray], size: int
+    ) -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self._cond:
             if self._closed:
@@ -424,8 +442,11 @@ class Batcher:
             keep: collections.deque[_Job] = collections.deque()
             while self._jobs and total < self.max_batch:
                 job = self._jobs.popleft()
-                if (job.servable is first.servable and job.signature is first.signature
-                        and total + job.size <= self.max_batch):
+                if (
+                    job.servable is first.servable
+                    and job.signature is first.signature
+                    and total + job.size <= self.max_batch
+                ):
                     taken.append(job)
                     total += job.size
                 else:
@@ -458,7 +479,7 @@ class Batcher:
         self._on_batch(sum(job.size for job in jobs))
         offset = 0
         for job in jobs:
-            part = {name: value[offset:offset + job.size] for name, value in outputs.items()}
+            part = {name: value[offset : offset + job.size] for name, value in outputs.items()}
             offset += job.size
             job.future.set_result(part)
 
@@ -467,8 +488,7 @@ class Batcher:
 
         try:
             outputs = call_signature(job.signature, job.inputs)
-        except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError,
-                tf.errors.FailedPreconditionError) as err:
+        except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError, tf.errors.FailedPreconditionError) as err:
             job.future.set_exception(bad_request(short_error(err)))
             return
         except Exception as err:
@@ -480,6 +500,7 @@ class Batcher:
 
 
 # --- request decoding --------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class PredictRequest:
@@ -517,7 +538,7 @@ def _string_value(value: Any, where: str) -> bytes:
             raise bad_request(f"{where}: 'b64' is not valid base64") from None
     if isinstance(value, str):
         return value.encode("utf-8", "surrogatepass")
-    raise bad_request(f"{where}: expected a string or {{\"b64\": \"...\"}}, got {_describe(value)}")
+    raise bad_request(f'{where}: expected a string or {{"b64": "..."}}, got {_describe(value)}')
 
 
 def _describe(value: Any) -> str:
@@ -548,7 +569,7 @@ def _strings(value: Any, rank: int, where: str) -> list:
 def _numbers(value: Any, spec: TensorSpec, where: str) -> np.ndarray:
     leaf = _first_leaf(value)
     if _is_b64(leaf):
-        raise bad_request(f"{where}: {{\"b64\": ...}} values are only accepted for string inputs")
+        raise bad_request(f'{where}: {{"b64": ...}} values are only accepted for string inputs')
     if isinstance(leaf, dict):
         raise bad_request(f"{where}: '{spec.name}' takes numbers, got an object")
     try:
@@ -660,8 +681,7 @@ def _split_named(value: Any, signature: Signature, where: str) -> dict[str, Any]
         unknown = sorted(set(value) - set(names))
         if unknown:
             raise bad_request(
-                f"{where}: unknown input '{unknown[0]}' for signature '{signature.name}' "
-                f"(inputs: {', '.join(names)})"
+                f"{where}: unknown input '{unknown[0]}' for signature '{signature.name}' (inputs: {', '.join(names)})"
             )
         missing = [name for name in names if name not in value]
         if missing:
@@ -736,18 +756,23 @@ def check_images(values: np.ndarray, where: str, max_pixels: int) -> None:
         if fmt not in IMAGE_FORMATS:
             raise bad_request(f"{where}[{i}]: {fmt} images are not supported (send JPEG, PNG, GIF, BMP or WebP)")
         if width * height > max_pixels or width == 0 or height == 0:
-            raise bad_request(f"{where}[{i}]: image of {width}x{height} pixels is over the limit of {max_pixels} pixels")
+            raise bad_request(
+                f"{where}[{i}]: image of {width}x{height} pixels is over the limit of {max_pixels} pixels"
+            )
 
 
 # --- response encoding -------------------------------------------------------------------
 
+
 def _json_values(array: np.ndarray) -> Any:
     if array.dtype == object or array.dtype.kind == "S":
+
         def text(value: bytes) -> Any:
             try:
                 return value.decode("utf-8")
             except UnicodeDecodeError:
                 return {"b64": base64.b64encode(value).decode("ascii")}
+
         return np.vectorize(text, otypes=[object])(array).tolist() if array.size else array.tolist()
     if array.dtype.kind == "f":
         # float32 printed with its shortest round-trip digits, as TF Serving prints it
@@ -770,6 +795,7 @@ def encode_predict(outputs: dict[str, np.ndarray], row_format: bool) -> dict:
 
 # --- the HTTP app ------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class Settings:
     model_name: str
@@ -788,23 +814,33 @@ class Metrics:
 
         disable_created_metrics()  # no *_created series: they only add noise here
         self.registry = CollectorRegistry()
-        self.requests = Counter("serving_requests", "HTTP requests answered", ["api", "code"],
-                                registry=self.registry)
-        self.errors = Counter("serving_request_errors", "HTTP requests answered with an error (4xx/5xx)",
-                              ["api", "code"], registry=self.registry)
+        self.requests = Counter("serving_requests", "HTTP requests answered", ["api", "code"], registry=self.registry)
+        self.errors = Counter(
+            "serving_request_errors",
+            "HTTP requests answered with an error (4xx/5xx)",
+            ["api", "code"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
-            "serving_request_duration_seconds", "Time from request to response", ["api"],
+            "serving_request_duration_seconds",
+            "Time from request to response",
+            ["api"],
             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0),
             registry=self.registry,
         )
-        self.instances = Counter("serving_predict_instances", "Instances (images) predicted",
-                                 registry=self.registry)
-        self.batch = Histogram("serving_batch_size", "Instances per signature call (merged requests)",
-                               buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=self.registry)
-        self.version = Gauge("serving_model_version", "Model version being served (0: none)", ["model"],
-                             registry=self.registry)
-        self.loads = Counter("serving_model_loads", "Version loads by outcome", ["model", "outcome"],
-                             registry=self.registry)
+        self.instances = Counter("serving_predict_instances", "Instances (images) predicted", registry=self.registry)
+        self.batch = Histogram(
+            "serving_batch_size",
+            "Instances per signature call (merged requests)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=self.registry,
+        )
+        self.version = Gauge(
+            "serving_model_version", "Model version being served (0: none)", ["model"], registry=self.registry
+        )
+        self.loads = Counter(
+            "serving_model_loads", "Version loads by outcome", ["model", "outcome"], registry=self.registry
+        )
         self.model_name = model_name
         self.version.labels(model_name).set(0)
 
@@ -870,7 +906,9 @@ def create_app(settings: Settings):
         servable = manager.acquire(version)
         try:
             if method != "predict":
-                raise bad_request(f"the model's signatures are {PREDICT_METHOD} signatures: use :predict, not :{method}")
+                raise bad_request(
+                    f"the model's signatures are {PREDICT_METHOD} signatures: use :predict, not :{method}"
+                )
 
             def decode() -> PredictRequest:
                 return decode_predict(parse_json(body), servable, settings.max_instances, settings.max_image_pixels)
@@ -891,10 +929,12 @@ def create_app(settings: Settings):
             raise ApiError(404, f"Servable not found for request: Latest({model})")
         servable = manager.acquire(version)
         try:
-            return json_response({
-                "model_spec": {"name": model, "signature_name": "", "version": str(servable.version)},
-                "metadata": servable.metadata,
-            })
+            return json_response(
+                {
+                    "model_spec": {"name": model, "signature_name": "", "version": str(servable.version)},
+                    "metadata": servable.metadata,
+                }
+            )
         finally:
             servable.release()
 
@@ -927,8 +967,9 @@ def create_app(settings: Settings):
             else:
                 raise ApiError(404, f"not found: {method} {path}")
         except ApiError as err:
-            response = json_response({"error": err.message}, err.status,
-                                     {"connection": "close"} if err.status == 413 else None)
+            response = json_response(
+                {"error": err.message}, err.status, {"connection": "close"} if err.status == 413 else None
+            )
         except ClientDisconnect:
             response = Response(status_code=499)
         except Exception as err:  # a server fault: logged with its trace, answered in one line
@@ -966,25 +1007,48 @@ def _version(text: str | None) -> int | None:
 
 # --- command line ------------------------------------------------------------------------
 
+
 def build_parser():
     p = parser("Serve the promoted model with TF Serving's REST API (predict, status, metadata, metrics).")
-    p.add_argument("--model-base-path", type=Path, required=True,
-                   help="folder of numeric version folders (<work>/models/fmnist)")
+    p.add_argument(
+        "--model-base-path", type=Path, required=True, help="folder of numeric version folders (<work>/models/fmnist)"
+    )
     p.add_argument("--model-name", default=MODEL_NAME, help="the model name in the URL paths")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
     p.add_argument("--port", type=port_number, default=8501, help="port to listen on")
-    p.add_argument("--poll-seconds", type=positive_float, default=1.0,
-                   help="how often to look for a new version on disk")
-    p.add_argument("--max-body-bytes", type=positive_int, default=DEFAULT_MAX_BODY_BYTES,
-                   help="larger request bodies are refused with 413")
-    p.add_argument("--max-instances", type=positive_int, default=DEFAULT_MAX_INSTANCES,
-                   help="most instances (images) in one request")
-    p.add_argument("--max-batch", type=positive_int, default=DEFAULT_MAX_BATCH,
-                   help="most instances merged into one signature call across waiting requests")
-    p.add_argument("--max-image-pixels", type=positive_int, default=DEFAULT_MAX_IMAGE_PIXELS,
-                   help="largest image (width x height) accepted as image_bytes")
-    p.add_argument("--threads", type=positive_int, default=2,
-                   help="threads running signature calls (TF's own pools are sized from the CPUs)")
+    p.add_argument(
+        "--poll-seconds", type=positive_float, default=1.0, help="how often to look for a new version on disk"
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=positive_int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help="larger request bodies are refused with 413",
+    )
+    p.add_argument(
+        "--max-instances",
+        type=positive_int,
+        default=DEFAULT_MAX_INSTANCES,
+        help="most instances (images) in one request",
+    )
+    p.add_argument(
+        "--max-batch",
+        type=positive_int,
+        default=DEFAULT_MAX_BATCH,
+        help="most instances merged into one signature call across waiting requests",
+    )
+    p.add_argument(
+        "--max-image-pixels",
+        type=positive_int,
+        default=DEFAULT_MAX_IMAGE_PIXELS,
+        help="largest image (width x height) accepted as image_bytes",
+    )
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=2,
+        help="threads running signature calls (TF's own pools are sized from the CPUs)",
+    )
     return p
 
 
@@ -1016,14 +1080,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads = configure_threads()
     log.info("TensorFlow uses %d CPU threads", threads)
     settings = Settings(
-        model_name=args.model_name, base_path=args.model_base_path.resolve(), poll_seconds=args.poll_seconds,
-        max_body_bytes=args.max_body_bytes, max_instances=args.max_instances, max_batch=args.max_batch,
-        max_image_pixels=args.max_image_pixels, threads=args.threads,
+        model_name=args.model_name,
+        base_path=args.model_base_path.resolve(),
+        poll_seconds=args.poll_seconds,
+        max_body_bytes=args.max_body_bytes,
+        max_instances=args.max_instances,
+        max_batch=args.max_batch,
+        max_image_pixels=args.max_image_pixels,
+        threads=args.threads,
     )
     app = create_app(settings)
     config = uvicorn.Config(
-        app, host=args.host, port=args.port, log_config=None, access_log=False, lifespan="on",
-        timeout_graceful_shutdown=10, server_header=False,
+        app,
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+        server_header=False,
     )
     server = uvicorn.Server(config)
     log.info("serving %s from %s on http://%s:%d", args.model_name, settings.base_path, args.host, args.port)

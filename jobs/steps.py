@@ -39,9 +39,7 @@ class Step:
         return [python, "-m", self.module, *self.argv(**params)]
 
     def parameters(self) -> set[str]:
-        return {
-            field for arg in self.args for _, field, _, _ in string.Formatter().parse(arg) if field
-        }
+        return {field for arg in self.args for _, field, _, _ in string.Formatter().parse(arg) if field}
 
 
 STEPS: tuple[Step, ...] = (
@@ -54,8 +52,16 @@ STEPS: tuple[Step, ...] = (
         "train",
         "jobs.train",
         (
-            "--work-dir", "{work_dir}", "--run-id", "{run_id}", "--dataset", "{dataset}",
-            "--model", "{model}", "--epochs", "{epochs}",
+            "--work-dir",
+            "{work_dir}",
+            "--run-id",
+            "{run_id}",
+            "--dataset",
+            "{dataset}",
+            "--model",
+            "{model}",
+            "--epochs",
+            "{epochs}",
         ),
         depends=("ingest",),
         per_model=True,
@@ -82,8 +88,15 @@ STEPS: tuple[Step, ...] = (
         "smoke",
         "jobs.predict",
         (
-            "--url", "{url}", "--work-dir", "{work_dir}", "--dataset", "{dataset}",
-            "--check", "--min-accuracy", "{min_accuracy}",
+            "--url",
+            "{url}",
+            "--work-dir",
+            "{work_dir}",
+            "--dataset",
+            "{dataset}",
+            "--check",
+            "--min-accuracy",
+            "{min_accuracy}",
         ),
         depends=("wait-serving",),
     ),

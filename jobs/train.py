@@ -20,7 +20,16 @@ from typing import Sequence
 
 from jobs import distributed, models
 from jobs.common import (
-    JobError, abort, add_run_arguments, atomic_dir, configure_threads, emit, parser, positive_int, read_json, run,
+    JobError,
+    abort,
+    add_run_arguments,
+    atomic_dir,
+    configure_threads,
+    emit,
+    parser,
+    positive_int,
+    read_json,
+    run,
     write_json,
 )
 from jobs.paths import Candidate, Work
@@ -75,13 +84,15 @@ class Progress:
     def end_epoch(self, epoch: int, logs: dict, lr: float) -> None:
         seconds = time.monotonic() - self._started
         record = {k: float(v) for k, v in logs.items() if k != "lr"}  # lr: the scheduler's copy
-        record.update(epoch=epoch, learning_rate=lr, seconds=seconds,
-                      images_per_second=self.images_per_epoch / seconds if seconds else 0.0)
+        record.update(
+            epoch=epoch,
+            learning_rate=lr,
+            seconds=seconds,
+            images_per_second=self.images_per_epoch / seconds if seconds else 0.0,
+        )
         self.epochs.append(record)
         write_json(self.candidate.history, {"epochs": self.epochs})
-        self.tracker.log_metrics(
-            self.mlflow_run, {k: v for k, v in record.items() if k != "epoch"}, step=epoch
-        )
+        self.tracker.log_metrics(self.mlflow_run, {k: v for k, v in record.items() if k != "epoch"}, step=epoch)
 
     def callback(self):
         import tf_keras as keras
@@ -135,9 +146,16 @@ def train(args) -> dict:
     global_batch = args.batch_per_worker * cluster.workers
     steps = args.steps_per_epoch or max(1, len(train_split.labels) // global_batch)
     params = {
-        "model": args.model, "dataset": args.dataset, "epochs": args.epochs, "workers": cluster.workers,
-        "batch_per_worker": args.batch_per_worker, "global_batch": global_batch,
-        "steps_per_epoch": steps, "steps_per_execution": args.steps_per_execution, "base_learning_rate": args.learning_rate, "threads": threads,
+        "model": args.model,
+        "dataset": args.dataset,
+        "epochs": args.epochs,
+        "workers": cluster.workers,
+        "batch_per_worker": args.batch_per_worker,
+        "global_batch": global_batch,
+        "steps_per_epoch": steps,
+        "steps_per_execution": args.steps_per_execution,
+        "base_learning_rate": args.learning_rate,
+        "threads": threads,
     }
     log.info("%s on %s of %d: %s", args.model, cluster.name, cluster.workers, params)
     candidate.root.mkdir(parents=True, exist_ok=True)
@@ -173,7 +191,10 @@ def train(args) -> dict:
         started = time.monotonic()
         history = model.fit(
             data.training_pipeline(train_split, global_batch, seed=args.seed),
-            epochs=args.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=2,
+            epochs=args.epochs,
+            steps_per_epoch=steps,
+            callbacks=callbacks,
+            verbose=2,
         )
         seconds = time.monotonic() - started
 
@@ -197,7 +218,7 @@ def train(args) -> dict:
     last = {k: float(v[-1]) for k, v in history.history.items() if v}
     result = {"train_seconds": seconds, "accuracy": last.get("accuracy", 0.0), "loss": last.get("loss", 0.0)}
     if progress is not None:
-        redone = (progress.first_epoch or 0)
+        redone = progress.first_epoch or 0
         result["resumed_at_epoch"] = redone
         trained = sum(e["seconds"] for e in progress.epochs)
         images = sum(e["images_per_second"] * e["seconds"] for e in progress.epochs)
@@ -217,13 +238,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--model", required=True, choices=models.NAMES, help="the candidate to train")
     p.add_argument("--epochs", type=positive_int, default=5, help="passes over the training split")
     p.add_argument("--steps-per-epoch", type=positive_int, help="default: one pass over the training split")
-    p.add_argument("--steps-per-execution", type=positive_int, default=10,
-                   help="training steps run per call into the TensorFlow runtime")
+    p.add_argument(
+        "--steps-per-execution",
+        type=positive_int,
+        default=10,
+        help="training steps run per call into the TensorFlow runtime",
+    )
     p.add_argument("--batch-per-worker", type=positive_int, default=64, help="global batch = this x workers")
     p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's base rate; a tenth from epoch 4")
     p.add_argument("--seed", type=int, default=0, help="shuffling seed")
-    p.add_argument("--collective-timeout", type=float, default=300.0,
-                   help="seconds a collective may wait for a peer before the worker fails (0: forever)")
+    p.add_argument(
+        "--collective-timeout",
+        type=float,
+        default=300.0,
+        help="seconds a collective may wait for a peer before the worker fails (0: forever)",
+    )
     args = p.parse_args(argv)
 
     result = train(args)

@@ -27,7 +27,11 @@ def run_job(module: str, *args: str, timeout: float = 600, **env: str) -> subpro
     """Runs `python -m jobs.<module> args...` as a user would; returns the finished process."""
     return subprocess.run(
         [sys.executable, "-m", f"jobs.{module}", *map(str, args)],
-        cwd=ROOT, env=job_env(**env), capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT,
+        env=job_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

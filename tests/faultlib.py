@@ -34,7 +34,6 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, interva
         time.sleep(interval)
 
 
-
 def finished_epochs(history: Path) -> list[int]:
     """Epochs the chief has recorded in history.json (empty if none yet)."""
     try:
@@ -65,8 +64,13 @@ def start_job(module: str, *args: str, log: Path, **env: str) -> subprocess.Pope
     """`python -m jobs.<module> args` in its own session, output to `log`."""
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", f"jobs.{module}", *map(str, args)], cwd=ROOT, env=job_env(**env),
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            [sys.executable, "-m", f"jobs.{module}", *map(str, args)],
+            cwd=ROOT,
+            env=job_env(**env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
 
@@ -84,14 +88,34 @@ class MlflowServer:
         root.mkdir(parents=True, exist_ok=True)
 
     def start(self, timeout: float = 240.0) -> MlflowServer:
-        argv = [str(MLFLOW), "server", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-                "--serve-artifacts", "--artifacts-destination", str(self.root / "artifacts"),
-                "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-                "--allowed-hosts", f"127.0.0.1:{self.port},localhost:{self.port}"]
+        argv = [
+            str(MLFLOW),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{self.root / 'mlflow.db'}",
+            "--serve-artifacts",
+            "--artifacts-destination",
+            str(self.root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+            "--allowed-hosts",
+            f"127.0.0.1:{self.port},localhost:{self.port}",
+        ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(argv, cwd=self.root, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=self.root,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         started = time.monotonic()
 
         def healthy() -> bool:

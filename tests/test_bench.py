@@ -16,6 +16,7 @@ from jobs import bench
 
 # --- the quick mode, end to end --------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_quick_bench_runs_every_section_and_writes_results(tmp_path):
     out = tmp_path / "results"
@@ -35,8 +36,15 @@ def test_quick_bench_runs_every_section_and_writes_results(tmp_path):
     assert set(report["sections"]) == set(bench.SECTIONS) - {"input"}  # input runs inside training
 
     figures = report["figures"]
-    for key in ("train.single", "train.multi", "input.pipeline", "serve.inproc.throughput32",
-                "serve.throughput.c1", "serve.throughput.c8", "serve.throughput.c32"):
+    for key in (
+        "train.single",
+        "train.multi",
+        "input.pipeline",
+        "serve.inproc.throughput32",
+        "serve.throughput.c1",
+        "serve.throughput.c8",
+        "serve.throughput.c32",
+    ):
         assert figures[key]["median"] > 0, key
     for key in ("train.efficiency", "input.headroom", "serve.ratio1.p50", "serve.ratio32.p50"):
         assert figures[key]["median"] > 0, key
@@ -63,6 +71,7 @@ def test_quick_bench_runs_every_section_and_writes_results(tmp_path):
 
 # --- the pieces ----------------------------------------------------------------------------
 
+
 def test_figures_summarise_as_median_min_max_and_check_targets():
     figures = bench.Figures()
     for value in (0.5, 0.9, 0.7):
@@ -71,8 +80,15 @@ def test_figures_summarise_as_median_min_max_and_check_targets():
     figures.text("acc", "accuracy", "not available", target=">= 0.91")
     summary = figures.as_json()
     assert summary["eff"] | {"samples": None} == {
-        "label": "efficiency", "unit": "ratio", "n": 3, "samples": None, "median": 0.7, "min": 0.5, "max": 0.9,
-        "target": ">= 0.8", "met": False,
+        "label": "efficiency",
+        "unit": "ratio",
+        "n": 3,
+        "samples": None,
+        "median": 0.7,
+        "min": 0.5,
+        "max": 0.9,
+        "target": ">= 0.8",
+        "met": False,
     }
     assert summary["lat"]["met"] is True
     assert summary["acc"]["met"] is None and summary["acc"]["n"] == 0
@@ -85,21 +101,37 @@ def test_figures_summarise_as_median_min_max_and_check_targets():
 
 
 def test_training_throughput_leaves_out_the_warm_up_epoch():
-    history = {"epochs": [
-        {"epoch": 0, "seconds": 10.0, "images_per_second": 100.0},
-        {"epoch": 1, "seconds": 1.0, "images_per_second": 1000.0},
-        {"epoch": 2, "seconds": 3.0, "images_per_second": 2000.0},
-    ]}
+    history = {
+        "epochs": [
+            {"epoch": 0, "seconds": 10.0, "images_per_second": 100.0},
+            {"epoch": 1, "seconds": 1.0, "images_per_second": 1000.0},
+            {"epoch": 2, "seconds": 3.0, "images_per_second": 2000.0},
+        ]
+    }
     assert bench.train_throughput(history) == pytest.approx((1000 + 6000) / 4)
     with pytest.raises(bench.JobError, match="warm-up"):
         bench.train_throughput({"epochs": history["epochs"][:1]})
 
 
 def test_stages_come_in_pipeline_order():
-    stages = {"evaluate": 3.0, "ingest": 1.0, "promote": 1.0, "smoke": 1.0, "train:dropout": 9.0,
-              "train:cnn": 5.0, "wait-serving": 2.0}
+    stages = {
+        "evaluate": 3.0,
+        "ingest": 1.0,
+        "promote": 1.0,
+        "smoke": 1.0,
+        "train:dropout": 9.0,
+        "train:cnn": 5.0,
+        "wait-serving": 2.0,
+    }
     assert [name for name, _ in bench.ordered_stages(stages)] == [
-        "ingest", "train:cnn", "train:dropout", "evaluate", "promote", "wait-serving", "smoke"]
+        "ingest",
+        "train:cnn",
+        "train:dropout",
+        "evaluate",
+        "promote",
+        "wait-serving",
+        "smoke",
+    ]
 
 
 def test_real_data_is_found_only_where_it_is(tmp_path, small_data):

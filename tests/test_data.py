@@ -17,6 +17,7 @@ from jobs.paths import Work
 
 # --- synthetic -----------------------------------------------------------------------------
 
+
 def test_synthetic_has_fashion_mnist_shapes_and_classes():
     d = data.synthetic(train_size=600, test_size=200)
     assert set(d) == {"train", "test"}
@@ -49,6 +50,7 @@ def test_synthetic_is_learnable_but_not_trivial():
 
 
 # --- idx -----------------------------------------------------------------------------------
+
 
 def write_idx(path, array: np.ndarray, magic: int) -> None:
     header = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape)
@@ -97,6 +99,7 @@ def test_idx_refuses_mismatched_counts(tmp_path, small_data):
 
 # --- tensorflow-datasets ---------------------------------------------------------------------
 
+
 def test_tfds_source_with_mocked_download(tmp_path, monkeypatch):
     import tensorflow_datasets as tfds
 
@@ -133,6 +136,7 @@ def test_tfds_failure_names_the_offline_alternatives(tmp_path, monkeypatch):
 
 
 # --- storage ---------------------------------------------------------------------------------
+
 
 def test_written_dataset_loads_and_detects_tampering(tmp_path, small_data):
     target = tmp_path / "synthetic"

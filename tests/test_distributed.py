@@ -13,11 +13,13 @@ from jobs.distributed import Cluster, parse_tf_config, tf_config
 
 def operator_config(workers: int, index: int) -> str:
     """The exact shape the operator injects (pkg/controller.v1/tensorflow)."""
-    return json.dumps({
-        "cluster": {"worker": [f"train-cnn-worker-{i}.fmnist.svc:2222" for i in range(workers)]},
-        "task": {"type": "worker", "index": index},
-        "environment": "cloud",
-    })
+    return json.dumps(
+        {
+            "cluster": {"worker": [f"train-cnn-worker-{i}.fmnist.svc:2222" for i in range(workers)]},
+            "task": {"type": "worker", "index": index},
+            "environment": "cloud",
+        }
+    )
 
 
 @pytest.mark.parametrize("text", [None, "", "  "])
@@ -45,7 +47,8 @@ def test_local_tf_config_matches_the_operator_shape():
     text = tf_config(["localhost:1234", "localhost:1235"], 1)
     assert json.loads(text) == {
         "cluster": {"worker": ["localhost:1234", "localhost:1235"]},
-        "task": {"type": "worker", "index": 1}, "environment": "cloud",
+        "task": {"type": "worker", "index": 1},
+        "environment": "cloud",
     }
     assert parse_tf_config(text).task_index == 1
 
@@ -71,8 +74,20 @@ def test_malformed_tf_config(text, message):
 
 
 def test_train_with_malformed_tf_config_writes_nothing(ingested):
-    proc = run_job("train", "--work-dir", ingested, "--run-id", "r", "--dataset", "synthetic", "--model", "cnn",
-                   "--epochs", "1", TF_CONFIG='{"cluster": {"worker": ["a:1"]}, "task": {"index": 5}')
+    proc = run_job(
+        "train",
+        "--work-dir",
+        ingested,
+        "--run-id",
+        "r",
+        "--dataset",
+        "synthetic",
+        "--model",
+        "cnn",
+        "--epochs",
+        "1",
+        TF_CONFIG='{"cluster": {"worker": ["a:1"]}, "task": {"index": 5}',
+    )
     assert_one_line_error(proc, "TF_CONFIG")
     assert not (ingested / "runs").exists()
 

@@ -53,14 +53,18 @@ def test_broken_new_versions_leave_the_good_one_serving(tmp_path, trained_model)
         with httpx.Client(base_url=server.url, timeout=60) as client:
             for version, damage in ((2, no_variables), (3, garbage_graph)):
                 broken_version(trained_model, base, version, damage)
-                state = wait_for(lambda: statuses(client).get(str(version), {}).get("state") == "END"
-                                 and statuses(client), 120, f"version {version} to fail to load")
+                state = wait_for(
+                    lambda: statuses(client).get(str(version), {}).get("state") == "END" and statuses(client),
+                    120,
+                    f"version {version} to fail to load",
+                )
                 failed = state[str(version)]["status"]
                 assert failed["error_code"] != "OK" and failed["error_message"], state
                 assert state["1"]["state"] == "AVAILABLE", state
                 assert_serves(client, 1)
-                missing = client.post(f"/v1/models/fmnist/versions/{version}:predict",
-                                      json=reference_request(reference_jpeg()))
+                missing = client.post(
+                    f"/v1/models/fmnist/versions/{version}:predict", json=reference_request(reference_jpeg())
+                )
                 assert missing.status_code == 404, missing.text
                 log = server.log()
                 assert f"version {version} failed to load" in log and "still serving version 1" in log, log[-3000:]

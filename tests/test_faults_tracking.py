@@ -23,14 +23,35 @@ TRAIN = ("--dataset", "synthetic", "--model", "cnn", "--steps-per-epoch", "5")
 
 
 def train(work: Work, run_id: str, epochs: int, uri: str, **env: str):
-    return run_job("train", "--work-dir", work.root, "--run-id", run_id, *TRAIN, "--epochs", str(epochs),
-                   MLFLOW_TRACKING_URI=uri, **env)
+    return run_job(
+        "train",
+        "--work-dir",
+        work.root,
+        "--run-id",
+        run_id,
+        *TRAIN,
+        "--epochs",
+        str(epochs),
+        MLFLOW_TRACKING_URI=uri,
+        **env,
+    )
 
 
 def promote(work: Work, run_id: str, uri: str):
     write_json(work.candidate(run_id, "cnn").eval / "metrics.json", {"accuracy": 0.5})
-    return run_job("promote", "--work-dir", work.root, "--run-id", run_id, "--dataset", "synthetic",
-                   "--models", "cnn", "--force", MLFLOW_TRACKING_URI=uri)
+    return run_job(
+        "promote",
+        "--work-dir",
+        work.root,
+        "--run-id",
+        run_id,
+        "--dataset",
+        "synthetic",
+        "--models",
+        "cnn",
+        "--force",
+        MLFLOW_TRACKING_URI=uri,
+    )
 
 
 def run_id_of(work: Work, run_id: str) -> str:
@@ -53,14 +74,27 @@ def test_tracking_server_killed_and_restarted_keeps_runs_metrics_and_registry(in
         run_a = run_id_of(work, "a")
 
         # Run b: the server is SIGKILLed after its first epoch; training carries on untracked.
-        proc = start_job("train", "--work-dir", work.root, "--run-id", "b", *TRAIN, "--epochs", "3",
-                         log=tmp_path / "train-b.log", MLFLOW_TRACKING_URI=server.url)
+        proc = start_job(
+            "train",
+            "--work-dir",
+            work.root,
+            "--run-id",
+            "b",
+            *TRAIN,
+            "--epochs",
+            "3",
+            log=tmp_path / "train-b.log",
+            MLFLOW_TRACKING_URI=server.url,
+        )
         try:
             candidate_b = work.candidate("b", "cnn")
             wait_for(lambda: candidate_b.run_info.exists() or proc.poll() is not None, 300, "run b's MLflow run")
             live = MlflowClient(server.url)
-            wait_for(lambda: live.get_metric_history(run_id_of(work, "b"), "loss") or proc.poll() is not None,
-                     300, "run b's first epoch to reach the server")
+            wait_for(
+                lambda: live.get_metric_history(run_id_of(work, "b"), "loss") or proc.poll() is not None,
+                300,
+                "run b's first epoch to reach the server",
+            )
             assert proc.poll() is None, "run b ended before the kill"
             server.kill()
             killed = time.monotonic()
@@ -100,8 +134,10 @@ def test_tracking_server_killed_and_restarted_keeps_runs_metrics_and_registry(in
     finally:
         server.stop()
     with capsys.disabled():
-        print(f"\n[tracking] mlflow server first start {first_start:.0f} s, restart {server.startup_seconds:.0f} s; "
-              f"run b finished {after_kill:.1f} s after the server was killed")
+        print(
+            f"\n[tracking] mlflow server first start {first_start:.0f} s, restart {server.startup_seconds:.0f} s; "
+            f"run b finished {after_kill:.1f} s after the server was killed"
+        )
 
 
 @contextlib.contextmanager
@@ -124,8 +160,10 @@ def closed_port():
 
 def tracking_delay(stderr: str) -> float:
     """Seconds from the first failed tracking call to tracking being switched off (log times)."""
-    stamps = [datetime.datetime.strptime(m[1], "%H:%M:%S") for m in
-              re.finditer(r"^(\d\d:\d\d:\d\d) WARNING jobs\.tracking: .*(?:retry|tracking is off)", stderr, re.M)]
+    stamps = [
+        datetime.datetime.strptime(m[1], "%H:%M:%S")
+        for m in re.finditer(r"^(\d\d:\d\d:\d\d) WARNING jobs\.tracking: .*(?:retry|tracking is off)", stderr, re.M)
+    ]
     return (stamps[-1] - stamps[0]).total_seconds() if stamps else 0.0
 
 
@@ -135,7 +173,7 @@ def test_training_completes_when_tracking_is_unreachable(ingested, kind, capsys)
     """Bounded: MLflow's own HTTP retries (2) times our attempts (3), each request bounded by
     MLFLOW_HTTP_REQUEST_TIMEOUT (20 s by default, 1 s here to keep the test short)."""
     work = Work(ingested)
-    with (silent_port() if kind == "silent" else closed_port()) as port:
+    with silent_port() if kind == "silent" else closed_port() as port:
         started = time.monotonic()
         proc = train(work, "r", 2, f"http://127.0.0.1:{port}", MLFLOW_HTTP_REQUEST_TIMEOUT="1")
         seconds = time.monotonic() - started
@@ -148,6 +186,7 @@ def test_training_completes_when_tracking_is_unreachable(ingested, kind, capsys)
     info = json.loads(candidate.run_info.read_text())
     assert info["mlflow_run_id"] is None and info["epochs_trained"] == 2
     with capsys.disabled():
-        print(f"\n[tracking {kind}] training finished in {seconds:.1f} s; tracking gave up after "
-              f"{tracking_delay(proc.stderr):.0f} s of retries")
-
+        print(
+            f"\n[tracking {kind}] training finished in {seconds:.1f} s; tracking gave up after "
+            f"{tracking_delay(proc.stderr):.0f} s of retries"
+        )

@@ -40,15 +40,27 @@ def runner_env(monkeypatch):
 def dataset_work(tmp_path):
     """A work dir with a learnable synthetic dataset, written as ingest writes it."""
     work = Work(tmp_path / "work")
-    data.write(data.synthetic(2000, 500, seed=5), work.dataset("synthetic"),
-               {"name": "synthetic", "train_size": 2000, "test_size": 500, "seed": 5})
+    data.write(
+        data.synthetic(2000, 500, seed=5),
+        work.dataset("synthetic"),
+        {"name": "synthetic", "train_size": 2000, "test_size": 500, "seed": 5},
+    )
     return work
 
 
 def settings(work: Work, run_id: str, max_restarts: int = 2, python: str = sys.executable) -> Settings:
-    return Settings(work=work, run_id=run_id, dataset="synthetic", epochs=EPOCHS, workers=2, models=["cnn"],
-                    min_accuracy=0.0, max_restarts=max_restarts, python=python,
-                    extra={"train": ["--steps-per-epoch", STEPS, "--collective-timeout", "60"]})
+    return Settings(
+        work=work,
+        run_id=run_id,
+        dataset="synthetic",
+        epochs=EPOCHS,
+        workers=2,
+        models=["cnn"],
+        min_accuracy=0.0,
+        max_restarts=max_restarts,
+        python=python,
+        extra={"train": ["--steps-per-epoch", STEPS, "--collective-timeout", "60"]},
+    )
 
 
 def accuracy_of(work: Work, run_id: str) -> float:
@@ -56,8 +68,6 @@ def accuracy_of(work: Work, run_id: str) -> float:
 
     test = data.load(work.dataset("synthetic"), ("test",))["test"]
     return metrics(predict(work.candidate(run_id, "cnn").model, test.images), test.labels)["accuracy"]
-
-
 
 
 @pytest.mark.slow
@@ -84,8 +94,11 @@ def test_worker_killed_mid_training_resumes_from_backup(runner_env, dataset_work
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     candidate = work.candidate("killed", "cnn")
-    wait_for(lambda: max(finished_epochs(candidate.history), default=-1) >= 1 or not thread.is_alive(),
-             300, "epoch 2 to finish")
+    wait_for(
+        lambda: max(finished_epochs(candidate.history), default=-1) >= 1 or not thread.is_alive(),
+        300,
+        "epoch 2 to finish",
+    )
     assert thread.is_alive(), f"training ended before the kill: {outcome}"
     chief = next(p for p in runner.children if p.prefix == "[cnn:0]")
     os.kill(chief.popen.pid, signal.SIGKILL)
@@ -113,11 +126,13 @@ def test_worker_killed_mid_training_resumes_from_backup(runner_env, dataset_work
 
     killed_accuracy, reference_accuracy = accuracy_of(work, "killed"), accuracy_of(work, "reference")
     with capsys.disabled():
-        print(f"\n[worker loss] chief SIGKILLed with {done_before_kill} of {EPOCHS} epochs done; "
-              f"resumed at epoch {resumed_at + 1}: {done_before_kill - resumed_at if resumed_at < done_before_kill else 0} "
-              f"finished epochs redone (plus the partial epoch in flight); "
-              f"recovered in {time.monotonic() - killed_at:.1f} s; "
-              f"test accuracy {killed_accuracy:.4f} vs {reference_accuracy:.4f} uninterrupted")
+        print(
+            f"\n[worker loss] chief SIGKILLed with {done_before_kill} of {EPOCHS} epochs done; "
+            f"resumed at epoch {resumed_at + 1}: {done_before_kill - resumed_at if resumed_at < done_before_kill else 0} "
+            f"finished epochs redone (plus the partial epoch in flight); "
+            f"recovered in {time.monotonic() - killed_at:.1f} s; "
+            f"test accuracy {killed_accuracy:.4f} vs {reference_accuracy:.4f} uninterrupted"
+        )
     assert reference_accuracy > 0.5, "the reference did not learn: the comparison would mean nothing"
     assert abs(killed_accuracy - reference_accuracy) <= 0.1
 
@@ -130,10 +145,10 @@ def test_worker_that_always_fails_ends_the_run_with_its_log(runner_env, dataset_
     python.write_text(
         "#!/usr/bin/env bash\n"
         "# worker 1 crashes after its peer has started; every other process is the real python\n"
-        "case \"${TF_CONFIG:-}\" in\n"
+        'case "${TF_CONFIG:-}" in\n'
         "  *'\"index\": 1'*) sleep 6; echo 'worker-1: simulated crash: disk on fire' >&2; exit 3;;\n"
         "esac\n"
-        f"exec {sys.executable} \"$@\"\n"
+        f'exec {sys.executable} "$@"\n'
     )
     python.chmod(python.stat().st_mode | stat.S_IXUSR)
     runner = Runner(settings(dataset_work, "doomed", max_restarts=1, python=str(python)))
@@ -173,19 +188,42 @@ def test_worker_that_always_fails_ends_the_run_with_its_log(runner_env, dataset_
 
 def start_pair(work: Work, timeout: str) -> tuple[list[subprocess.Popen], list]:
     addresses = [f"localhost:{port}" for port in free_ports(2)]
-    argv = [sys.executable, "-m", "jobs.train", "--work-dir", str(work.root), "--run-id", "lost",
-            "--dataset", "synthetic", "--model", "cnn", "--epochs", "50", "--steps-per-epoch", STEPS,
-            "--collective-timeout", timeout]
+    argv = [
+        sys.executable,
+        "-m",
+        "jobs.train",
+        "--work-dir",
+        str(work.root),
+        "--run-id",
+        "lost",
+        "--dataset",
+        "synthetic",
+        "--model",
+        "cnn",
+        "--epochs",
+        "50",
+        "--steps-per-epoch",
+        STEPS,
+        "--collective-timeout",
+        timeout,
+    ]
     logs = [open(work.root / f"worker-{i}.log", "w+") for i in range(2)]
-    procs = [subprocess.Popen(argv, cwd=ROOT, env=job_env(TF_CONFIG=tf_config(addresses, i), FMNIST_THREADS="1"),
-                              stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL)
-             for i, log in enumerate(logs)]
+    procs = [
+        subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=job_env(TF_CONFIG=tf_config(addresses, i), FMNIST_THREADS="1"),
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
+        for i, log in enumerate(logs)
+    ]
     return procs, logs
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault, lost", [("SIGKILL", 1), ("SIGSTOP", 0)],
-                         ids=["worker-killed", "chief-frozen"])
+@pytest.mark.parametrize("fault, lost", [("SIGKILL", 1), ("SIGSTOP", 0)], ids=["worker-killed", "chief-frozen"])
 def test_peer_that_never_returns_fails_the_survivor(dataset_work, fault, lost, capsys):
     """A peer lost mid-training and never restarted: the survivor must fail with one clear
     error line, not hang. SIGKILL on one host closes its sockets (the survivor sees a reset);
@@ -194,8 +232,7 @@ def test_peer_that_never_returns_fails_the_survivor(dataset_work, fault, lost, c
     survivor = procs[1 - lost]
     try:
         history = dataset_work.candidate("lost", "cnn").history
-        wait_for(lambda: finished_epochs(history) or any(p.poll() is not None for p in procs),
-                 300, "the first epoch")
+        wait_for(lambda: finished_epochs(history) or any(p.poll() is not None for p in procs), 300, "the first epoch")
         assert all(p.poll() is None for p in procs), "a worker ended before the fault"
         procs[lost].send_signal(getattr(signal, fault))
         started = time.monotonic()
@@ -212,8 +249,9 @@ def test_peer_that_never_returns_fails_the_survivor(dataset_work, fault, lost, c
     stderr = logs[1 - lost].read()
     for log in logs:
         log.close()
-    error = assert_one_line_error(subprocess.CompletedProcess([], survivor.returncode, "", stderr),
-                                  f"training failed on worker-{1 - lost}")
+    error = assert_one_line_error(
+        subprocess.CompletedProcess([], survivor.returncode, "", stderr), f"training failed on worker-{1 - lost}"
+    )
     assert "Graph execution error" not in error, "the cause, not TensorFlow's preamble"
     with capsys.disabled():
         print(f"\n[peer lost: {fault} worker-{lost}] worker-{1 - lost} failed after {seconds:.1f} s: {error}")

@@ -46,11 +46,20 @@ def test_ingest_killed_mid_write_leaves_the_old_dataset_whole(tmp_path):
     target = work.dataset("synthetic")
     before = data.read_manifest(target)
 
-    proc = start_job("ingest", "--work-dir", work.root, "--dataset", "synthetic", *BIG, log=tmp_path / "ingest.log",
-                     **slow_disk(tmp_path))
+    proc = start_job(
+        "ingest",
+        "--work-dir",
+        work.root,
+        "--dataset",
+        "synthetic",
+        *BIG,
+        log=tmp_path / "ingest.log",
+        **slow_disk(tmp_path),
+    )
     try:
-        wait_for(lambda: temp_dirs(target.parent, "synthetic") or proc.poll() is not None, 300,
-                 "ingest to start writing")
+        wait_for(
+            lambda: temp_dirs(target.parent, "synthetic") or proc.poll() is not None, 300, "ingest to start writing"
+        )
         assert proc.poll() is None, f"ingest ended before the kill:\n{(tmp_path / 'ingest.log').read_text()}"
     finally:
         kill_tree(proc)
@@ -72,11 +81,20 @@ def test_ingest_killed_mid_write_leaves_the_old_dataset_whole(tmp_path):
 def test_ingest_killed_before_any_dataset_leaves_none(tmp_path):
     work = Work(tmp_path / "work")
     target = work.dataset("synthetic")
-    proc = start_job("ingest", "--work-dir", work.root, "--dataset", "synthetic", *BIG, log=tmp_path / "ingest.log",
-                     **slow_disk(tmp_path))
+    proc = start_job(
+        "ingest",
+        "--work-dir",
+        work.root,
+        "--dataset",
+        "synthetic",
+        *BIG,
+        log=tmp_path / "ingest.log",
+        **slow_disk(tmp_path),
+    )
     try:
-        wait_for(lambda: temp_dirs(target.parent, "synthetic") or proc.poll() is not None, 300,
-                 "ingest to start writing")
+        wait_for(
+            lambda: temp_dirs(target.parent, "synthetic") or proc.poll() is not None, 300, "ingest to start writing"
+        )
         assert proc.poll() is None, "ingest ended before the kill"
     finally:
         kill_tree(proc)
@@ -96,8 +114,9 @@ def make_candidate(work: Work, run_id: str, model_dir, accuracy: float = 0.5, pa
 
 
 def promote(work: Work, run_id: str, *extra: str):
-    return run_job("promote", "--work-dir", work.root, "--run-id", run_id, "--dataset", "synthetic",
-                   "--models", "cnn", *extra)
+    return run_job(
+        "promote", "--work-dir", work.root, "--run-id", run_id, "--dataset", "synthetic", "--models", "cnn", *extra
+    )
 
 
 def assert_whole(version_dir) -> None:
@@ -116,8 +135,20 @@ def test_promotion_killed_mid_copy_never_shows_a_partial_version(ingested, train
     assert first.returncode == 0 and "version=1" in first.stdout, first.stderr[-3000:]
 
     make_candidate(work, "b", trained_model, padding_mb=300)
-    proc = start_job("promote", "--work-dir", work.root, "--run-id", "b", "--dataset", "synthetic",
-                     "--models", "cnn", "--force", log=tmp_path / "promote.log", **slow_disk(tmp_path))
+    proc = start_job(
+        "promote",
+        "--work-dir",
+        work.root,
+        "--run-id",
+        "b",
+        "--dataset",
+        "synthetic",
+        "--models",
+        "cnn",
+        "--force",
+        log=tmp_path / "promote.log",
+        **slow_disk(tmp_path),
+    )
     try:
         wait_for(lambda: temp_dirs(base, "2") or proc.poll() is not None, 300, "promotion to start copying")
         assert proc.poll() is None, f"promotion ended before the kill:\n{(tmp_path / 'promote.log').read_text()}"
@@ -162,9 +193,22 @@ def test_concurrent_promotions_take_distinct_whole_versions(ingested, trained_mo
     outputs = []
     try:
         for _ in range(3):
-            procs = [start_job("promote", "--work-dir", work.root, "--run-id", run_id, "--dataset", "synthetic",
-                               "--models", "cnn", "--force", log=work.root / f"promote-{run_id}.log")
-                     for run_id in ("p0", "p1")]
+            procs = [
+                start_job(
+                    "promote",
+                    "--work-dir",
+                    work.root,
+                    "--run-id",
+                    run_id,
+                    "--dataset",
+                    "synthetic",
+                    "--models",
+                    "cnn",
+                    "--force",
+                    log=work.root / f"promote-{run_id}.log",
+                )
+                for run_id in ("p0", "p1")
+            ]
             for proc in procs:
                 assert proc.wait(timeout=300) == 0, (work.root / "promote-p0.log").read_text()[-3000:]
     finally:

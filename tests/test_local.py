@@ -20,9 +20,21 @@ def test_make_local_synthetic(tmp_path):
 
     work = tmp_path / "work"
     proc = subprocess.run(
-        ["make", "local", f"WORK_DIR={work}", "DATASET=synthetic", "EPOCHS=2", "WORKERS=2",
-         "INGEST_ARGS=--train-size 2000 --test-size 500", "TRAIN_ARGS=--steps-per-epoch 12"],
-        cwd=ROOT, env=job_env(), capture_output=True, text=True, timeout=900,
+        [
+            "make",
+            "local",
+            f"WORK_DIR={work}",
+            "DATASET=synthetic",
+            "EPOCHS=2",
+            "WORKERS=2",
+            "INGEST_ARGS=--train-size 2000 --test-size 500",
+            "TRAIN_ARGS=--steps-per-epoch 12",
+        ],
+        cwd=ROOT,
+        env=job_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
 
@@ -42,8 +54,16 @@ def test_make_local_synthetic(tmp_path):
         assert any(line.startswith(model + " ") for line in proc.stdout.splitlines()), proc.stdout[-2000:]
     run_dir = Work(work).run(results["run_id"])
     timings = json.loads((run_dir / "timings.json").read_text())["stages"]
-    assert set(timings) == {"ingest", "train:cnn", "train:dropout", "train:batchnorm", "evaluate", "promote",
-                            "wait-serving", "smoke"}
+    assert set(timings) == {
+        "ingest",
+        "train:cnn",
+        "train:dropout",
+        "train:batchnorm",
+        "evaluate",
+        "promote",
+        "wait-serving",
+        "smoke",
+    }
 
     # MLflow holds one run per candidate with training and test metrics, and the champion.
     client = MlflowClient(f"sqlite:///{work / 'mlflow' / 'mlflow.db'}")
@@ -64,14 +84,36 @@ def test_make_local_synthetic(tmp_path):
 
 def test_runner_commands_are_the_steps(tmp_path):
     """The runner builds every command from jobs.steps, plus only the extras it is given."""
-    settings = Settings(work=Work(tmp_path), run_id="r", dataset="synthetic", epochs=3, workers=2,
-                        models=["cnn"], min_accuracy=0.5, max_restarts=0, python="py",
-                        extra={"ingest": ["--train-size", "10"]})
+    settings = Settings(
+        work=Work(tmp_path),
+        run_id="r",
+        dataset="synthetic",
+        epochs=3,
+        workers=2,
+        models=["cnn"],
+        min_accuracy=0.5,
+        max_restarts=0,
+        python="py",
+        extra={"ingest": ["--train-size", "10"]},
+    )
     runner = Runner(settings)
     runner.url = "http://127.0.0.1:1"
     train = runner.command(steps.step("train"), model="cnn")
-    assert train == ["py", "-m", "jobs.train", "--work-dir", str(tmp_path), "--run-id", "r", "--dataset",
-                     "synthetic", "--model", "cnn", "--epochs", "3"]
+    assert train == [
+        "py",
+        "-m",
+        "jobs.train",
+        "--work-dir",
+        str(tmp_path),
+        "--run-id",
+        "r",
+        "--dataset",
+        "synthetic",
+        "--model",
+        "cnn",
+        "--epochs",
+        "3",
+    ]
     assert runner.command(steps.step("ingest"))[-2:] == ["--train-size", "10"]
     for step in steps.STEPS:
         assert step.parameters() <= set(steps.PARAMETERS), step.name
@@ -82,9 +124,21 @@ def test_runner_commands_are_the_steps(tmp_path):
 def test_failed_worker_fails_the_run_with_its_log_tail(tmp_path):
     """A training job that cannot succeed: bounded retries, then its log tail, exit non-zero."""
     work = tmp_path / "work"
-    proc = run_job("local", "--work-dir", work, "--dataset", "synthetic", "--models", "cnn", "--epochs", "1",
-                   "--max-restarts", "1", "--ingest-args=--train-size 300 --test-size 100",
-                   "--train-args=--batch-per-worker 0")
+    proc = run_job(
+        "local",
+        "--work-dir",
+        work,
+        "--dataset",
+        "synthetic",
+        "--models",
+        "cnn",
+        "--epochs",
+        "1",
+        "--max-restarts",
+        "1",
+        "--ingest-args=--train-size 300 --test-size 100",
+        "--train-args=--batch-per-worker 0",
+    )
     assert proc.returncode == 1
     assert "training cnn failed after 1 restart(s)" in proc.stderr
     assert "must be at least 1" in proc.stderr  # the worker's own last line, from its log tail

@@ -55,6 +55,7 @@ def test_saved_model_signatures(trained_model, small_data):
     np.testing.assert_allclose(by_png["probabilities"].numpy(), by_pixels["probabilities"].numpy(), atol=1e-5)
     ids = by_pixels["class_id"].numpy()
     from jobs.data import CLASS_NAMES
+
     assert [n.decode() for n in by_pixels["class_name"].numpy()] == [CLASS_NAMES[i] for i in ids]
     assert (ids == test.labels[:16]).mean() > 0.5
 

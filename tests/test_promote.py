@@ -15,11 +15,11 @@ from jobs.promote import decide
 @pytest.mark.parametrize(
     "best, served, force, promote",
     [
-        (0.90, None, False, True),   # nothing served
-        (0.91, 0.90, False, True),   # better
+        (0.90, None, False, True),  # nothing served
+        (0.91, 0.90, False, True),  # better
         (0.89, 0.90, False, False),  # worse
         (0.90, 0.90, False, False),  # a tie does not replace what is served
-        (0.89, 0.90, True, True),    # forced
+        (0.89, 0.90, True, True),  # forced
     ],
     ids=["none-served", "better", "worse", "tie", "force"],
 )
@@ -44,8 +44,19 @@ def make_candidate(work: Work, run_id: str, name: str, model_dir, accuracy: floa
 
 
 def promote(work_dir, run_id, *extra, **env):
-    return run_job("promote", "--work-dir", work_dir, "--run-id", run_id, "--dataset", "synthetic",
-                   "--models", "cnn,dropout", *extra, **env)
+    return run_job(
+        "promote",
+        "--work-dir",
+        work_dir,
+        "--run-id",
+        run_id,
+        "--dataset",
+        "synthetic",
+        "--models",
+        "cnn,dropout",
+        *extra,
+        **env,
+    )
 
 
 @pytest.mark.slow

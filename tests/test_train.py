@@ -18,11 +18,33 @@ from jobs.paths import Work
 def train_cluster(work_dir, workers: int, *extra: str, **env: str) -> list[subprocess.CompletedProcess]:
     """Starts `workers` train processes with operator-shaped TF_CONFIG; waits for all."""
     addresses = [f"localhost:{port}" for port in free_ports(workers)]
-    argv = [sys.executable, "-m", "jobs.train", "--work-dir", str(work_dir), "--run-id", "r1",
-            "--dataset", "synthetic", "--model", "cnn", "--epochs", "2", "--steps-per-epoch", "8", *extra]
+    argv = [
+        sys.executable,
+        "-m",
+        "jobs.train",
+        "--work-dir",
+        str(work_dir),
+        "--run-id",
+        "r1",
+        "--dataset",
+        "synthetic",
+        "--model",
+        "cnn",
+        "--epochs",
+        "2",
+        "--steps-per-epoch",
+        "8",
+        *extra,
+    ]
     procs = [
-        subprocess.Popen(argv, cwd=ROOT, env=job_env(TF_CONFIG=tf_config(addresses, i), FMNIST_THREADS="1", **env),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=job_env(TF_CONFIG=tf_config(addresses, i), FMNIST_THREADS="1", **env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in range(workers)
     ]
     results = []
@@ -76,7 +98,8 @@ def test_two_workers_train_save_and_clean_up(ingested, mlflow_uri):
     test = data.load(Work(ingested).dataset("synthetic"))["test"]
     by_pixels = model.signatures["pixels"](pixels=tf.constant(test.images[:8]))
     by_bytes = model.signatures["serving_default"](
-        image_bytes=tf.constant([encode(img, "PNG") for img in test.images[:8]]))
+        image_bytes=tf.constant([encode(img, "PNG") for img in test.images[:8]])
+    )
     np.testing.assert_allclose(by_pixels["probabilities"].numpy(), by_bytes["probabilities"].numpy(), atol=1e-5)
     assert by_pixels["class_name"].numpy().shape == (8,)
 
@@ -85,9 +108,28 @@ def test_two_workers_train_save_and_clean_up(ingested, mlflow_uri):
 def test_single_replica_has_no_tf_config(ingested):
     """A TFJob with one replica gets no TF_CONFIG: plain single-process training."""
     proc = subprocess.run(
-        [sys.executable, "-m", "jobs.train", "--work-dir", str(ingested), "--run-id", "solo", "--dataset",
-         "synthetic", "--model", "batchnorm", "--epochs", "1", "--steps-per-epoch", "5"],
-        cwd=ROOT, env=job_env(), capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "jobs.train",
+            "--work-dir",
+            str(ingested),
+            "--run-id",
+            "solo",
+            "--dataset",
+            "synthetic",
+            "--model",
+            "batchnorm",
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "5",
+        ],
+        cwd=ROOT,
+        env=job_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = json.loads(Work(ingested).candidate("solo", "batchnorm").run_info.read_text())

@@ -30,16 +30,19 @@ def upstream():
 
 
 # (name, kustomization, components): every kustomization, and the overlay with each component.
-TARGETS = [(t, t, ()) for t in render.KUSTOMIZATIONS] + [
-    (f"overlays/local+{c}", "overlays/local", (c,)) for c in render.COMPONENTS
-] + [("overlays/local+all", "overlays/local", render.COMPONENTS)]
+TARGETS = (
+    [(t, t, ()) for t in render.KUSTOMIZATIONS]
+    + [(f"overlays/local+{c}", "overlays/local", (c,)) for c in render.COMPONENTS]
+    + [("overlays/local+all", "overlays/local", render.COMPONENTS)]
+)
 
 
 @pytest.fixture(scope="session")
 def rendered(upstream) -> dict[str, list[dict]]:
     return {
-        name: render.render(target, components, images={"fmnist-jobs": SAMPLE_TAG} if components else None,
-                            mirror=upstream)
+        name: render.render(
+            target, components, images={"fmnist-jobs": SAMPLE_TAG} if components else None, mirror=upstream
+        )
         for name, target, components in TARGETS
     }
 

@@ -27,8 +27,11 @@ def _walk(node) -> None:
         node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
     if node.get("nullable") and "type" in node:
         node["type"] = [node["type"], "null"]
-    if ("properties" in node and "additionalProperties" not in node
-            and not node.get("x-kubernetes-preserve-unknown-fields")):
+    if (
+        "properties" in node
+        and "additionalProperties" not in node
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+    ):
         node["additionalProperties"] = False
     for key in ("properties", "patternProperties"):
         for child in node.get(key, {}).values():
@@ -43,5 +46,7 @@ def _walk(node) -> None:
 
 def errors(schema: dict, obj: dict) -> list[str]:
     validator = jsonschema.Draft7Validator(strict(schema))
-    return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
-            for e in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))]
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+        for e in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
+    ]

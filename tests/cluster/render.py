@@ -55,8 +55,12 @@ def kubectl() -> str:
 
 def network_reaches_github(timeout: float = 15.0) -> bool:
     try:
-        subprocess.run(["git", "ls-remote", "--exit-code", "https://github.com/kubeflow/trainer", "v1.9.4"],
-                       check=True, capture_output=True, timeout=timeout)
+        subprocess.run(
+            ["git", "ls-remote", "--exit-code", "https://github.com/kubeflow/trainer", "v1.9.4"],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+        )
         return True
     except (subprocess.SubprocessError, OSError):
         return False
@@ -84,13 +88,15 @@ def copy_tree(dest: Path, mirror: Path | None) -> Path:
         for path in tree.rglob("kustomization.yaml"):
             text = path.read_text()
             # kustomize wants bases as relative paths.
-            path.write_text(REMOTE.sub(
-                lambda m, here=path.parent: os.path.relpath(mirror_path(m.group(0), mirror), here), text))
+            path.write_text(
+                REMOTE.sub(lambda m, here=path.parent: os.path.relpath(mirror_path(m.group(0), mirror), here), text)
+            )
     return tree
 
 
-def render(target: str, components: tuple[str, ...] = (), images: dict[str, str] | None = None,
-           mirror: Path | None = None) -> list[dict]:
+def render(
+    target: str, components: tuple[str, ...] = (), images: dict[str, str] | None = None, mirror: Path | None = None
+) -> list[dict]:
     """`kubectl kustomize` of kustomize/<target> (+ components), as a list of objects."""
     with tempfile.TemporaryDirectory(prefix="kustomize-") as tmp:
         tree = copy_tree(Path(tmp), mirror)
@@ -107,8 +113,12 @@ def render(target: str, components: tuple[str, ...] = (), images: dict[str, str]
             if images:
                 spec["images"] = [{"name": name, "newTag": tag} for name, tag in images.items()]
             (path / "kustomization.yaml").write_text(yaml.safe_dump(spec))
-        proc = subprocess.run([kubectl(), "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(path)],
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [kubectl(), "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if proc.returncode:
             raise AssertionError(f"kustomize {target} {components}: {proc.stderr.strip()}")
         return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]

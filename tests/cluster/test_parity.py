@@ -11,8 +11,12 @@ from tests.cluster import workflow
 
 
 def argo_parameters(wf: dict) -> dict[str, str]:
-    mount = {m["name"]: m["mountPath"] for t in wf["spec"]["templates"] if "container" in t
-             for m in t["container"]["volumeMounts"]}
+    mount = {
+        m["name"]: m["mountPath"]
+        for t in wf["spec"]["templates"]
+        if "container" in t
+        for m in t["container"]["volumeMounts"]
+    }
     return {"work_dir": mount[workflow.WORK_VOLUME], **workflow.STEP_PARAMETERS}
 
 
@@ -97,8 +101,17 @@ def test_ingest_is_memoized_per_dataset(wf):
 
 def test_parameters_have_defaults_and_gc(wf):
     defaults = workflow.parameter_defaults(wf)
-    for name in ("dataset", "epochs", "workers", "models", "min-accuracy", "serving-url", "mlflow-uri",
-                 "worker-requests", "worker-limits"):
+    for name in (
+        "dataset",
+        "epochs",
+        "workers",
+        "models",
+        "min-accuracy",
+        "serving-url",
+        "mlflow-uri",
+        "worker-requests",
+        "worker-limits",
+    ):
         assert defaults[name], name
     image = next(p for p in wf["spec"]["arguments"]["parameters"] if p["name"] == "image")
     assert image["valueFrom"]["configMapKeyRef"] == {"name": "fmnist-image", "key": "image"}

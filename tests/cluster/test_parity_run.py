@@ -41,16 +41,22 @@ def fan_out(task: dict, values: dict[str, str]) -> list[str]:
 class Runner:
     def __init__(self, wf: dict, work: Path, values: dict[str, str], logs: Path):
         self.wf, self.work, self.values, self.logs = wf, work, values, logs
-        mounts = {m["name"]: m["mountPath"] for t in wf["spec"]["templates"] if "container" in t
-                  for m in t["container"]["volumeMounts"]}
+        mounts = {
+            m["name"]: m["mountPath"]
+            for t in wf["spec"]["templates"]
+            if "container" in t
+            for m in t["container"]["volumeMounts"]
+        }
         self.mount = mounts[workflow.WORK_VOLUME]
 
     def argv(self, container: dict, values: dict[str, str]) -> list[str]:
         argv = [workflow.substitute(a, values) for a in container["command"] + container.get("args", [])]
         assert argv[0] == "python", argv
         # The volume's mount path becomes the temp dir.
-        argv = [str(self.work) + a[len(self.mount):] if a == self.mount or a.startswith(self.mount + "/") else a
-                for a in argv]
+        argv = [
+            str(self.work) + a[len(self.mount) :] if a == self.mount or a.startswith(self.mount + "/") else a
+            for a in argv
+        ]
         return [sys.executable, *argv[1:]]
 
     def env(self, container: dict, values: dict[str, str]) -> dict[str, str]:
@@ -68,8 +74,15 @@ class Runner:
         log = open(self.logs / f"{name}.log", "w")
         log.write(" ".join(argv) + "\n")
         log.flush()
-        return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def finish(self, name: str, procs: list[subprocess.Popen]) -> None:
         deadline = time.monotonic() + STEP_TIMEOUT
@@ -84,8 +97,10 @@ class Runner:
             raise AssertionError(f"{name} failed ({[p.returncode for p in procs]}):\n{self.tail(name)}")
 
     def tail(self, prefix: str) -> str:
-        return "\n".join(f"--- {p.name}\n" + "\n".join(p.read_text().splitlines()[-25:])
-                         for p in sorted(self.logs.glob(f"{prefix}*.log")))
+        return "\n".join(
+            f"--- {p.name}\n" + "\n".join(p.read_text().splitlines()[-25:])
+            for p in sorted(self.logs.glob(f"{prefix}*.log"))
+        )
 
     def run_container(self, name: str, template: dict) -> None:
         c = template["container"]
@@ -104,8 +119,13 @@ class Runner:
         for i in range(n):
             env = self.env(c, values)
             if n > 1:  # the operator sets TF_CONFIG only for more than one replica
-                env["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                                               "task": {"type": "worker", "index": i}, "environment": "cloud"})
+                env["TF_CONFIG"] = json.dumps(
+                    {
+                        "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                        "task": {"type": "worker", "index": i},
+                        "environment": "cloud",
+                    }
+                )
             procs.append(self.start(f"{name}-{item}-worker-{i}", self.argv(c, values), env))
         self.finish(f"{name}-{item}", procs)
 
@@ -118,10 +138,26 @@ def server(tmp_path):
     (work / "models" / "fmnist").mkdir(parents=True)
     [port] = free_ports(1)
     log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "jobs.serve", "--model-base-path", str(work / "models" / "fmnist"),
-                             "--model-name", "fmnist", "--host", "127.0.0.1", "--port", str(port)],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={k: v for k, v in os.environ.items() if k != "TF_CONFIG"})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jobs.serve",
+            "--model-base-path",
+            str(work / "models" / "fmnist"),
+            "--model-name",
+            "fmnist",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={k: v for k, v in os.environ.items() if k != "TF_CONFIG"},
+    )
     yield work, f"http://127.0.0.1:{port}"
     proc.terminate()
     try:
@@ -133,10 +169,19 @@ def server(tmp_path):
 def test_workflow_steps_run_locally_and_serve_a_model(tmp_path, server):
     work, url = server
     wf = workflow.load()
-    values = workflow.sample_values(wf, {
-        "dataset": "synthetic", "epochs": "1", "workers": "2", "models": MODELS, "min-accuracy": "0.5",
-        "serving-url": url, "mlflow-uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-    }, model="")
+    values = workflow.sample_values(
+        wf,
+        {
+            "dataset": "synthetic",
+            "epochs": "1",
+            "workers": "2",
+            "models": MODELS,
+            "min-accuracy": "0.5",
+            "serving-url": url,
+            "mlflow-uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        },
+        model="",
+    )
     logs = tmp_path / "logs"
     logs.mkdir()
     runner = Runner(wf, work, values, logs)

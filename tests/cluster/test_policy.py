@@ -64,19 +64,37 @@ def workflow_pods(wf: dict) -> list[dict]:
     pods = []
     for t in wf["spec"]["templates"]:
         if "container" in t:
-            pods.append({"apiVersion": "v1", "kind": "Pod",
-                         "metadata": {"name": f"e2e-{t['name']}", "namespace": "fmnist",
-                                      "labels": {**wf["spec"]["podMetadata"]["labels"], **t["metadata"]["labels"]}},
-                         "spec": {"serviceAccountName": wf["spec"]["serviceAccountName"],
-                                  "securityContext": wf["spec"]["securityContext"],
-                                  "containers": [{"name": "main", **workflow.substitute_obj(t["container"], values)}],
-                                  "volumes": wf["spec"]["volumes"]}})
+            pods.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {
+                        "name": f"e2e-{t['name']}",
+                        "namespace": "fmnist",
+                        "labels": {**wf["spec"]["podMetadata"]["labels"], **t["metadata"]["labels"]},
+                    },
+                    "spec": {
+                        "serviceAccountName": wf["spec"]["serviceAccountName"],
+                        "securityContext": wf["spec"]["securityContext"],
+                        "containers": [{"name": "main", **workflow.substitute_obj(t["container"], values)}],
+                        "volumes": wf["spec"]["volumes"],
+                    },
+                }
+            )
     for _, tfjob in workflow.embedded_manifests(wf, values):
         template = tfjob["spec"]["tfReplicaSpecs"]["Worker"]["template"]
-        pods.append({"apiVersion": "v1", "kind": "Pod",
-                     "metadata": {"name": f"{tfjob['metadata']['name']}-worker-0", "namespace": "fmnist",
-                                  "labels": template["metadata"]["labels"]},
-                     "spec": template["spec"]})
+        pods.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": f"{tfjob['metadata']['name']}-worker-0",
+                    "namespace": "fmnist",
+                    "labels": template["metadata"]["labels"],
+                },
+                "spec": template["spec"],
+            }
+        )
     return pods
 
 
@@ -101,9 +119,24 @@ BATCH_SKIPPED = {
 def checkov(directory: Path, docs: list[dict], skipped: dict[str, str]) -> list[str]:
     directory.mkdir()
     (directory / "rendered.yaml").write_text(yaml.safe_dump_all(docs))
-    proc = subprocess.run([str(CHECKOV), "--directory", str(directory), "--framework", "kubernetes", "--quiet",
-                           "--compact", "--output", "json", "--skip-check", ",".join(skipped)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            str(CHECKOV),
+            "--directory",
+            str(directory),
+            "--framework",
+            "kubernetes",
+            "--quiet",
+            "--compact",
+            "--output",
+            "json",
+            "--skip-check",
+            ",".join(skipped),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     report = json.loads(proc.stdout)
     report = report[0] if isinstance(report, list) else report
     assert report["summary"]["passed"] > 10 and report["summary"]["parsing_errors"] == 0
@@ -113,8 +146,11 @@ def checkov(directory: Path, docs: list[dict], skipped: dict[str, str]) -> list[
 def test_checkov(tmp_path: Path, rendered, wf):
     if not CHECKOV.exists():
         pytest.skip(f"{CHECKOV} missing: run make venv")
-    install = rendered["overlays/local"] + [d for d in rendered["overlays/local+arm64-serving"]
-                                            if d["kind"] == "Deployment" and d["metadata"]["name"] == "tf-serving"]
+    install = rendered["overlays/local"] + [
+        d
+        for d in rendered["overlays/local+arm64-serving"]
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == "tf-serving"
+    ]
     install[-1] = {**install[-1], "metadata": {**install[-1]["metadata"], "name": "tf-serving-arm64"}}
     failed = checkov(tmp_path / "install", install, SKIPPED_CHECKS)
     failed += checkov(tmp_path / "pipeline", workflow_pods(wf), {**SKIPPED_CHECKS, **BATCH_SKIPPED})
@@ -133,8 +169,13 @@ def test_images_are_pinned(everything, wf):
             assert c.get("imagePullPolicy") != "Always", f"{where}: {image}"
     assert EXPECTED_IMAGES <= seen
     assert not [i for i in seen if i.endswith(":set-by-deploy")], "deploy must set the jobs image's tag"
-    controller = next(d for d in everything if d["kind"] == "Deployment" and d["metadata"]["name"] == "workflow-controller")
-    assert "--executor-image=quay.io/argoproj/argoexec:v4.1.2" in controller["spec"]["template"]["spec"]["containers"][0]["args"]
+    controller = next(
+        d for d in everything if d["kind"] == "Deployment" and d["metadata"]["name"] == "workflow-controller"
+    )
+    assert (
+        "--executor-image=quay.io/argoproj/argoexec:v4.1.2"
+        in controller["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
 
 
 def test_requests_and_limits_everywhere(everything):
@@ -142,9 +183,13 @@ def test_requests_and_limits_everywhere(everything):
         for c in all_containers(spec):
             for kind in ("requests", "limits"):
                 assert {"cpu", "memory"} <= set(c.get("resources", {}).get(kind, {})), f"{where}/{c['name']}: {kind}"
-    config = next(d for d in everything if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "workflow-controller-configmap")
+    config = next(
+        d for d in everything if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "workflow-controller-configmap"
+    )
     executor = yaml.safe_load(config["data"]["executor"])
-    assert {"cpu", "memory"} <= set(executor["resources"]["requests"]) and {"cpu", "memory"} <= set(executor["resources"]["limits"])
+    assert {"cpu", "memory"} <= set(executor["resources"]["requests"]) and {"cpu", "memory"} <= set(
+        executor["resources"]["limits"]
+    )
 
 
 def test_pods_run_non_root_without_privileges(everything):
@@ -171,32 +216,55 @@ def test_no_cluster_admin(everything):
 
 def test_pipeline_rbac_is_minimal(overlay, wf):
     sa = wf["spec"]["serviceAccountName"]
-    bindings = [d for d in overlay if d["kind"] in ("RoleBinding", "ClusterRoleBinding")
-                and any(s.get("name") == sa and s["kind"] == "ServiceAccount" for s in d["subjects"])]
+    bindings = [
+        d
+        for d in overlay
+        if d["kind"] in ("RoleBinding", "ClusterRoleBinding")
+        and any(s.get("name") == sa and s["kind"] == "ServiceAccount" for s in d["subjects"])
+    ]
     assert [(b["kind"], b["roleRef"]["kind"]) for b in bindings] == [("RoleBinding", "Role")], "nothing cluster-wide"
     role = next(d for d in overlay if d["kind"] == "Role" and d["metadata"]["name"] == bindings[0]["roleRef"]["name"])
-    rules = {(g, r): sorted(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    rules = {
+        (g, r): sorted(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+    }
     # The executor's task results; a resource template creates its TFJob, then gets it.
-    assert rules == {("argoproj.io", "workflowtaskresults"): ["create", "patch"],
-                     ("kubeflow.org", "tfjobs"): ["create", "get"]}
+    assert rules == {
+        ("argoproj.io", "workflowtaskresults"): ["create", "patch"],
+        ("kubeflow.org", "tfjobs"): ["create", "get"],
+    }
     # Only what the workflow uses: every resource template's action needs its verb.
     for t in wf["spec"]["templates"]:
         if "resource" in t:
             assert t["resource"]["action"] in rules[("kubeflow.org", "tfjobs")]
     memo = next(d for d in overlay if d["kind"] == "Role" and d["metadata"]["name"] == "argo-memoize-cache")
-    assert memo["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
-                              "resourceNames": ["fmnist-ingest-cache"], "verbs": ["get", "update", "patch"]}]
+    assert memo["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["fmnist-ingest-cache"],
+            "verbs": ["get", "update", "patch"],
+        }
+    ]
 
 
 def test_labels(overlay):
     for d in overlay:
-        if d["metadata"].get("namespace") == "fmnist" and d["kind"] in ("Deployment", "Service", "PersistentVolumeClaim",
-                                                                         "ConfigMap", "HorizontalPodAutoscaler"):
+        if d["metadata"].get("namespace") == "fmnist" and d["kind"] in (
+            "Deployment",
+            "Service",
+            "PersistentVolumeClaim",
+            "ConfigMap",
+            "HorizontalPodAutoscaler",
+        ):
             labels = d["metadata"].get("labels", {})
             if d["metadata"]["name"] in ("workflow-controller-configmap", "argo-server", "workflow-controller"):
                 continue  # upstream's, labelled on their pod templates
-            assert {"app.kubernetes.io/name", "app.kubernetes.io/component", "app.kubernetes.io/part-of",
-                    "app.kubernetes.io/managed-by"} <= set(labels), f"{d['kind']}/{d['metadata']['name']}"
+            assert {
+                "app.kubernetes.io/name",
+                "app.kubernetes.io/component",
+                "app.kubernetes.io/part-of",
+                "app.kubernetes.io/managed-by",
+            } <= set(labels), f"{d['kind']}/{d['metadata']['name']}"
     for d in overlay:
         if d["kind"] == "Deployment":
             labels = d["spec"]["template"]["metadata"]["labels"]
@@ -210,11 +278,14 @@ def test_dockerfile():
     assert re.search(r"^USER\s+10001", text, re.M)
     assert "requirements/jobs.txt" in text and "TF_USE_LEGACY_KERAS=1" in text
     assert re.search(r"^COPY jobs/ jobs/", text, re.M)
-    local = subprocess.run([str(render.ROOT / ".venv" / "bin" / "python"), "-c",
-                            "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True)
+    local = subprocess.run(
+        [str(render.ROOT / ".venv" / "bin" / "python"), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+    )
     assert froms[0].split(":")[1].startswith(local.stdout.strip() + "."), "same Python minor as the venv"
     ignore = (render.ROOT / ".dockerignore").read_text().split()
-    assert ignore[ignore.index("*") + 1:ignore.index("*") + 3] == ["!jobs/", "!requirements/"]
+    assert ignore[ignore.index("*") + 1 : ignore.index("*") + 3] == ["!jobs/", "!requirements/"]
 
 
 def test_k3d_config():

@@ -56,11 +56,20 @@ def test_one_namespace_everywhere(overlay):
 
 
 def test_overlay_has_every_component(overlay):
-    for kind, name in [("Deployment", "training-operator"), ("Deployment", "workflow-controller"),
-                       ("Deployment", "argo-server"), ("Deployment", "mlflow"), ("Deployment", "tf-serving"),
-                       ("Service", "mlflow"), ("Service", "tf-serving"), ("HorizontalPodAutoscaler", "tf-serving"),
-                       ("PersistentVolumeClaim", "fmnist-work"), ("ServiceAccount", "fmnist-pipeline"),
-                       ("ConfigMap", "fmnist-pipeline"), ("ConfigMap", "fmnist-ingest-cache")]:
+    for kind, name in [
+        ("Deployment", "training-operator"),
+        ("Deployment", "workflow-controller"),
+        ("Deployment", "argo-server"),
+        ("Deployment", "mlflow"),
+        ("Deployment", "tf-serving"),
+        ("Service", "mlflow"),
+        ("Service", "tf-serving"),
+        ("HorizontalPodAutoscaler", "tf-serving"),
+        ("PersistentVolumeClaim", "fmnist-work"),
+        ("ServiceAccount", "fmnist-pipeline"),
+        ("ConfigMap", "fmnist-pipeline"),
+        ("ConfigMap", "fmnist-ingest-cache"),
+    ]:
         find(overlay, kind, name)
     find(overlay, "CustomResourceDefinition", "tfjobs.kubeflow.org")
 
@@ -103,8 +112,13 @@ def test_mlflow_server(overlay, wf):
     # The Host headers clients send must pass --allowed-hosts (mlflow >= 3.5 answers 403 otherwise).
     patterns = next(a.split("=", 1)[1] for a in args if a.startswith("--allowed-hosts=")).split(",")
     uri = workflow.parameter_defaults(wf)["mlflow-uri"]
-    hosts = [urlparse(uri).netloc, f"mlflow.{NAMESPACE}.svc:5000", f"mlflow.{NAMESPACE}.svc.cluster.local:5000",
-             "localhost:5001", "127.0.0.1:5001"]
+    hosts = [
+        urlparse(uri).netloc,
+        f"mlflow.{NAMESPACE}.svc:5000",
+        f"mlflow.{NAMESPACE}.svc.cluster.local:5000",
+        "localhost:5001",
+        "127.0.0.1:5001",
+    ]
     for host in hosts:
         assert any(fnmatch.fnmatch(host, p) for p in patterns), f"Host {host} is refused by {patterns}"
     assert urlparse(uri).hostname == find(overlay, "Service", "mlflow")["metadata"]["name"]
@@ -122,12 +136,24 @@ def test_tf_serving(overlay, wf):
     assert args["--rest_api_port"] == "8501"
     config_dir = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "monitoring")
     assert args["--monitoring_config_file"].startswith(config_dir + "/")
-    config = find(overlay, "ConfigMap", next(v["configMap"]["name"] for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "monitoring"))
+    config = find(
+        overlay,
+        "ConfigMap",
+        next(
+            v["configMap"]["name"]
+            for v in deployment["spec"]["template"]["spec"]["volumes"]
+            if v["name"] == "monitoring"
+        ),
+    )
     text = config["data"][args["--monitoring_config_file"].rsplit("/", 1)[1]]
     assert "enable: true" in text and 'path: "/monitoring/prometheus/metrics"' in text
     assert c["readinessProbe"]["httpGet"]["path"] == "/v1/models/fmnist/metadata"
     # The same volume the workflow writes: its promote step fills <work>/models/fmnist.
-    claim = next(v["persistentVolumeClaim"]["claimName"] for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "work")
+    claim = next(
+        v["persistentVolumeClaim"]["claimName"]
+        for v in deployment["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == "work"
+    )
     assert claim == next(v["persistentVolumeClaim"]["claimName"] for v in wf["spec"]["volumes"] if v["name"] == "work")
     hpa = find(overlay, "HorizontalPodAutoscaler", "tf-serving")
     assert hpa["spec"]["minReplicas"] == 2 and hpa["spec"]["maxReplicas"] >= 2
@@ -143,8 +169,12 @@ def test_gpu_component_gives_workers_a_gpu(rendered, overlay):
     gpu = find(rendered["overlays/local+gpu"], "ConfigMap", "fmnist-pipeline")["data"]
     assert "nvidia.com/gpu" not in yaml.safe_load(plain["worker-limits"])
     assert yaml.safe_load(gpu["worker-limits"])["nvidia.com/gpu"] == "1"
-    assert find(rendered["overlays/local+gpu"], "ConfigMap", "fmnist-pipeline")["metadata"]["labels"][
-        "workflows.argoproj.io/configmap-type"] == "Parameter"
+    assert (
+        find(rendered["overlays/local+gpu"], "ConfigMap", "fmnist-pipeline")["metadata"]["labels"][
+            "workflows.argoproj.io/configmap-type"
+        ]
+        == "Parameter"
+    )
 
 
 def test_arm64_component_swaps_in_the_jobs_server(rendered, overlay):

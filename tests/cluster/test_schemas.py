@@ -56,8 +56,11 @@ def test_workflow_matches_the_argo_crd(crds, wf):
 def test_embedded_tfjobs_match_the_tfjob_crd(crds, wf, rendered, model, limits):
     overrides = {}
     if limits == "gpu":
-        data = next(d for d in rendered["overlays/local+gpu"] if d["kind"] == "ConfigMap"
-                    and d["metadata"]["name"] == "fmnist-pipeline")["data"]
+        data = next(
+            d
+            for d in rendered["overlays/local+gpu"]
+            if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "fmnist-pipeline"
+        )["data"]
         overrides = {"worker-limits": data["worker-limits"], "worker-requests": data["worker-requests"]}
     manifests = workflow.embedded_manifests(wf, workflow.sample_values(wf, overrides, model=model))
     assert manifests, "the workflow creates its TFJobs from resource templates"
@@ -66,17 +69,25 @@ def test_embedded_tfjobs_match_the_tfjob_crd(crds, wf, rendered, model, limits):
         assert openapi.errors(crds[("kubeflow.org/v1", "TFJob")], obj) == [], template
         # The pod template inside is a core PodTemplateSpec: validate it strictly too.
         pod = obj["spec"]["tfReplicaSpecs"]["Worker"]["template"]
-        kubernetes_validate.validate({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "x"},
-                                      "template": pod}, "1.35", strict=True)
+        kubernetes_validate.validate(
+            {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "x"}, "template": pod}, "1.35", strict=True
+        )
 
 
 def test_workflow_containers_are_valid_core_containers(wf, k8s_version):
     values = workflow.sample_values(wf)
     for t in wf["spec"]["templates"]:
         if "container" in t:
-            pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": t["name"]},
-                   "spec": {"containers": [{"name": "main", **workflow.substitute_obj(t["container"], values)}],
-                            "volumes": wf["spec"]["volumes"], "securityContext": wf["spec"]["securityContext"]}}
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": t["name"]},
+                "spec": {
+                    "containers": [{"name": "main", **workflow.substitute_obj(t["container"], values)}],
+                    "volumes": wf["spec"]["volumes"],
+                    "securityContext": wf["spec"]["securityContext"],
+                },
+            }
             kubernetes_validate.validate(pod, k8s_version, strict=True)
 
 

@@ -17,7 +17,9 @@ SCRIPTS = sorted((ROOT / "hack").glob("*.sh")) + [p for p in [ROOT / ".ci" / "ru
 
 
 def shellcheck() -> str:
-    found = shutil.which("shellcheck") or (str(ROOT / ".venv/bin/shellcheck") if (ROOT / ".venv/bin/shellcheck").exists() else None)
+    found = shutil.which("shellcheck") or (
+        str(ROOT / ".venv/bin/shellcheck") if (ROOT / ".venv/bin/shellcheck").exists() else None
+    )
     if not found:
         pytest.skip("shellcheck is not installed (it comes with the venv: make venv)")
     return found
@@ -25,8 +27,9 @@ def shellcheck() -> str:
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_shellcheck(script):
-    proc = subprocess.run([shellcheck(), "--external-sources", str(script.relative_to(ROOT))],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [shellcheck(), "--external-sources", str(script.relative_to(ROOT))], cwd=ROOT, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -51,19 +54,28 @@ def run_without_tools(tmp_path: Path, *argv: str, **env) -> subprocess.Completed
         path = shutil.which(tool)
         if path and not (bin_dir / tool).exists():
             (bin_dir / tool).symlink_to(path)
-    return subprocess.run([str(bin_dir / "bash"), *argv], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          env={"PATH": str(bin_dir), "HOME": str(tmp_path), "VENV": "/nonexistent", **env})
+    return subprocess.run(
+        [str(bin_dir / "bash"), *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": str(bin_dir), "HOME": str(tmp_path), "VENV": "/nonexistent", **env},
+    )
 
 
-@pytest.mark.parametrize("script, expected", [
-    ("hack/cluster.sh up", "error: docker not found: install Docker"),
-    ("hack/cluster.sh down", "error: k3d not found: install k3d v5.9.0"),
-    ("hack/pipeline.sh", "error: argo not found: install the argo CLI v4.1.2"),
-    ("hack/smoke.sh", "error: argo not found: install the argo CLI v4.1.2"),
-    # kubectl comes from the venv when it is not on PATH; then there is no cluster to answer.
-    ("hack/deploy.sh", "error: no cluster answers"),
-    ("hack/status.sh", "error: no cluster answers"),
-])
+@pytest.mark.parametrize(
+    "script, expected",
+    [
+        ("hack/cluster.sh up", "error: docker not found: install Docker"),
+        ("hack/cluster.sh down", "error: k3d not found: install k3d v5.9.0"),
+        ("hack/pipeline.sh", "error: argo not found: install the argo CLI v4.1.2"),
+        ("hack/smoke.sh", "error: argo not found: install the argo CLI v4.1.2"),
+        # kubectl comes from the venv when it is not on PATH; then there is no cluster to answer.
+        ("hack/deploy.sh", "error: no cluster answers"),
+        ("hack/status.sh", "error: no cluster answers"),
+    ],
+)
 def test_missing_prerequisites_are_one_clear_line(tmp_path, script, expected):
     proc = run_without_tools(tmp_path, *script.split())
     assert proc.returncode != 0
@@ -83,7 +95,8 @@ def test_wrong_versions_are_named(tmp_path):
     assert proc.returncode != 0
     assert proc.stderr.strip() == (
         "error: k3d v5.6.0 found, v5.9.0 needed: install k3d v5.9.0: "
-        "curl -s https://raw.githubusercontent.com/k3d-io/k3d/main/install.sh | TAG=v5.9.0 bash")
+        "curl -s https://raw.githubusercontent.com/k3d-io/k3d/main/install.sh | TAG=v5.9.0 bash"
+    )
     fake_tool(tmp_path / "bin", "k3d", "k3d version v5.9.0")
     fake_tool(tmp_path / "bin", "kubectl", "")
     fake_tool(tmp_path / "bin", "argo", "argo: v3.6.2")
@@ -109,7 +122,9 @@ def test_image_tag_is_the_commit_plus_a_content_hash_when_dirty(tmp_path):
     assert subprocess.run(tag, cwd=repo, capture_output=True, text=True).returncode != 0  # no commit yet
     subprocess.run([*git, "add", "."], cwd=repo, check=True)
     subprocess.run([*git, "commit", "-qm", "one"], cwd=repo, check=True)
-    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
     assert subprocess.run(tag, cwd=repo, capture_output=True, text=True).stdout.strip() == commit
     (repo / "jobs" / "a.py").write_text("x = 2\n")
     dirty = subprocess.run(tag, cwd=repo, capture_output=True, text=True).stdout.strip()

@@ -98,6 +98,7 @@ def manifest_with_expressions(template: dict) -> dict:
 
 def substitute(text: str, values: dict[str, str]) -> str:
     """Argo's substitution: every `{{name}}` replaced by values[name] (all must be known)."""
+
     def sub(m: re.Match) -> str:
         if m[1] not in values:
             raise KeyError(f"no sample value for {{{{{m[1]}}}}}")

@@ -42,7 +42,6 @@ def env() -> dict[str, str]:
     return variables
 
 
-
 def promote(source: Path, base: Path, version: int) -> Path:
     """Copies a SavedModel in as `base/<version>` the way promotion does: into a hidden
     temp dir beside it, then one rename."""
@@ -70,10 +69,26 @@ class LocalServer:
             self.url = f"http://127.0.0.1:{port}"
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "jobs.serve", "--model-base-path", str(self.base),
-                     "--model-name", "fmnist", "--host", "127.0.0.1", "--port", str(port),
-                     "--poll-seconds", "0.2", *self.extra],
-                    cwd=ROOT, env=env(), stdout=log, stderr=subprocess.STDOUT,
+                    [
+                        sys.executable,
+                        "-m",
+                        "jobs.serve",
+                        "--model-base-path",
+                        str(self.base),
+                        "--model-name",
+                        "fmnist",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--poll-seconds",
+                        "0.2",
+                        *self.extra,
+                    ],
+                    cwd=ROOT,
+                    env=env(),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                 )
             if self._wait_ready(expect_version, timeout):
                 return self
@@ -164,6 +179,7 @@ def own_server(tmp_path, trained_model):
 
 # --- payloads ----------------------------------------------------------------------------
 
+
 def encode(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
     from PIL import Image
 
@@ -222,7 +238,11 @@ def wait_until(predicate, timeout: float = 120.0, what: str = "condition") -> No
 def run_predict(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "jobs.predict", *map(str, args)],
-        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

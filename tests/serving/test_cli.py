@@ -19,8 +19,19 @@ def test_wait_for_the_latest_version(server_url, serving_work):
 
 @local_only
 def test_check_scores_the_test_split(server_url, serving_work):
-    proc = run_predict("--url", server_url, "--work-dir", serving_work, "--dataset", "synthetic",
-                       "--check", "--min-accuracy", "0.5", "--samples", "300")
+    proc = run_predict(
+        "--url",
+        server_url,
+        "--work-dir",
+        serving_work,
+        "--dataset",
+        "synthetic",
+        "--check",
+        "--min-accuracy",
+        "0.5",
+        "--samples",
+        "300",
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert "samples=300" in lines
@@ -30,8 +41,19 @@ def test_check_scores_the_test_split(server_url, serving_work):
 
 @local_only
 def test_check_fails_below_the_threshold(server_url, serving_work):
-    proc = run_predict("--url", server_url, "--work-dir", serving_work, "--dataset", "synthetic",
-                       "--check", "--min-accuracy", "1", "--samples", "200")
+    proc = run_predict(
+        "--url",
+        server_url,
+        "--work-dir",
+        serving_work,
+        "--dataset",
+        "synthetic",
+        "--check",
+        "--min-accuracy",
+        "1",
+        "--samples",
+        "200",
+    )
     if "accuracy=1\n" in proc.stdout:  # a perfect score cannot fail the highest threshold
         return
     assert "below --min-accuracy" in one_line_error(proc)
@@ -71,7 +93,8 @@ def test_client_mistakes_are_one_line(server_url, tmp_path):
     assert "--check needs --dataset" in one_line_error(run_predict("--url", server_url, "--check"))
     assert "nothing to do" in one_line_error(run_predict("--url", server_url))
     assert "no dataset" in one_line_error(
-        run_predict("--url", server_url, "--work-dir", tmp_path, "--dataset", "nope", "--samples", "2"))
+        run_predict("--url", server_url, "--work-dir", tmp_path, "--dataset", "nope", "--samples", "2")
+    )
     usage = run_predict("--url", server_url, "--wait-version", "soon")
     assert usage.returncode == 2 and "Traceback" not in usage.stderr
 
@@ -79,8 +102,9 @@ def test_client_mistakes_are_one_line(server_url, tmp_path):
 def test_unreachable_server_is_one_line(tmp_path):
     from jobs.local import free_ports
 
-    proc = run_predict("--url", f"http://127.0.0.1:{free_ports(1)[0]}", "--work-dir", tmp_path,
-                       "--wait-version", "1", "--timeout", "1")
+    proc = run_predict(
+        "--url", f"http://127.0.0.1:{free_ports(1)[0]}", "--work-dir", tmp_path, "--wait-version", "1", "--timeout", "1"
+    )
     assert "timed out" in one_line_error(proc)
     image = tmp_path / "a.png"
     image.write_bytes(encode(np.zeros((28, 28), np.uint8)))
@@ -90,7 +114,11 @@ def test_unreachable_server_is_one_line(tmp_path):
 def test_serve_refuses_a_missing_model_base_path(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "jobs.serve", "--model-base-path", str(tmp_path / "none"), "--port", "0"],
-        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert "is not a folder" in one_line_error(proc)
 
@@ -99,8 +127,21 @@ def test_serve_refuses_a_missing_model_base_path(tmp_path):
 def test_serve_says_when_the_port_is_taken(server_url, serving_work):
     port = server_url.rsplit(":", 1)[1]
     proc = subprocess.run(
-        [sys.executable, "-m", "jobs.serve", "--model-base-path", str(serving_work / "models" / "fmnist"),
-         "--host", "127.0.0.1", "--port", port],
-        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "jobs.serve",
+            "--model-base-path",
+            str(serving_work / "models" / "fmnist"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            port,
+        ],
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert "cannot listen" in one_line_error(proc)

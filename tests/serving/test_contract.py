@@ -10,8 +10,16 @@ import numpy as np
 import pytest
 
 from .conftest import (
-    MODEL, SERVING_URL, assert_serves, b64, check_prediction, encode, local_only, reference_jpeg,
-    reference_request, served_versions,
+    MODEL,
+    SERVING_URL,
+    assert_serves,
+    b64,
+    check_prediction,
+    encode,
+    local_only,
+    reference_jpeg,
+    reference_request,
+    served_versions,
 )
 
 PREDICT = f"/v1/models/{MODEL}:predict"
@@ -28,6 +36,7 @@ def served_version(http) -> str:
 
 
 # --- status and metadata -----------------------------------------------------------------
+
 
 def test_status_reports_the_served_version_available(http):
     entries = served_versions(http)
@@ -73,6 +82,7 @@ def test_metadata_shows_both_signatures(http):
 
 
 # --- predict -----------------------------------------------------------------------------
+
 
 def test_reference_request_format(http):
     """{"instances": [{"image_bytes": {"b64": <a 299x299 colour JPEG>}}]}, as the reference
@@ -124,8 +134,9 @@ def test_pixels_signature_matches_image_bytes(http):
 
 def test_named_row_instances_for_pixels(http):
     batch = pixels(8, 2)
-    response = http.post(PREDICT, json={"signature_name": "pixels",
-                                        "instances": [{"pixels": p.tolist()} for p in batch]})
+    response = http.post(
+        PREDICT, json={"signature_name": "pixels", "instances": [{"pixels": p.tolist()} for p in batch]}
+    )
     assert response.status_code == 200, response.text
     assert len(response.json()["predictions"]) == 2
 
@@ -183,7 +194,13 @@ BAD_REQUESTS = [
     ("pixels-columnar-rank", {"signature_name": "pixels", "inputs": GOOD_PIXELS}, 400),
     ("pixels-strings", {"signature_name": "pixels", "instances": [[["a"] * 28] * 28]}, 400),
     ("pixels-floats", {"signature_name": "pixels", "instances": [[[0.5] * 28] * 28]}, 400),
-    ("pixels-nan", b'{"signature_name": "pixels", "instances": [[' + b",".join([b"[" + b",".join([b"NaN"] * 28) + b"]"] * 28) + b"]]}", 400),
+    (
+        "pixels-nan",
+        b'{"signature_name": "pixels", "instances": [['
+        + b",".join([b"[" + b",".join([b"NaN"] * 28) + b"]"] * 28)
+        + b"]]}",
+        400,
+    ),
     ("pixels-over-255", {"signature_name": "pixels", "instances": [[[256] * 28] * 28]}, 400),
     ("pixels-negative", {"signature_name": "pixels", "instances": [[[-1] * 28] * 28]}, 400),
     ("pixels-null", {"signature_name": "pixels", "instances": [[[None] * 28] * 28]}, 400),
@@ -221,10 +238,13 @@ def test_bad_request_is_a_json_4xx_and_the_server_keeps_serving(http, body, stat
     assert_serves(http)
 
 
-@pytest.mark.parametrize("path", [
-    "/v1/models/no_such_model:predict",
-    f"/v1/models/{MODEL}/versions/987654:predict",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/models/no_such_model:predict",
+        f"/v1/models/{MODEL}/versions/987654:predict",
+    ],
+)
 def test_unknown_model_or_version_is_404(http, path):
     response = http.post(path, json=reference_request(reference_jpeg()))
     assert response.status_code == 404, response.text
@@ -236,8 +256,9 @@ def test_unknown_model_or_version_is_404(http, path):
 def test_oversized_body_is_413(http):
     from jobs.serve import DEFAULT_MAX_BODY_BYTES
 
-    response = http.post(PREDICT, content=b" " * (DEFAULT_MAX_BODY_BYTES + 1),
-                         headers={"content-type": "application/json"})
+    response = http.post(
+        PREDICT, content=b" " * (DEFAULT_MAX_BODY_BYTES + 1), headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
     assert "limit" in response.json()["error"]
     assert_serves(http)
@@ -247,7 +268,7 @@ def test_oversized_body_is_413(http):
 def test_oversized_image_is_400(http):
     from jobs.serve import DEFAULT_MAX_IMAGE_PIXELS
 
-    side = int(DEFAULT_MAX_IMAGE_PIXELS ** 0.5) + 1
+    side = int(DEFAULT_MAX_IMAGE_PIXELS**0.5) + 1
     huge = encode(np.zeros((side, side), np.uint8), "PNG")  # compresses to a few KiB
     response = http.post(PREDICT, json=reference_request(huge))
     assert response.status_code == 400, response.text

@@ -15,8 +15,11 @@ from .conftest import MODEL, assert_serves, encode
 PREDICT = f"/v1/models/{MODEL}:predict"
 
 json_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
 )
 json_values = st.recursive(
     json_scalars,
@@ -38,8 +41,11 @@ def pixel_arrays(draw):
     kind = draw(st.sampled_from(["ok", "big", "negative", "float", "nan"]))
     values = np.random.default_rng(draw(st.integers(0, 2**32 - 1))).integers(0, 256, size)
     values = {
-        "ok": values, "big": values + 200, "negative": values - 300,
-        "float": values + 0.5, "nan": np.where(values > 128, np.nan, values),
+        "ok": values,
+        "big": values + 200,
+        "negative": values - 300,
+        "float": values + 0.5,
+        "nan": np.where(values > 128, np.nan, values),
     }[kind]
     return np.asarray(values).reshape(shape).tolist()
 
@@ -49,7 +55,9 @@ def binary_values(draw):
     choice = draw(st.sampled_from(["image", "junk", "bad-b64", "text", "truncated"]))
     if choice == "image":
         side = draw(st.integers(1, 64))
-        data = encode(np.full((side, side), draw(st.integers(0, 255)), np.uint8), draw(st.sampled_from(["PNG", "JPEG"])))
+        data = encode(
+            np.full((side, side), draw(st.integers(0, 255)), np.uint8), draw(st.sampled_from(["PNG", "JPEG"]))
+        )
         return {"b64": base64.b64encode(data).decode()}
     if choice == "junk":
         return {"b64": base64.b64encode(draw(st.binary(max_size=64))).decode()}
@@ -75,11 +83,13 @@ def payloads(draw):
         item = st.one_of(binary_values(), st.fixed_dictionaries({"image_bytes": binary_values()}), json_values)
         body["instances"] = draw(st.lists(item, max_size=4))
     elif shape == "columns":
-        body["inputs"] = draw(st.one_of(
-            st.lists(binary_values(), max_size=4),
-            st.fixed_dictionaries({"image_bytes": st.lists(binary_values(), max_size=4)}),
-            json_values,
-        ))
+        body["inputs"] = draw(
+            st.one_of(
+                st.lists(binary_values(), max_size=4),
+                st.fixed_dictionaries({"image_bytes": st.lists(binary_values(), max_size=4)}),
+                json_values,
+            )
+        )
     elif shape == "pixels-rows":
         body.setdefault("signature_name", "pixels")
         body["instances"] = draw(st.lists(pixel_arrays(), max_size=3))
@@ -91,8 +101,9 @@ def payloads(draw):
     return json.dumps(body).encode()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                    HealthCheck.too_slow])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(body=payloads())
 def test_random_payloads_get_200_or_a_json_4xx(http, body):
     response = http.post(PREDICT, content=body, headers={"content-type": "application/json"})

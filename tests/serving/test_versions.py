@@ -11,8 +11,15 @@ import httpx
 import pytest
 
 from .conftest import (
-    MODEL, assert_serves, one_line_error, promote, reference_jpeg, reference_request, run_predict,
-    served_versions, wait_until,
+    MODEL,
+    assert_serves,
+    one_line_error,
+    promote,
+    reference_jpeg,
+    reference_request,
+    run_predict,
+    served_versions,
+    wait_until,
 )
 
 

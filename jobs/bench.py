@@ -46,8 +46,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -266,7 +267,7 @@ def run_group(argvs: list[tuple[list[str], dict[str, str]]], logs: Path, name: s
     try:
         while True:
             codes = [p.poll() for p in group]
-            failed = [p for p, code in zip(group, codes) if code not in (None, 0)]
+            failed = [p for p, code in zip(group, codes, strict=True) if code not in (None, 0)]
             if failed:
                 raise JobError(f"{name} failed\n{failed[0].describe_failure()}")
             if all(code == 0 for code in codes):
@@ -417,12 +418,14 @@ def step_split(figures: Figures, sizes: Sizes, work: Work, workers: int, python:
         "allreduce": f"step split: gradient all-reduce ({result['gradient_bytes'] / 2**20:.2f} MiB)",
         "custom": "step split: custom-loop step (compute + all-reduce + Adam)",
         "fit": "step split: Keras fit step, steps_per_execution=1",
-        "fit_spe": f"step split: Keras fit step, steps_per_execution={result['steps_per_execution']} (jobs.train's default)",
+        "fit_spe": (
+            f"step split: Keras fit step, steps_per_execution={result['steps_per_execution']} (jobs.train's default)"
+        ),
     }
     for name, label in labels.items():
         for value in result["ms"][name]:
             figures.add(f"split.{name}", label, "ms/step", value)
-    for custom, fit in zip(result["ms"]["custom"], result["ms"]["fit"]):
+    for custom, fit in zip(result["ms"]["custom"], result["ms"]["fit"], strict=True):
         figures.add("split.fit_overhead", "step split: Keras fit step − custom-loop step", "ms/step", fit - custom)
 
 
@@ -471,7 +474,7 @@ def split_worker(out: Path, steps: int, fit_steps: int, repeats: int, batch: int
     @tf.function
     def custom():
         def step():
-            optimizer.apply_gradients(zip(gradients(), model.trainable_variables))
+            optimizer.apply_gradients(zip(gradients(), model.trainable_variables, strict=True))
             return tf.constant(0.0)
 
         return strategy.run(step)
@@ -780,10 +783,10 @@ async def _load(
                     writer.close()
                     writer = None
             except (
+                TimeoutError,
                 OSError,
                 asyncio.IncompleteReadError,
                 asyncio.LimitOverrunError,
-                asyncio.TimeoutError,
                 ValueError,
                 IndexError,
             ):
@@ -824,11 +827,11 @@ def bench_serving(
             for n, count in sizes.latency_requests.items():
                 images_text = "1 image" if n == 1 else f"{n} images"
                 log.info("serving: latency with %d image(s) per request, repeat %d/%d", n, rep + 1, sizes.repeats)
-                server = latencies_ms(lambda: remote(bodies[n]), count)
+                server = latencies_ms(lambda n=n: remote(bodies[n]), count)
                 _latency_figures(figures, f"server{n}", f"{where}, {images_text}/request", server)
                 if baseline is None:
                     continue
-                local = latencies_ms(lambda: baseline(images[:n]), count)
+                local = latencies_ms(lambda n=n: baseline(images[:n]), count)
                 _latency_figures(figures, f"inproc{n}", f"in-process, {images_text}/call", local)
                 figures.add(
                     f"serve.overhead{n}.p50",

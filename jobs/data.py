@@ -112,7 +112,7 @@ def from_tfds(data_dir: Path, download: bool = True) -> Dataset:
             data_dir=str(data_dir),
             download=download,
         )
-        dataset = {split: _collect(ds) for split, ds in zip(SPLITS, loaded)}
+        dataset = {split: _collect(ds) for split, ds in zip(SPLITS, loaded, strict=True)}
     except Exception as err:  # tfds raises many kinds for one cause: no network, no files
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise JobError(f"tensorflow-datasets failed ({reason[:200]}). {OFFLINE_HELP}") from None

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -65,7 +65,8 @@ def metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict:
         "loss": float(-np.log(np.clip(picked, 1e-7, 1.0)).mean()) if len(labels) else 0.0,
         "examples": int(len(labels)),
         "per_class": {
-            name: {"precision": float(p), "recall": float(r)} for name, p, r in zip(CLASS_NAMES, precision, recall)
+            name: {"precision": float(p), "recall": float(r)}
+            for name, p, r in zip(CLASS_NAMES, precision, recall, strict=True)
         },
         "confusion_matrix": confusion.tolist(),
     }

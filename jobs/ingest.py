@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from jobs import data
 from jobs.common import emit, parser, positive_int, run

@@ -22,8 +22,8 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from jobs import distributed, models, steps
 from jobs.common import (
@@ -111,10 +111,8 @@ class Process:
         if self.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                pass
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)
         self.wait()
@@ -223,7 +221,7 @@ class Runner:
         """Waits for the group; returns the first worker that failed, or None if all succeeded."""
         while True:
             codes = [process.poll() for process in group]
-            failed = [process for process, code in zip(group, codes) if code not in (None, 0)]
+            failed = [process for process, code in zip(group, codes, strict=True) if code not in (None, 0)]
             if failed:
                 return failed[0]
             if all(code == 0 for code in codes):
@@ -302,7 +300,7 @@ class Runner:
                 )
             )
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
+        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
         lines.insert(1, "  ".join("-" * width for width in widths))
         served = self.results.get("smoke", {}).get("accuracy", "?")
         lines += [

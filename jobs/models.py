@@ -3,7 +3,7 @@ Dense(64, relu) → Dense(10, softmax)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import tf_keras as keras
 from tf_keras import layers

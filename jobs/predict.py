@@ -24,8 +24,9 @@ import re
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -228,11 +229,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise JobError(
                     re.sub(
                         r"instances\[(\d+)\]",
-                        lambda m: str(batch[int(m[1])]) if int(m[1]) < len(batch) else m[0],
+                        lambda m, batch=batch: str(batch[int(m[1])]) if int(m[1]) < len(batch) else m[0],
                         str(err),
                     )
                 ) from None
-            for path, prediction in zip(batch, predictions):
+            for path, prediction in zip(batch, predictions, strict=True):
                 show(str(path), prediction)
         return 0
 

@@ -17,8 +17,8 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from jobs import models
 from jobs.common import JobError, add_run_arguments, atomic_dir, emit, parser, read_json, run, write_json

@@ -37,8 +37,9 @@ import re
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -619,7 +620,7 @@ def _check_shape(array_shape: tuple[int, ...], spec: TensorSpec, where: str, bat
             f"{where}: '{spec.name}' must have rank {len(expected)} {_shape_text(expected)}, "
             f"got rank {len(array_shape)} {_shape_text(array_shape)}"
         )
-    for got, want in zip(array_shape, expected):
+    for got, want in zip(array_shape, expected, strict=True):
         if want is not None and got != want:
             raise bad_request(
                 f"{where}: '{spec.name}' must have shape {_shape_text(expected)}, got {_shape_text(array_shape)}"

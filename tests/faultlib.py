@@ -10,13 +10,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import httpx
 import psutil
-
 from conftest import ROOT, job_env
+
 from jobs.local import free_ports
 
 MLFLOW = Path(sys.executable).with_name("mlflow")

@@ -9,10 +9,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
 from conftest import run_job
-from jobs import bench
 
+from jobs import bench
 
 # --- the quick mode, end to end --------------------------------------------------------------
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import assert_one_line_error, run_job
+
 from jobs.common import JobError
 from jobs.distributed import Cluster, parse_tf_config, tf_config
 

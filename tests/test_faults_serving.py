@@ -8,8 +8,8 @@ import shutil
 
 import httpx
 import pytest
-
 from faultlib import wait_for
+
 from tests.serving.conftest import LocalServer, promote, reference_jpeg, reference_request
 
 
@@ -54,7 +54,9 @@ def test_broken_new_versions_leave_the_good_one_serving(tmp_path, trained_model)
             for version, damage in ((2, no_variables), (3, garbage_graph)):
                 broken_version(trained_model, base, version, damage)
                 state = wait_for(
-                    lambda: statuses(client).get(str(version), {}).get("state") == "END" and statuses(client),
+                    lambda version=version: (
+                        statuses(client).get(str(version), {}).get("state") == "END" and statuses(client)
+                    ),
                     120,
                     f"version {version} to fail to load",
                 )

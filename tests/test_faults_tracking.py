@@ -13,9 +13,9 @@ import socket
 import time
 
 import pytest
-
 from conftest import run_job
 from faultlib import MlflowServer, finished_epochs, kill_tree, start_job, wait_for
+
 from jobs.common import write_json
 from jobs.paths import Work
 

@@ -14,9 +14,9 @@ import time
 
 import psutil
 import pytest
-
 from conftest import ROOT, assert_one_line_error, job_env
 from faultlib import alive, finished_epochs, wait_for
+
 from jobs import data, steps
 from jobs.common import JobError
 from jobs.distributed import tf_config
@@ -128,7 +128,7 @@ def test_worker_killed_mid_training_resumes_from_backup(runner_env, dataset_work
     with capsys.disabled():
         print(
             f"\n[worker loss] chief SIGKILLed with {done_before_kill} of {EPOCHS} epochs done; "
-            f"resumed at epoch {resumed_at + 1}: {done_before_kill - resumed_at if resumed_at < done_before_kill else 0} "
+            f"resumed at epoch {resumed_at + 1}: {max(0, done_before_kill - resumed_at)} "
             f"finished epochs redone (plus the partial epoch in flight); "
             f"recovered in {time.monotonic() - killed_at:.1f} s; "
             f"test accuracy {killed_accuracy:.4f} vs {reference_accuracy:.4f} uninterrupted"
@@ -207,7 +207,7 @@ def start_pair(work: Work, timeout: str) -> tuple[list[subprocess.Popen], list]:
         "--collective-timeout",
         timeout,
     ]
-    logs = [open(work.root / f"worker-{i}.log", "w+") for i in range(2)]
+    logs = [open(work.root / f"worker-{i}.log", "w+") for i in range(2)]  # noqa: SIM115 (closed by the caller)
     procs = [
         subprocess.Popen(
             argv,

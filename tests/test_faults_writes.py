@@ -9,9 +9,9 @@ import threading
 import time
 
 import pytest
-
 from conftest import ROOT, copy_model, run_job
 from faultlib import kill_tree, start_job, wait_for
+
 from jobs import data
 from jobs.common import write_json
 from jobs.ingest import ingest

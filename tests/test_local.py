@@ -7,8 +7,8 @@ import subprocess
 
 import psutil
 import pytest
-
 from conftest import ROOT, job_env, run_job
+
 from jobs import steps
 from jobs.local import Runner, Settings
 from jobs.paths import Work

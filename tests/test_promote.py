@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import assert_one_line_error, copy_model, run_job
+
 from jobs.common import write_json
 from jobs.paths import Work, versions
 from jobs.promote import decide

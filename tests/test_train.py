@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, encode, job_env
+
 from jobs.distributed import tf_config
 from jobs.local import free_ports
 from jobs.paths import Work

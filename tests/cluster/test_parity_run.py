@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import workflow
 from jobs.local import free_ports
+from tests.cluster import workflow
 
 ROOT = workflow.ROOT
 MODELS = os.environ.get("PARITY_MODELS", "cnn,dropout,batchnorm")
@@ -71,7 +71,7 @@ class Runner:
         return env
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-        log = open(self.logs / f"{name}.log", "w")
+        log = open(self.logs / f"{name}.log", "w")  # noqa: SIM115 (the child writes it; closed at exit)
         log.write(" ".join(argv) + "\n")
         log.flush()
         return subprocess.Popen(
@@ -92,7 +92,7 @@ class Runner:
             except subprocess.TimeoutExpired:
                 for q in procs:
                     q.kill()
-                raise AssertionError(f"{name} timed out:\n{self.tail(name)}")
+                raise AssertionError(f"{name} timed out:\n{self.tail(name)}") from None
         if any(p.returncode for p in procs):
             raise AssertionError(f"{name} failed ({[p.returncode for p in procs]}):\n{self.tail(name)}")
 
@@ -137,7 +137,7 @@ def server(tmp_path):
     work = tmp_path / "work"
     (work / "models" / "fmnist").mkdir(parents=True)
     [port] = free_ports(1)
-    log = open(tmp_path / "serve.log", "w")
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 (the server writes it until killed)
     proc = subprocess.Popen(
         [
             sys.executable,

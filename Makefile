@@ -24,8 +24,12 @@ COMPONENTS ?=
 # Read by the jobs and scripts, not by make.
 export PYTHON VENV WORK_DIR DATASET EPOCHS WORKERS MODELS INGEST_ARGS TRAIN_ARGS PORT CLUSTER NAMESPACE IMAGE_REPO MIN_ACCURACY COMPONENTS
 
-STAMP := $(VENV)/.stamp
-LOCKS := requirements/jobs.txt requirements/dev.txt requirements/checkov.txt
+# hack/venv.sh notes it when PYTHON asks for another interpreter than the existing venv has.
+export PYTHON_ASKED := $(if $(filter command line environment%,$(origin PYTHON)),$(PYTHON))
+
+# What each kind of command needs installed (hack/venv.sh): the pipeline, or also the dev tools.
+JOBS_ENV := $(VENV)/.stamp-jobs
+DEV_ENV  := $(VENV)/.stamp-dev
 
 ##@ General
 
@@ -36,13 +40,21 @@ help: ## Show this help
 	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
 .PHONY: venv
-venv: $(STAMP) ## Create or update the virtualenvs from the pinned lock files
+venv: $(JOBS_ENV) ## Create or update .venv with what the pipeline needs (hashed locks)
+	@hack/venv.sh note
 
-$(STAMP): $(LOCKS) hack/venv.sh
-	hack/venv.sh
+.PHONY: venv-dev
+venv-dev: $(DEV_ENV) ## Also install the test, lint and benchmark tools
+	@hack/venv.sh note
+
+$(JOBS_ENV): requirements/jobs.txt requirements/local.txt hack/venv.sh
+	hack/venv.sh jobs
+
+$(DEV_ENV): requirements/jobs.txt requirements/local.txt requirements/dev.txt requirements/checkov.txt hack/venv.sh
+	hack/venv.sh dev
 
 .PHONY: lock
-lock: venv ## Re-resolve requirements/*.in into the pinned lock files
+lock: venv-dev ## Re-resolve requirements/*.in into the hashed lock files
 	hack/lock.sh
 
 ##@ Local (one machine, no cluster)
@@ -70,15 +82,15 @@ clean: ## Delete the local work dir (datasets, runs, models, tracking store)
 ##@ Tests and benchmarks
 
 .PHONY: test
-test: venv ## Run every test (offline; about 13 minutes on 2 cores)
+test: venv-dev ## Run every test (offline; about 13 minutes on 2 cores)
 	hack/test.sh
 
 .PHONY: test-fast
-test-fast: venv ## Run the tests not marked slow
+test-fast: venv-dev ## Run the tests not marked slow
 	hack/test.sh -m "not slow"
 
 .PHONY: bench
-bench: venv ## Measure training, input, serving and end-to-end speed
+bench: venv-dev ## Measure training, input, serving and end-to-end speed
 	hack/bench.sh
 
 ##@ Kubernetes (needs docker, k3d, kubectl, argo)
@@ -112,5 +124,5 @@ cluster-ui: ## Port-forward the Argo UI, the MLflow UI and serving, and print th
 	hack/cluster-ui.sh
 
 .PHONY: smoke
-smoke: venv ## Serving contract tests and jobs.predict --check against the cluster
+smoke: venv-dev ## Serving contract tests and jobs.predict --check against the cluster
 	hack/smoke.sh

@@ -130,8 +130,8 @@ def test_tf_serving(overlay, wf):
     assert c["image"] == "tensorflow/serving:2.20.0"
     args = dict(a.split("=", 1) for a in c["args"])
     work_mount = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "work")
-    assert args["--model_base_path"] == f"{work_mount}/models/fmnist"
-    assert args["--model_name"] == "fmnist"
+    # Which models and where: the config file on the work volume (tests/cluster/test_serving_start.py).
+    assert args["--model_config_file"] == f"{work_mount}/models/serving.config"
     assert int(args["--file_system_poll_wait_seconds"]) > 0
     assert args["--rest_api_port"] == "8501"
     config_dir = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "monitoring")

@@ -131,3 +131,43 @@ def test_image_tag_is_the_commit_plus_a_content_hash_when_dirty(tmp_path):
     assert dirty.startswith(f"{commit}-dirty-") and len(dirty) == len(commit) + 15
     (repo / "jobs" / "a.py").write_text("x = 3\n")
     assert subprocess.run(tag, cwd=repo, capture_output=True, text=True).stdout.strip() not in (dirty, commit)
+
+
+def fake_kubectl(bin_dir: Path, raw_exit: int, raw_output: str) -> None:
+    """A kubectl that knows a running cluster with one model server pod; `get --raw` answers
+    with raw_output and raw_exit."""
+    (bin_dir / "kubectl").write_text(
+        f"""#!{shutil.which("bash")}
+case "$*" in
+  "version --client -o yaml") echo '  minor: "35"' ;;
+  *--raw*) echo '{raw_output}'; exit {raw_exit} ;;
+  *"-o jsonpath={{.items[0].metadata.name}}"*) echo tf-serving-7d9c-abcde ;;
+  *) echo "kubectl $*" ;;
+esac
+"""
+    )
+    (bin_dir / "kubectl").chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    "exit_code, output, expected",
+    [
+        # TF Serving answers 404 for a model it has not loaded (before the first pipeline).
+        (
+            1,
+            "Error from server (NotFound): the server could not find the requested resource",
+            "no model served yet: tf-serving-7d9c-abcde is up",
+        ),
+        (0, '{"model_version_status": [{"version": "3", "state": "AVAILABLE"}]}', '"state":"AVAILABLE"'),
+        (1, "Error from server (ServiceUnavailable): the server is currently unable", "does not answer"),
+    ],
+)
+def test_status_says_when_no_model_is_served(tmp_path, exit_code, output, expected):
+    run_without_tools(tmp_path, "-c", "true")
+    fake_kubectl(tmp_path / "bin", exit_code, output)
+    for tool in ("tail", "tr", "cut"):
+        if not (tmp_path / "bin" / tool).exists():
+            (tmp_path / "bin" / tool).symlink_to(shutil.which(tool))
+    proc = run_without_tools(tmp_path, "hack/status.sh")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert expected in proc.stdout.splitlines()[-1], proc.stdout

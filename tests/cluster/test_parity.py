@@ -66,11 +66,11 @@ def test_tfjob_shape(wf):
     assert resource["action"] == "create" and resource["setOwnerReference"] is True
     assert "manifests" not in resource
     assert resource["successCondition"] == "status.replicaStatuses.Worker.succeeded = {{workflow.parameters.workers}}"
-    assert resource["failureCondition"].startswith("status.replicaStatuses.Worker.failed")
+    assert resource["failureCondition"].startswith("status.conditions.0.type == Failed")
     tfjob, worker = worker_container(wf)
     assert list(tfjob["spec"]["tfReplicaSpecs"]) == ["Worker"]
     assert worker["replicas"] == "{{workflow.parameters.workers}}"
-    assert worker["restartPolicy"] == "OnFailure"
+    assert worker["restartPolicy"] == "ExitCode"
     assert tfjob["spec"]["successPolicy"] == "AllWorkers"
     assert tfjob["spec"]["runPolicy"]["cleanPodPolicy"] in ("Running", "All")
     assert tfjob["spec"]["runPolicy"]["backoffLimit"] >= 1

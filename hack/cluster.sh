@@ -25,9 +25,13 @@ up() {
     kubectl describe nodes 2>&1 | tail -n 40 >&2 || true
     die "the node of ${CLUSTER} is not ready within ${WAIT_TIMEOUT}"
   fi
-  # metrics-server feeds TF Serving's autoscaler; local-path provides the volumes.
-  wait_rollout kube-system local-path-provisioner app=local-path-provisioner
-  wait_rollout kube-system metrics-server k8s-app=metrics-server
+  # metrics-server feeds TF Serving's autoscaler; local-path provides the volumes. k3s creates
+  # them a little after the node is Ready: wait for them to exist, then to roll out.
+  local addon
+  for addon in local-path-provisioner:app=local-path-provisioner metrics-server:k8s-app=metrics-server; do
+    wait_created kube-system "deployment/${addon%%:*}"
+    wait_rollout kube-system "${addon%%:*}" "${addon#*:}"
+  done
   info "cluster ${CLUSTER} is ready (context $(kubectl config current-context)); next: make deploy"
 }
 

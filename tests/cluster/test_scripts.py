@@ -171,3 +171,63 @@ def test_status_says_when_no_model_is_served(tmp_path, exit_code, output, expect
     proc = run_without_tools(tmp_path, "hack/status.sh")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert expected in proc.stdout.splitlines()[-1], proc.stdout
+
+
+def fake_k3s_cluster(bin_dir: Path, created_after: int) -> Path:
+    """docker, k3d and a kubectl whose k3s add-on Deployments appear only after `created_after`
+    GETs (as k3s applies its manifests a little after the node is Ready); `rollout status` of a
+    Deployment that does not exist yet fails, as kubectl does. Returns the call log."""
+    calls = bin_dir / "calls.log"
+    fake_tool(bin_dir, "docker", "")
+    (bin_dir / "k3d").write_text(
+        f"#!{shutil.which('bash')}\n"
+        'case "$*" in "version") echo "k3d version v5.9.0" ;; "cluster get"*) exit 0 ;; *) ;; esac\n'
+    )
+    (bin_dir / "kubectl").write_text(
+        f"""#!{shutil.which("bash")}
+echo "$*" >> {calls}
+gets=$(grep -c '^get -n kube-system deployment/' {calls} || true)
+case "$*" in
+  "version --client -o yaml") echo '  minor: "35"' ;;
+  "get -n kube-system deployment/"*) (( gets > {created_after} )) || exit 1 ;;
+  "rollout status"*) (( gets > {created_after} )) || {{ echo 'Error from server (NotFound)' >&2; exit 1; }} ;;
+  "config current-context") echo k3d-fmnist ;;
+  *) ;;
+esac
+"""
+    )
+    for tool in ("k3d", "kubectl"):
+        (bin_dir / tool).chmod(0o755)
+    return calls
+
+
+def test_make_cluster_waits_for_k3s_add_ons_to_exist_before_their_rollout(tmp_path):
+    run_without_tools(tmp_path, "-c", "true")
+    for tool in ("grep", "sleep", "tail"):
+        (tmp_path / "bin" / tool).symlink_to(shutil.which(tool))
+    calls = fake_k3s_cluster(tmp_path / "bin", created_after=2)
+    proc = run_without_tools(tmp_path, "hack/cluster.sh", "up")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    log = calls.read_text().splitlines()
+    rollouts = [i for i, line in enumerate(log) if line.startswith("rollout status")]
+    gets = [i for i, line in enumerate(log) if line.startswith("get -n kube-system deployment/")]
+    assert len(rollouts) == 2 and all(any(g < r for g in gets) for r in rollouts)
+    assert "cluster fmnist is ready" in proc.stdout
+
+
+def test_make_cluster_names_an_add_on_that_never_appears(tmp_path):
+    run_without_tools(tmp_path, "-c", "true")
+    for tool in ("grep", "sleep", "tail"):
+        (tmp_path / "bin" / tool).symlink_to(shutil.which(tool))
+    fake_k3s_cluster(tmp_path / "bin", created_after=10**6)
+    proc = run_without_tools(tmp_path, "hack/cluster.sh", "up", WAIT_TIMEOUT="4s")
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: kube-system/deployment/local-path-provisioner was not created within 4s (what exists is listed above)"
+    )
+
+
+def test_a_bad_wait_timeout_is_one_line(tmp_path):
+    proc = run_without_tools(tmp_path, "hack/cluster.sh", "up", WAIT_TIMEOUT="5m")
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == "error: WAIT_TIMEOUT must be whole seconds such as 300s, not '5m'"

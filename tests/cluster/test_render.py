@@ -164,11 +164,19 @@ def test_tf_serving(overlay, wf):
     assert url.port in {p["port"] for p in service["spec"]["ports"]}
 
 
-def test_gpu_component_gives_workers_a_gpu(rendered, overlay):
+def test_gpu_component_gives_workers_a_gpu_and_the_gpu_image(rendered, overlay, wf):
     plain = find(overlay, "ConfigMap", "fmnist-pipeline")["data"]
     gpu = find(rendered["overlays/local+gpu"], "ConfigMap", "fmnist-pipeline")["data"]
     assert "nvidia.com/gpu" not in yaml.safe_load(plain["worker-limits"])
     assert yaml.safe_load(gpu["worker-limits"])["nvidia.com/gpu"] == "1"
+    # The image: <tag> on CPU, <tag>-gpu (make image GPU=1: tensorflow[and-cuda]) with the component.
+    assert plain["image-suffix"] == "" and gpu["image-suffix"] == "-gpu"
+    suffix = next(p for p in wf["spec"]["arguments"]["parameters"] if p["name"] == "image-suffix")
+    assert suffix["valueFrom"]["configMapKeyRef"] == {"name": "fmnist-pipeline", "key": "image-suffix"}
+    assert suffix["valueFrom"]["default"] == plain["image-suffix"]
+    image_sh = (render.ROOT / "hack" / "image.sh").read_text()
+    assert "requirements=requirements/jobs-gpu.txt suffix=-gpu" in image_sh
+    assert "ARG REQUIREMENTS=requirements/jobs.txt" in (render.ROOT / "infra" / "Dockerfile").read_text()
     assert (
         find(rendered["overlays/local+gpu"], "ConfigMap", "fmnist-pipeline")["metadata"]["labels"][
             "workflows.argoproj.io/configmap-type"

@@ -231,3 +231,67 @@ def test_a_bad_wait_timeout_is_one_line(tmp_path):
     proc = run_without_tools(tmp_path, "hack/cluster.sh", "up", WAIT_TIMEOUT="5m")
     assert proc.returncode != 0
     assert proc.stderr.strip() == "error: WAIT_TIMEOUT must be whole seconds such as 300s, not '5m'"
+
+
+@pytest.mark.parametrize(
+    "gpu, expected",
+    [
+        ("2", "error: GPU must be 0 or 1, not '2'"),
+        (
+            "1",
+            "error: requirements/jobs-gpu.txt does not exist: the GPU variant installs that lock "
+            "(tensorflow[and-cuda]); run 'make lock'",
+        ),
+    ],
+)
+def test_image_gpu_input_is_checked(tmp_path, gpu, expected):
+    if gpu == "1" and (ROOT / "requirements" / "jobs-gpu.txt").exists():
+        pytest.skip("the GPU lock exists: the build test below covers it")
+    proc = run_without_tools(tmp_path, "hack/image.sh", GPU=gpu)
+    assert proc.returncode != 0 and proc.stderr.strip() == expected
+
+
+@pytest.mark.parametrize(
+    "gpu, suffix, lock", [("0", "", "requirements/jobs.txt"), ("1", "-gpu", "requirements/jobs-gpu.txt")]
+)
+def test_image_builds_the_variant_and_records_it(tmp_path, gpu, suffix, lock):
+    """In a copy of the repository with both locks: the build installs the variant's lock, the
+    tag gets its suffix, and the ConfigMap records the base tag and the imported variant."""
+    repo = tmp_path / "repo"
+    for part in ("hack", "infra", "jobs", "requirements", "kustomize"):
+        shutil.copytree(ROOT / part, repo / part, ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / "requirements" / "jobs-gpu.txt").write_text("tensorflow[and-cuda]==2.20.0\n")
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "add", "."], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], cwd=repo, check=True)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
+    bin_dir = tmp_path / "bin"
+    run_without_tools(tmp_path, "-c", "true")
+    calls = tmp_path / "calls.log"
+    for tool in ("docker", "k3d", "kubectl"):
+        (bin_dir / tool).write_text(
+            f'#!{shutil.which("bash")}\necho "{tool} $*" >> {calls}\n'
+            'case "$*" in "version") echo "k3d version v5.9.0" ;;\n'
+            '  "version --client -o yaml") echo \'  minor: "35"\' ;;\n'
+            "esac\n"
+        )
+        (bin_dir / tool).chmod(0o755)
+    proc = subprocess.run(
+        [str(bin_dir / "bash"), "hack/image.sh"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": str(bin_dir), "HOME": str(tmp_path), "GPU": gpu},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    log = calls.read_text()
+    assert (
+        f"docker build --file infra/Dockerfile --build-arg REQUIREMENTS={lock} --tag fmnist-jobs:{commit}{suffix} ."
+        in log
+    )
+    assert f"k3d image import fmnist-jobs:{commit}{suffix} --cluster fmnist" in log
+    assert f'"image": "fmnist-jobs:{commit}", "imported{suffix}": "fmnist-jobs:{commit}"' in log

@@ -33,7 +33,18 @@ def test_shellcheck(script):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-CLUSTER_SCRIPTS = ["cluster.sh", "image.sh", "deploy.sh", "pipeline.sh", "status.sh", "cluster-ui.sh", "smoke.sh"]
+CLUSTER_SCRIPTS = [
+    "cluster.sh",
+    "image.sh",
+    "deploy.sh",
+    "pipeline.sh",
+    "status.sh",
+    "cluster-ui.sh",
+    "smoke.sh",
+    "diagnose.sh",
+    "tools.sh",
+    "actionlint.sh",
+]
 
 
 @pytest.mark.parametrize("name", CLUSTER_SCRIPTS)

@@ -12,6 +12,7 @@ KUBECTL_MIN_MINOR=34 # kubectl within one minor of the cluster (k3s v1.35)
 CLUSTER=${CLUSTER:-fmnist}
 NAMESPACE=${NAMESPACE:-fmnist}
 IMAGE_REPO=${IMAGE_REPO:-fmnist-jobs}
+REGISTRY=${REGISTRY:-} # a registry to push the jobs image to (a real cluster), e.g. ghcr.io/me
 OPERATOR_NAMESPACE=kubeflow
 WAIT_TIMEOUT=${WAIT_TIMEOUT:-300s}
 
@@ -86,6 +87,9 @@ image_tag() {
     echo "${commit}"
   fi
 }
+
+# The jobs image's name: IMAGE_REPO, under REGISTRY when one is set.
+image_repo() { echo "${REGISTRY:+${REGISTRY%/}/}${IMAGE_REPO}"; }
 
 # What a person needs when something in NAMESPACE does not become ready: LABEL selects it.
 explain() {

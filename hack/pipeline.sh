@@ -2,7 +2,7 @@
 # `make pipeline`: submit workflows/e2e.yaml with the image `make image` built for this tree,
 # then follow it until it ends (PIPELINE_TIMEOUT); on failure print what went wrong.
 #   DATASET EPOCHS WORKERS MODELS (as for make local), MIN_ACCURACY (optional),
-#   IMAGE (default: IMAGE_REPO tagged for this tree), NAMESPACE, PIPELINE_TIMEOUT (seconds, 7200)
+#   IMAGE (default: [REGISTRY/]IMAGE_REPO tagged for this tree), NAMESPACE, PIPELINE_TIMEOUT (seconds, 7200)
 set -o errexit -o nounset -o pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=hack/lib.sh
@@ -21,7 +21,7 @@ main() {
   require_cluster
   if [[ -z "${IMAGE}" ]]; then
     # The workflow runs IMAGE plus the cluster's variant suffix (-gpu with the gpu component).
-    IMAGE="${IMAGE_REPO}:$(image_tag)"
+    IMAGE="$(image_repo):$(image_tag)"
     local suffix recorded hint=""
     suffix=$(kubectl get configmap fmnist-pipeline -n "${NAMESPACE}" -o jsonpath='{.data.image-suffix}' 2>/dev/null || true)
     recorded=$(kubectl get configmap fmnist-image -n "${NAMESPACE}" -o "jsonpath={.data.imported${suffix}}" 2>/dev/null || true)

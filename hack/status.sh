@@ -11,6 +11,8 @@ section() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 main() {
   require kubectl
   require_cluster
+  section "nodes"
+  kubectl get nodes -o wide 2>&1 | cut -c1-120
   section "components"
   kubectl get deployments -n "${OPERATOR_NAMESPACE}" -o wide 2>&1 | cut -c1-120
   kubectl get deployments,hpa -n "${NAMESPACE}" 2>&1 | cut -c1-120

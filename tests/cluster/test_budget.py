@@ -63,7 +63,11 @@ def documented_minimum() -> tuple[int, int]:
 
 
 def install_requests(docs: list[dict]) -> dict[str, tuple[float, int]]:
-    hpa_min = {d["spec"]["scaleTargetRef"]["name"]: d["spec"]["minReplicas"] for d in docs if d["kind"] == "HorizontalPodAutoscaler"}
+    hpa_min = {
+        d["spec"]["scaleTargetRef"]["name"]: d["spec"]["minReplicas"]
+        for d in docs
+        if d["kind"] == "HorizontalPodAutoscaler"
+    }
     out = {}
     for d in docs:
         if d["kind"] == "Deployment":
@@ -76,7 +80,9 @@ def install_requests(docs: list[dict]) -> dict[str, tuple[float, int]]:
 def stages(docs: list[dict], wf: dict, parallelism: int | None = None) -> dict[str, tuple[float, int]]:
     """Each DAG task's concurrently running pods, summed."""
     pipeline = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "fmnist-pipeline")["data"]
-    executor_cfg = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "workflow-controller-configmap")
+    executor_cfg = next(
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "workflow-controller-configmap"
+    )
     executor = {"resources": yaml.safe_load(executor_cfg["data"]["executor"])["resources"]}
     values = workflow.sample_values(wf, {k: pipeline[k] for k in ("worker-requests", "worker-limits")})
     models = len(values["workflow.parameters.models"].split(","))
@@ -110,7 +116,9 @@ def test_the_busiest_moment_fits_the_documented_minimum(overlay, wf):
     cpus, gib = documented_minimum()
     peak_cpu, peak_mem, stage = peak(overlay, wf)
     assert stage == "train", "training is the busiest moment"
-    print(f"\n[budget] peak requests ({stage}): {peak_cpu:.2f} CPUs, {peak_mem / 2**30:.2f} GiB of {cpus} CPUs, {gib} GiB")
+    print(
+        f"\n[budget] peak requests ({stage}): {peak_cpu:.2f} CPUs, {peak_mem / 2**30:.2f} GiB of {cpus} CPUs, {gib} GiB"
+    )
     assert peak_cpu <= cpus - OUTSIDE_PODS[0]
     assert peak_mem <= gib * 2**30 - OUTSIDE_PODS[1]
 

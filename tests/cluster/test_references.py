@@ -26,7 +26,7 @@ CREATED_AT_RUN_TIME = {
 }
 
 # The overlays a user applies, each with the workflow that runs on it.
-OVERLAYS = ["overlays/local", "overlays/local+all"]
+OVERLAYS = ["overlays/local", "overlays/local+all", "overlays/local-nodes", "overlays/cluster", "overlays/cluster+gpu"]
 
 
 def index(docs: list[dict]) -> set[tuple[str, str | None, str]]:

@@ -184,16 +184,21 @@ def test_status_says_when_no_model_is_served(tmp_path, exit_code, output, expect
     assert expected in proc.stdout.splitlines()[-1], proc.stdout
 
 
-def fake_k3s_cluster(bin_dir: Path, created_after: int) -> Path:
+def fake_k3s_cluster(bin_dir: Path, created_after: int, exists: bool = True, nodes: int = 1) -> Path:
     """docker, k3d and a kubectl whose k3s add-on Deployments appear only after `created_after`
     GETs (as k3s applies its manifests a little after the node is Ready); `rollout status` of a
-    Deployment that does not exist yet fails, as kubectl does. Returns the call log."""
+    Deployment that does not exist yet fails, as kubectl does. The cluster exists (or not) and
+    has `nodes` nodes. Returns the call log of all three."""
     calls = bin_dir / "calls.log"
     fake_tool(bin_dir, "docker", "")
     (bin_dir / "k3d").write_text(
         f"#!{shutil.which('bash')}\n"
-        'case "$*" in "version") echo "k3d version v5.9.0" ;; "cluster get"*) exit 0 ;; *) ;; esac\n'
+        f'echo "k3d $*" >> {calls}\n'
+        f'case "$*" in "version") echo "k3d version v5.9.0" ;;\n'
+        f'  "cluster get"*) exit {0 if exists else 1} ;;\n'
+        "esac\n"
     )
+    node_names = "\\n".join(f"node/k3d-fmnist-{'server' if i == 0 else 'agent'}-{max(i - 1, 0)}" for i in range(nodes))
     (bin_dir / "kubectl").write_text(
         f"""#!{shutil.which("bash")}
 echo "$*" >> {calls}
@@ -203,6 +208,7 @@ case "$*" in
   "get -n kube-system deployment/"*) (( gets > {created_after} )) || exit 1 ;;
   "rollout status"*) (( gets > {created_after} )) || {{ echo 'Error from server (NotFound)' >&2; exit 1; }} ;;
   "config current-context") echo k3d-fmnist ;;
+  "get nodes -o name") printf '{node_names}\\n' ;;
   *) ;;
 esac
 """
@@ -306,3 +312,131 @@ def test_image_builds_the_variant_and_records_it(tmp_path, gpu, suffix, lock):
     )
     assert f"k3d image import fmnist-jobs:{commit}{suffix} --cluster fmnist" in log
     assert f'"image": "fmnist-jobs:{commit}", "imported{suffix}": "fmnist-jobs:{commit}"' in log
+
+
+def with_tools(tmp_path: Path, *tools: str) -> None:
+    run_without_tools(tmp_path, "-c", "true")
+    for tool in tools:
+        if not (tmp_path / "bin" / tool).exists():
+            (tmp_path / "bin" / tool).symlink_to(shutil.which(tool))
+
+
+def test_make_cluster_nodes_3_shares_one_host_folder_with_every_node(tmp_path):
+    with_tools(tmp_path, "grep", "sleep", "tail", "mkdir", "chmod")
+    calls = fake_k3s_cluster(tmp_path / "bin", created_after=0, exists=False, nodes=3)
+    shared = tmp_path / "shared"
+    proc = run_without_tools(tmp_path, "hack/cluster.sh", "up", NODES="3", SHARED_DIR=str(shared))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [create] = [line for line in calls.read_text().splitlines() if line.startswith("k3d cluster create")]
+    assert create == (
+        "k3d cluster create fmnist --config infra/k3d.yaml --agents 2 "
+        f"--volume {shared}:/var/lib/fmnist/shared@server:*;agent:*"
+    )
+    assert shared.is_dir() and oct(shared.stat().st_mode & 0o777) == "0o777", "writable by the pods' UID"
+
+
+def test_make_cluster_refuses_a_node_count_the_existing_cluster_does_not_have(tmp_path):
+    with_tools(tmp_path, "grep", "sleep", "tail")
+    fake_k3s_cluster(tmp_path / "bin", created_after=0, exists=True, nodes=1)
+    proc = run_without_tools(tmp_path, "hack/cluster.sh", "up", NODES="3")
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == (
+        "error: the k3d cluster fmnist has 1 node(s), NODES=3 asks for 3: 'make down' first, or leave NODES as it was"
+    )
+
+
+@pytest.mark.parametrize("nodes", ["0", "three", "-1"])
+def test_bad_nodes_is_one_line(tmp_path, nodes):
+    proc = run_without_tools(tmp_path, "hack/cluster.sh", "up", NODES=nodes)
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == f"error: NODES must be a whole number of nodes, 1 or more, not '{nodes}'"
+
+
+def fake_deploy_cluster(bin_dir: Path, node_names: list[str]) -> Path:
+    """A kubectl for hack/deploy.sh that records what it would apply, and git for the tag."""
+    calls = bin_dir / "calls.log"
+    applied = bin_dir / "applied.yaml"
+    names = "\\n".join(node_names)
+    (bin_dir / "kubectl").write_text(
+        f"""#!{shutil.which("bash")}
+echo "kubectl $*" >> {calls}
+case "$*" in
+  "version --client -o yaml") echo '  minor: "35"' ;;
+  "get nodes -o name") printf '{names}\\n' ;;
+  "kustomize "*) cat "$2/kustomization.yaml" 2>/dev/null; echo "# rendered $2" ;;
+  "apply "*) cat >> {applied} ;;
+  "rollout status"*|"wait "*) exit 0 ;;
+  *) ;;
+esac
+"""
+    )
+    (bin_dir / "kubectl").chmod(0o755)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "nodes, env, overlay",
+    [
+        (["node/k3d-fmnist-server-0"], {}, "local"),
+        (["node/k3d-fmnist-server-0", "node/k3d-fmnist-agent-0", "node/k3d-fmnist-agent-1"], {}, "local-nodes"),
+        (["node/ip-10-0-1-5", "node/ip-10-0-2-7"], {"OVERLAY": "cluster", "STORAGE_CLASS": "efs-sc"}, "cluster"),
+    ],
+)
+def test_deploy_picks_the_overlay_for_the_cluster(tmp_path, nodes, env, overlay):
+    with_tools(tmp_path, "grep", "sleep", "tail", "mktemp", "rm")
+    calls = fake_deploy_cluster(tmp_path / "bin", nodes)
+    proc = run_without_tools(tmp_path, "hack/deploy.sh", **env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f">> overlay {overlay}" in proc.stdout
+    applied = (tmp_path / "bin" / "applied.yaml").read_text()
+    if overlay == "cluster":
+        # A wrapper that sets the storage class on the work volume.
+        assert f"resources: [../kustomize/overlays/{overlay}]" in applied
+        assert '"path": "/spec/storageClassName", "value": "efs-sc"' in applied
+    else:
+        assert f"# rendered kustomize/overlays/{overlay}" in applied
+    assert "kubectl kustomize kustomize/addons/argo-crds" in calls.read_text()
+
+
+@pytest.mark.parametrize(
+    "nodes, env, expected",
+    [
+        (
+            ["node/ip-10-0-1-5", "node/ip-10-0-2-7"],
+            {},
+            "error: this cluster has several nodes and is not the k3d cluster fmnist: "
+            "use OVERLAY=cluster STORAGE_CLASS=<a ReadWriteMany class>",
+        ),
+        (
+            ["node/ip-10-0-1-5"],
+            {"OVERLAY": "cluster"},
+            "error: OVERLAY=cluster needs STORAGE_CLASS, a ReadWriteMany storage class for the work volume "
+            "(kubectl get storageclass)",
+        ),
+        (
+            ["node/a"],
+            {"OVERLAY": "cluster", "STORAGE_CLASS": "Bad_Name"},
+            "error: STORAGE_CLASS 'Bad_Name' is not a storage class name",
+        ),
+        (
+            ["node/a"],
+            {"OVERLAY": "nowhere"},
+            "error: OVERLAY: no kustomize/overlays/nowhere (have: ",
+        ),
+    ],
+)
+def test_deploy_refuses_what_would_not_work(tmp_path, nodes, env, expected):
+    with_tools(tmp_path, "grep", "sleep", "tail", "mktemp", "rm")
+    fake_deploy_cluster(tmp_path / "bin", nodes)
+    proc = run_without_tools(tmp_path, "hack/deploy.sh", **env)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == expected or (expected.endswith("(have: ") and last.startswith(expected)), last
+
+
+def test_image_push_needs_a_registry(tmp_path):
+    proc = run_without_tools(tmp_path, "hack/image.sh", PUSH="1")
+    assert proc.returncode != 0
+    assert (
+        proc.stderr.strip() == "error: PUSH=1 needs REGISTRY, the registry your cluster pulls from (e.g. ghcr.io/<you>)"
+    )

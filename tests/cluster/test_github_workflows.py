@@ -90,6 +90,8 @@ def test_the_cluster_job_runs_the_whole_path_and_cleans_up():
     order = [f"make {t}" for t in ("venv", "cluster", "deploy", "image", "pipeline", "smoke")]
     assert [r for r in runs if r in order] == order
     assert job["env"]["DATASET"] == "synthetic" and job["env"]["EPOCHS"] == "1"
+    # One node and several (make cluster NODES=3: the shared volume, spread workers).
+    assert job["strategy"]["matrix"]["nodes"] == [1, 3] and job["env"]["NODES"] == "${{ matrix.nodes }}"
     diagnostics = next(s for s in job["steps"] if s.get("run", "").strip() == "hack/diagnose.sh")
     assert diagnostics["if"] == "failure()"
     down = job["steps"][-1]

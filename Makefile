@@ -23,6 +23,14 @@ MIN_ACCURACY ?= 0.8
 COMPONENTS ?=
 # Read by the jobs and scripts, not by make.
 export PYTHON VENV WORK_DIR DATASET EPOCHS WORKERS MODELS INGEST_ARGS TRAIN_ARGS PORT CLUSTER NAMESPACE IMAGE_REPO MIN_ACCURACY COMPONENTS
+# Cluster knobs: nodes of the k3d cluster, the GPU image, pushing to a registry, the overlay.
+NODES      ?= 1
+GPU        ?= 0
+PUSH       ?= 0
+REGISTRY   ?=
+OVERLAY    ?=
+STORAGE_CLASS ?=
+export NODES GPU PUSH REGISTRY OVERLAY STORAGE_CLASS
 
 # hack/venv.sh notes it when PYTHON asks for another interpreter than the existing venv has.
 export PYTHON_ASKED := $(if $(filter command line environment%,$(origin PYTHON)),$(PYTHON))
@@ -35,7 +43,7 @@ DEV_ENV  := $(VENV)/.stamp-dev
 
 .PHONY: help
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m [KNOB=value ...]  knobs: PYTHON VENV WORK_DIR DATASET EPOCHS WORKERS MODELS INGEST_ARGS TRAIN_ARGS PORT CLUSTER NAMESPACE IMAGE_REPO MIN_ACCURACY COMPONENTS\n"} \
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m [KNOB=value ...]  knobs: PYTHON VENV WORK_DIR DATASET EPOCHS WORKERS MODELS INGEST_ARGS TRAIN_ARGS PORT CLUSTER NAMESPACE IMAGE_REPO MIN_ACCURACY COMPONENTS NODES GPU PUSH REGISTRY OVERLAY STORAGE_CLASS\n"} \
 	  /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2 } \
 	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
@@ -96,7 +104,7 @@ bench: venv-dev ## Measure training, input, serving and end-to-end speed
 ##@ Kubernetes (needs docker, k3d, kubectl, argo)
 
 .PHONY: cluster
-cluster: ## Create (or reuse) the k3d cluster from infra/k3d.yaml
+cluster: ## Create (or reuse) the k3d cluster from infra/k3d.yaml (NODES=3: three nodes sharing a host folder)
 	hack/cluster.sh up
 
 .PHONY: down
@@ -104,11 +112,11 @@ down: ## Delete the k3d cluster
 	hack/cluster.sh down
 
 .PHONY: image
-image: ## Build the jobs image with an immutable tag and import it into k3d
+image: ## Build the jobs image with an immutable tag and import it into k3d (GPU=1; PUSH=1 REGISTRY=...)
 	hack/image.sh
 
 .PHONY: deploy
-deploy: ## Apply the add-ons and the app (kustomize/overlays/local) and wait until ready
+deploy: ## Apply the add-ons and the app (an overlay: local, local-nodes, cluster) and wait until ready
 	hack/deploy.sh
 
 .PHONY: pipeline

@@ -1,31 +1,64 @@
 #!/usr/bin/env bash
-# `make deploy`: apply Argo's CRDs, then the local overlay (the training operator, Argo, MLflow,
+# `make deploy`: apply Argo's CRDs, then an overlay (the training operator, Argo, MLflow,
 # TF Serving, the app's namespace, volume and RBAC), both with server-side apply; then wait until
 # every component is ready.
-#   COMPONENTS  comma-separated kustomize/components to add, e.g. gpu,arm64-serving
-#   NAMESPACE, IMAGE_REPO, WAIT_TIMEOUT (default 300s per component)
+#   OVERLAY        local (one k3d node), local-nodes (several k3d nodes sharing a host folder),
+#                  cluster (any other cluster); default: local or local-nodes by the node count
+#   STORAGE_CLASS  with OVERLAY=cluster: a ReadWriteMany storage class for the work volume
+#   COMPONENTS     comma-separated kustomize/components to add, e.g. gpu,arm64-serving
+#   NAMESPACE, IMAGE_REPO, REGISTRY, WAIT_TIMEOUT (default 300s per component)
 set -o errexit -o nounset -o pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=hack/lib.sh
 source hack/lib.sh
 
 COMPONENTS=${COMPONENTS:-}
+OVERLAY=${OVERLAY:-}
+STORAGE_CLASS=${STORAGE_CLASS:-}
 WORK=""   # a temp dir for the wrapper kustomization, removed on exit
 TARGET="" # what to apply
 
+# shellcheck disable=SC2329 # run by the EXIT trap
 cleanup() { [[ -z "${WORK}" ]] || rm -rf "${WORK}"; }
 
-# TARGET: the overlay itself, or a wrapper kustomization that adds the components (and the jobs
-# image's tag, which arm64-serving runs). In the repo, so that its paths are relative.
+# OVERLAY as given; else `local` on one node, `local-nodes` on a k3d cluster with more (its
+# nodes share a host folder, hack/cluster.sh); any other multi-node cluster must say which.
+choose_overlay() {
+  if [[ -z "${OVERLAY}" ]]; then
+    local nodes
+    nodes=$(kubectl get nodes -o name)
+    if [[ $(grep -c . <<<"${nodes}") -le 1 ]]; then
+      OVERLAY=local
+    elif grep -qv "^node/k3d-${CLUSTER}-" <<<"${nodes}"; then
+      die "this cluster has several nodes and is not the k3d cluster ${CLUSTER}: use OVERLAY=cluster STORAGE_CLASS=<a ReadWriteMany class>"
+    else
+      OVERLAY=local-nodes
+    fi
+  fi
+  [[ -f "kustomize/overlays/${OVERLAY}/kustomization.yaml" ]] \
+    || die "OVERLAY: no kustomize/overlays/${OVERLAY} (have: $(cd kustomize/overlays && echo */))"
+  if [[ "${OVERLAY}" == cluster ]]; then
+    [[ -n "${STORAGE_CLASS}" ]] \
+      || die "OVERLAY=cluster needs STORAGE_CLASS, a ReadWriteMany storage class for the work volume (kubectl get storageclass)"
+  fi
+  if [[ -n "${STORAGE_CLASS}" ]]; then
+    [[ "${STORAGE_CLASS}" =~ ^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$ ]] || die "STORAGE_CLASS '${STORAGE_CLASS}' is not a storage class name"
+    [[ "${OVERLAY}" == cluster ]] || die "STORAGE_CLASS applies to OVERLAY=cluster only (${OVERLAY} brings its own storage)"
+  fi
+}
+
+# TARGET: the overlay itself, or a wrapper kustomization that adds the components, the storage
+# class and the jobs image's name and tag (which arm64-serving runs). In the repo, so that its
+# paths are relative.
 choose_target() {
-  TARGET=kustomize/overlays/local
-  [[ -n "${COMPONENTS}" ]] || return 0
+  TARGET=kustomize/overlays/${OVERLAY}
+  [[ -n "${COMPONENTS}${STORAGE_CLASS}" ]] || return 0
   WORK=$(mktemp -d "${PWD}/.deploy.XXXXXX")
   TARGET=${WORK}
   {
     echo "apiVersion: kustomize.config.k8s.io/v1beta1"
     echo "kind: Kustomization"
-    echo "resources: [../kustomize/overlays/local]"
+    echo "resources: [../kustomize/overlays/${OVERLAY}]"
     echo "components:"
     local component
     for component in ${COMPONENTS//,/ }; do
@@ -34,7 +67,12 @@ choose_target() {
       echo "  - ../kustomize/components/${component}"
     done
     if [[ ",${COMPONENTS}," == *,arm64-serving,* ]]; then
-      echo "images: [{name: fmnist-jobs, newName: ${IMAGE_REPO}, newTag: '$(image_tag)'}]"
+      echo "images: [{name: fmnist-jobs, newName: $(image_repo), newTag: '$(image_tag)'}]"
+    fi
+    if [[ -n "${STORAGE_CLASS}" ]]; then
+      echo "patches:"
+      echo "  - target: {version: v1, kind: PersistentVolumeClaim, name: fmnist-work}"
+      echo "    patch: '[{\"op\": \"replace\", \"path\": \"/spec/storageClassName\", \"value\": \"${STORAGE_CLASS}\"}]'"
     fi
   } > "${WORK}/kustomization.yaml"
 }
@@ -69,7 +107,9 @@ main() {
   apply kustomize/addons/argo-crds
   kubectl wait --for=condition=Established --timeout="${WAIT_TIMEOUT}" \
     crd/workflows.argoproj.io crd/workflowtaskresults.argoproj.io >/dev/null
+  choose_overlay
   choose_target
+  info "overlay ${OVERLAY}${COMPONENTS:+ with ${COMPONENTS}}${STORAGE_CLASS:+, work volume from ${STORAGE_CLASS}}"
   apply "${TARGET}"
   wait_rollout "${OPERATOR_NAMESPACE}" training-operator control-plane=kubeflow-training-operator
   kubectl wait --for=condition=Established --timeout="${WAIT_TIMEOUT}" crd/tfjobs.kubeflow.org >/dev/null
@@ -77,7 +117,7 @@ main() {
   wait_rollout "${NAMESPACE}" argo-server app=argo-server
   wait_rollout "${NAMESPACE}" mlflow app.kubernetes.io/name=mlflow
   wait_serving
-  info "deployed into ${NAMESPACE}; next: make image pipeline (make status, make cluster-ui)"
+  info "deployed into ${NAMESPACE} (overlay ${OVERLAY}); next: make image pipeline (make status, make cluster-ui)"
 }
 
 main "$@"

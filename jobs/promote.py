@@ -4,8 +4,10 @@ The best candidate (highest test accuracy) is compared with the served version r
 the same test split; it is promoted only if it is strictly better, or nothing is served, or
 with --force. It becomes `<work>/models/fmnist/<N>/`, TF Serving's layout: copied into a
 hidden temp dir and renamed, under a lock, so a server polling the folder never sees a partial
-version and two promotions never take the same number. It is then registered in the MLflow
-model registry under `fmnist` with the alias `champion`.
+version and two promotions never take the same number. The model servers' config file then
+names the model (`jobs.serving_config`: TF Serving starts before any model exists and loads
+the model once that file lists it). It is then registered in the MLflow model registry under
+`fmnist` with the alias `champion`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from jobs import models
+from jobs import models, serving_config
 from jobs.common import JobError, add_run_arguments, atomic_dir, emit, parser, read_json, run, write_json
 from jobs.paths import MODEL_NAME, Work, versions
 
@@ -145,6 +147,7 @@ def promote(work: Work, run_id: str, dataset: str, names: Sequence[str], force: 
                 "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
             result["version"] = publish(work.candidate(run_id, best).model, base, record)
+            serving_config.serve_latest(work)
             log.info("promoted %s as version %d of %s", best, result["version"], base)
     if decision.promote:
         result["registered_version"] = register(work, run_id, best, result["version"], accuracy)

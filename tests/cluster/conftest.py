@@ -34,6 +34,7 @@ TARGETS = (
     [(t, t, ()) for t in render.KUSTOMIZATIONS]
     + [(f"overlays/local+{c}", "overlays/local", (c,)) for c in render.COMPONENTS]
     + [("overlays/local+all", "overlays/local", render.COMPONENTS)]
+    + [("overlays/cluster+gpu", "overlays/cluster", ("gpu",))]
 )
 
 

@@ -23,7 +23,17 @@ KUSTOMIZE = ROOT / "kustomize"
 REMOTE = re.compile(r"https://github\.com/(?P<org>[\w.-]+)/(?P<repo>[\w.-]+)//(?P<path>[\w./-]+)\?ref=(?P<ref>[\w.-]+)")
 
 # Every kustomization a user can apply or that a test renders, and the components.
-KUSTOMIZATIONS = ("addons/argo-crds", "addons/training-operator", "addons/argo", "base", "overlays/local")
+KUSTOMIZATIONS = (
+    "addons/argo-crds",
+    "addons/training-operator",
+    "addons/argo",
+    "base",
+    "overlays/local",
+    "overlays/local-nodes",
+    "overlays/cluster",
+)
+# The overlays a user applies (hack/deploy.sh's OVERLAY).
+OVERLAYS = ("local", "local-nodes", "cluster")
 COMPONENTS = ("gpu", "arm64-serving")
 
 

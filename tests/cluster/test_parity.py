@@ -57,7 +57,7 @@ def test_train_is_one_tfjob_per_model_running_the_step(wf):
     [c] = worker["template"]["spec"]["containers"]
     assert c["name"] == "tensorflow", "the operator gives TF_CONFIG only to the container named tensorflow"
     assert c["command"] + c["args"] == step.command("python", **argo_parameters(wf))
-    assert c["image"] == "{{workflow.parameters.image}}"
+    assert c["image"] == "{{workflow.parameters.image}}{{workflow.parameters.image-suffix}}"
 
 
 def test_tfjob_shape(wf):
@@ -66,11 +66,11 @@ def test_tfjob_shape(wf):
     assert resource["action"] == "create" and resource["setOwnerReference"] is True
     assert "manifests" not in resource
     assert resource["successCondition"] == "status.replicaStatuses.Worker.succeeded = {{workflow.parameters.workers}}"
-    assert resource["failureCondition"].startswith("status.replicaStatuses.Worker.failed")
+    assert resource["failureCondition"].startswith("status.conditions.0.type == Failed")
     tfjob, worker = worker_container(wf)
     assert list(tfjob["spec"]["tfReplicaSpecs"]) == ["Worker"]
     assert worker["replicas"] == "{{workflow.parameters.workers}}"
-    assert worker["restartPolicy"] == "OnFailure"
+    assert worker["restartPolicy"] == "ExitCode"
     assert tfjob["spec"]["successPolicy"] == "AllWorkers"
     assert tfjob["spec"]["runPolicy"]["cleanPodPolicy"] in ("Running", "All")
     assert tfjob["spec"]["runPolicy"]["backoffLimit"] >= 1
@@ -89,6 +89,8 @@ def test_every_job_container_gets_the_contract_env(wf):
         assert env["MLFLOW_EXPERIMENT_NAME"]["value"] == "fmnist"
         assert env["FMNIST_THREADS"]["valueFrom"]["resourceFieldRef"]["resource"] == "limits.cpu"
         assert c["imagePullPolicy"] == "IfNotPresent"
+        # Every job runs the image variant the cluster is set up for (components/gpu: -gpu).
+        assert c["image"] == "{{workflow.parameters.image}}{{workflow.parameters.image-suffix}}"
         mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
         assert mounts[workflow.WORK_VOLUME] == argo_parameters(wf)["work_dir"]
 

@@ -6,10 +6,15 @@ run would give it, each TFJob runs its `replicas` workers as processes with TF_C
 way the training operator builds it (loopback ports instead of the pods' service names), and
 the serving steps talk to `python -m jobs.serve` on a free port in place of TF Serving. If the
 workflow and the jobs drift apart (a flag renamed, a module moved), this test fails.
-Tiny settings: the synthetic dataset, 1 epoch, 2 workers per candidate."""
+Tiny settings: the synthetic dataset, 1 epoch, 2 workers per candidate.
+
+Each step's peak resident memory (its process tree, sampled) is checked against the memory
+limit its pod would have: the workers against the limits in the overlay's ConfigMap
+fmnist-pipeline, the steps against their containers' limits."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,7 +24,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
+import yaml
 
 from jobs.local import free_ports
 from tests.cluster import workflow
@@ -27,6 +34,29 @@ from tests.cluster import workflow
 ROOT = workflow.ROOT
 MODELS = os.environ.get("PARITY_MODELS", "cnn,dropout,batchnorm")
 STEP_TIMEOUT = 900
+SAMPLE_SECONDS = 0.25
+MIB = 1024 * 1024
+
+
+def quantity_bytes(text: str) -> int:
+    """A Kubernetes memory quantity (Ki, Mi, Gi, or plain bytes) in bytes."""
+    units = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "k": 1000, "M": 1000**2, "G": 1000**3}
+    for suffix, factor in units.items():
+        if str(text).endswith(suffix):
+            return int(float(str(text)[: -len(suffix)]) * factor)
+    return int(text)
+
+
+def tree_rss(proc: psutil.Process) -> int:
+    """Resident memory of a process and its descendants (an upper bound of what its cgroup
+    would be charged: shared pages count once per process)."""
+    total = 0
+    with contextlib.suppress(psutil.NoSuchProcess):
+        for p in [proc, *proc.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += p.memory_info().rss
+    return total
+
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +78,8 @@ class Runner:
             for m in t["container"]["volumeMounts"]
         }
         self.mount = mounts[workflow.WORK_VOLUME]
+        self.peaks: dict[str, int] = {}  # process name -> peak resident bytes of its tree
+        self.limits: dict[str, int] = {}  # process name -> its container's memory limit
 
     def argv(self, container: dict, values: dict[str, str]) -> list[str]:
         argv = [workflow.substitute(a, values) for a in container["command"] + container.get("args", [])]
@@ -84,15 +116,18 @@ class Runner:
             start_new_session=True,
         )
 
-    def finish(self, name: str, procs: list[subprocess.Popen]) -> None:
+    def finish(self, name: str, procs: list[subprocess.Popen], names: list[str]) -> None:
+        """Waits for the processes, sampling each one's memory, and records the peaks."""
         deadline = time.monotonic() + STEP_TIMEOUT
-        for p in procs:
-            try:
-                p.wait(timeout=max(1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+        watched = [psutil.Process(p.pid) for p in procs]
+        while any(p.poll() is None for p in procs):
+            for proc, what in zip(watched, names, strict=True):
+                self.peaks[what] = max(self.peaks.get(what, 0), tree_rss(proc))
+            if time.monotonic() > deadline:
                 for q in procs:
                     q.kill()
-                raise AssertionError(f"{name} timed out:\n{self.tail(name)}") from None
+                raise AssertionError(f"{name} timed out:\n{self.tail(name)}")
+            time.sleep(SAMPLE_SECONDS)
         if any(p.returncode for p in procs):
             raise AssertionError(f"{name} failed ({[p.returncode for p in procs]}):\n{self.tail(name)}")
 
@@ -104,18 +139,22 @@ class Runner:
 
     def run_container(self, name: str, template: dict) -> None:
         c = template["container"]
-        self.finish(name, [self.start(name, self.argv(c, self.values), self.env(c, self.values))])
+        self.limits[name] = quantity_bytes(c["resources"]["limits"]["memory"])
+        self.finish(name, [self.start(name, self.argv(c, self.values), self.env(c, self.values))], [name])
 
     def run_tfjob(self, name: str, template: dict, item: str) -> None:
         values = {**self.values, "inputs.parameters.model": item, "item": item}
-        tfjob = __import__("yaml").safe_load(workflow.substitute(template["resource"]["manifest"], values))
+        tfjob = yaml.safe_load(workflow.substitute(template["resource"]["manifest"], values))
         replicas = tfjob["spec"]["tfReplicaSpecs"]
         assert list(replicas) == ["Worker"]
         worker = replicas["Worker"]
         [c] = [c for c in worker["template"]["spec"]["containers"] if c["name"] == "tensorflow"]
         n = int(worker["replicas"])
         ports = free_ports(n)
-        procs = []
+        procs, names = [], []
+        limit = quantity_bytes(
+            yaml.safe_load(workflow.substitute("{{workflow.parameters.worker-limits}}", values))["memory"]
+        )
         for i in range(n):
             env = self.env(c, values)
             if n > 1:  # the operator sets TF_CONFIG only for more than one replica
@@ -126,8 +165,10 @@ class Runner:
                         "environment": "cloud",
                     }
                 )
-            procs.append(self.start(f"{name}-{item}-worker-{i}", self.argv(c, values), env))
-        self.finish(f"{name}-{item}", procs)
+            names.append(f"{name}-{item}-worker-{i}")
+            self.limits[names[-1]] = limit
+            procs.append(self.start(names[-1], self.argv(c, values), env))
+        self.finish(f"{name}-{item}", procs, names)
 
 
 @pytest.fixture
@@ -201,7 +242,19 @@ def test_workflow_steps_run_locally_and_serve_a_model(tmp_path, server):
         if task["name"] == "promote":
             versions = [p.name for p in (work / "models" / "fmnist").iterdir() if p.name.isdigit()]
             assert versions, "promote wrote no model version under models/fmnist"
+            # ... and pointed the model servers' config file at them (what TF Serving loads).
+            config = (work / "models" / "serving.config").read_text()
+            assert 'name: "fmnist"' in config and f'base_path: "{work / "models" / "fmnist"}"' in config
     assert ran == ["ingest", "train", "evaluate", "promote", "wait-serving", "smoke"]
     with urllib.request.urlopen(f"{url}/v1/models/fmnist", timeout=10) as response:
         status = json.load(response)["model_version_status"]
     assert any(s["state"] == "AVAILABLE" for s in status)
+    report = ", ".join(f"{name} {peak / MIB:.0f}" for name, peak in runner.peaks.items())
+    print(f"\n[parity] peak resident MiB per process tree: {report}")
+    over = {
+        name: f"{peak / MIB:.0f} MiB > {runner.limits[name] / MIB:.0f} MiB"
+        for name, peak in runner.peaks.items()
+        if peak >= runner.limits[name]
+    }
+    assert not over, f"over the pod's memory limit: {over}"
+    assert len([n for n in runner.peaks if "-worker-" in n]) == 2 * len(MODELS.split(","))

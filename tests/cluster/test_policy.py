@@ -105,6 +105,7 @@ def all_containers(spec: dict) -> list[dict]:
 @pytest.fixture(scope="module")
 def everything(rendered, wf) -> list[dict]:
     docs = rendered["overlays/local+all"] + rendered["overlays/local"] + rendered["addons/argo-crds"]
+    docs += rendered["overlays/local-nodes"] + rendered["overlays/cluster+gpu"]
     return docs + workflow_pods(wf)
 
 

@@ -130,8 +130,8 @@ def test_tf_serving(overlay, wf):
     assert c["image"] == "tensorflow/serving:2.20.0"
     args = dict(a.split("=", 1) for a in c["args"])
     work_mount = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "work")
-    assert args["--model_base_path"] == f"{work_mount}/models/fmnist"
-    assert args["--model_name"] == "fmnist"
+    # Which models and where: the config file on the work volume (tests/cluster/test_serving_start.py).
+    assert args["--model_config_file"] == f"{work_mount}/models/serving.config"
     assert int(args["--file_system_poll_wait_seconds"]) > 0
     assert args["--rest_api_port"] == "8501"
     config_dir = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "monitoring")
@@ -164,11 +164,19 @@ def test_tf_serving(overlay, wf):
     assert url.port in {p["port"] for p in service["spec"]["ports"]}
 
 
-def test_gpu_component_gives_workers_a_gpu(rendered, overlay):
+def test_gpu_component_gives_workers_a_gpu_and_the_gpu_image(rendered, overlay, wf):
     plain = find(overlay, "ConfigMap", "fmnist-pipeline")["data"]
     gpu = find(rendered["overlays/local+gpu"], "ConfigMap", "fmnist-pipeline")["data"]
     assert "nvidia.com/gpu" not in yaml.safe_load(plain["worker-limits"])
     assert yaml.safe_load(gpu["worker-limits"])["nvidia.com/gpu"] == "1"
+    # The image: <tag> on CPU, <tag>-gpu (make image GPU=1: tensorflow[and-cuda]) with the component.
+    assert plain["image-suffix"] == "" and gpu["image-suffix"] == "-gpu"
+    suffix = next(p for p in wf["spec"]["arguments"]["parameters"] if p["name"] == "image-suffix")
+    assert suffix["valueFrom"]["configMapKeyRef"] == {"name": "fmnist-pipeline", "key": "image-suffix"}
+    assert suffix["valueFrom"]["default"] == plain["image-suffix"]
+    image_sh = (render.ROOT / "hack" / "image.sh").read_text()
+    assert "requirements=requirements/jobs-gpu.txt suffix=-gpu" in image_sh
+    assert "ARG REQUIREMENTS=requirements/jobs.txt" in (render.ROOT / "infra" / "Dockerfile").read_text()
     assert (
         find(rendered["overlays/local+gpu"], "ConfigMap", "fmnist-pipeline")["metadata"]["labels"][
             "workflows.argoproj.io/configmap-type"

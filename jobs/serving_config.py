@@ -1,0 +1,104 @@
+"""TF Serving's model config file: which models a server loads, from where, which versions.
+
+`tensorflow_model_server --model_config_file=F --model_config_file_poll_wait_seconds=S` starts
+at once when F lists no model (a file with only a comment), opens its ports, and re-reads F
+every S seconds; from the first read that lists a model on, it loads that model's versions.
+With `--model_base_path` instead, it would not open a port before a version exists.
+
+The file sits on the shared volume beside the versions (`<work>/models/serving.config`, see
+`path`). The promote step writes it after each promotion; a server's init container creates
+the placeholder only where none exists. The text is protobuf text format of TF Serving's
+`ModelServerConfig`; every write is whole (temp file + rename), so a polling server never
+reads half a file. A version policy is `latest` (the highest version) or specific versions,
+so that a rollback or a canary can pin a version per server (each server reads its own file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from jobs.common import JobError, fsync_dir
+from jobs.paths import MODEL_NAME, Work
+
+FILE_NAME = "serving.config"
+
+# What the file says before any model exists: parses as an empty ModelServerConfig. Not a
+# zero-byte file: TF Serving reads the file through a memory map, which fails on zero bytes.
+PLACEHOLDER = "# No model is served yet: the pipeline's promote step writes this file.\n"
+
+
+def path(work: Work) -> Path:
+    """The config file of the model servers, beside the model folders."""
+    return work.root / "models" / FILE_NAME
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """One model a server loads: its name in URLs, the folder of its numeric versions as the
+    server sees it (an absolute path), and which versions (none given: the latest one)."""
+
+    name: str
+    base_path: str
+    versions: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
+            raise JobError(f"model name {self.name!r} must be letters, digits, '-', '_' or '.'")
+        if not self.base_path.startswith("/") or any(c in self.base_path for c in '"\\\n'):
+            raise JobError(f"base path {self.base_path!r} must be an absolute path without quotes")
+        if any(not isinstance(v, int) or v < 0 for v in self.versions):
+            raise JobError(f"versions must be whole numbers: {self.versions!r}")
+
+
+def render(models: Sequence[Model]) -> str:
+    """The ModelServerConfig text for these models (none: the placeholder)."""
+    if not models:
+        return PLACEHOLDER
+    lines = ["# Written by the pipeline (jobs.serving_config); servers re-read it on their own.", "model_config_list {"]
+    for model in models:
+        if model.versions:
+            policy = ["specific {", *(f"  versions: {v}" for v in sorted(set(model.versions))), "}"]
+        else:
+            policy = ["latest {", "  num_versions: 1", "}"]
+        lines += [
+            "  config {",
+            f'    name: "{model.name}"',
+            f'    base_path: "{model.base_path}"',
+            '    model_platform: "tensorflow"',
+            "    model_version_policy {",
+            *(f"      {line}" for line in policy),
+            "    }",
+            "  }",
+        ]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def write(target: Path, text: str) -> None:
+    """Replaces `target` with `text` in one rename: readers see the old file or the new one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(target.parent)
+
+
+def serve_latest(work: Work, name: str = MODEL_NAME) -> Path:
+    """Points the servers at the newest version of `name` (what a promotion means)."""
+    target = path(work)
+    write(target, render([Model(name, str(work.served(name).absolute()))]))
+    return target

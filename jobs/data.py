@@ -4,6 +4,12 @@ A stored dataset is a folder holding `{train,test}_{images,labels}.npy` (uint8 i
 `[N,28,28]`, uint8 labels `[N]`) and `manifest.json` (source, its settings, counts, class
 names and a SHA-256 of every array). Loading checks the manifest, so a damaged or partial
 dataset is refused rather than trained on.
+
+The models see three splits (`model_splits`): a validation split carved from the stored
+training images by a seeded draw (the manifest's `validation`: fraction and seed), the rest of
+them for training, and the test split as stored. Candidates are compared on the validation
+split, so selection never looks at the test split; the manifest's `splits` give each one's
+size and digest (what MLflow shows as the dataset inputs).
 """
 
 from __future__ import annotations
@@ -35,8 +41,11 @@ CLASS_NAMES = (
     "Ankle boot",
 )
 SPLITS = ("train", "test")
+MODEL_SPLITS = ("train", "validation", "test")
 IMAGE_SHAPE = (28, 28)
 FORMAT_VERSION = 1
+# The validation split: this fraction of the stored training images, drawn with this seed.
+DEFAULT_VALIDATION = {"fraction": 0.1, "seed": 0}
 
 # The four files of the official distribution, as `idx` expects them in one folder.
 IDX_FILES = {
@@ -195,7 +204,44 @@ def sha256(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
-def manifest_for(dataset: Dataset, source: dict) -> dict:
+def digest(split: Split) -> str:
+    """A short fingerprint of one split's images and labels together (MLflow's dataset digest)."""
+    hasher = hashlib.sha256()
+    for array in split:
+        hasher.update(np.ascontiguousarray(array).tobytes())
+    return hasher.hexdigest()[:12]
+
+
+def validation_indices(count: int, fraction: float, seed: int) -> np.ndarray:
+    """Which of `count` training images form the validation split: a seeded draw, ascending."""
+    if not 0.0 < fraction < 1.0:
+        raise JobError(f"the validation fraction must be between 0 and 1, not {fraction}")
+    size = min(count - 1, max(1, round(count * fraction)))
+    return np.sort(np.random.default_rng(seed).permutation(count)[:size])
+
+
+def carve(dataset: Dataset, validation: dict) -> Dataset:
+    """The models' splits: the stored training images less the validation draw, the validation
+    draw, and the stored test split (when `dataset` holds it)."""
+    train = dataset["train"]
+    held_out = np.zeros(len(train.labels), bool)
+    held_out[validation_indices(len(train.labels), validation["fraction"], validation["seed"])] = True
+    carved = {
+        "train": Split(train.images[~held_out], train.labels[~held_out]),
+        "validation": Split(train.images[held_out], train.labels[held_out]),
+    }
+    if "test" in dataset:
+        carved["test"] = dataset["test"]
+    return carved
+
+
+def describe(splits: Dataset) -> dict:
+    """Size and digest of every split, as the manifest records them."""
+    return {name: {"examples": int(len(split.labels)), "digest": digest(split)} for name, split in splits.items()}
+
+
+def manifest_for(dataset: Dataset, source: dict, validation: dict | None = None) -> dict:
+    validation = {**DEFAULT_VALIDATION, **(validation or {})}
     files = {}
     for split, (images, labels) in dataset.items():
         files[f"{split}_images.npy"] = {"shape": list(images.shape), "sha256": sha256(images)}
@@ -206,12 +252,14 @@ def manifest_for(dataset: Dataset, source: dict) -> dict:
         "class_names": list(CLASS_NAMES),
         "counts": {split: int(len(dataset[split].labels)) for split in SPLITS},
         "files": files,
+        "validation": validation,
+        "splits": describe(carve(dataset, validation)),
     }
 
 
-def write(dataset: Dataset, target: Path, source: dict) -> dict:
+def write(dataset: Dataset, target: Path, source: dict, validation: dict | None = None) -> dict:
     """Writes the dataset to `target` atomically and returns its manifest."""
-    manifest = manifest_for(dataset, source)
+    manifest = manifest_for(dataset, source, validation)
     with atomic_dir(target) as tmp:
         for split, (images, labels) in dataset.items():
             np.save(tmp / f"{split}_images.npy", images, allow_pickle=False)
@@ -249,6 +297,22 @@ def load(folder: Path, splits: tuple[str, ...] = SPLITS, verify: bool = True) ->
     return dataset
 
 
+def model_splits(folder: Path, splits: tuple[str, ...] = MODEL_SPLITS) -> tuple[Dataset, dict]:
+    """The splits the models see (train less validation, validation, test), checked against the
+    manifest, and each one's record there: `{name: {"examples": N, "digest": "..."}}`.
+
+    A manifest written before validation splits existed carves with DEFAULT_VALIDATION."""
+    stored = load(folder, tuple(s for s in SPLITS if s in splits or (s == "train" and "validation" in splits)))
+    manifest = read_manifest(folder)
+    carved = carve(stored, manifest.get("validation", DEFAULT_VALIDATION)) if "train" in stored else stored
+    found = describe({name: carved[name] for name in splits})
+    recorded = manifest.get("splits", {})
+    for name in splits:
+        if name in recorded and recorded[name] != found[name]:
+            raise JobError(f"the {name} split of {folder} does not match its manifest; re-run ingest")
+    return {name: carved[name] for name in splits}, found
+
+
 # --- input pipeline ----------------------------------------------------------------------
 
 
@@ -268,6 +332,17 @@ def training_pipeline(split: Split, global_batch: int, seed: int = 0, shuffle_bu
     ds = ds.cache().shuffle(min(shuffle_buffer, len(split.labels)), seed=seed, reshuffle_each_iteration=True)
     ds = ds.repeat().batch(global_batch, drop_remainder=True)
     ds = ds.map(lambda x, y: (to_model_input(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def evaluation_pipeline(split: Split, global_batch: int):
+    """One pass over a split in order, batched (the last batch may be short), sharded by data."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels.astype(np.int64))).cache()
+    ds = ds.batch(global_batch).map(lambda x, y: (to_model_input(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)

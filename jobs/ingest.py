@@ -8,18 +8,26 @@ settings finds the manifest and does nothing. Training reads only what this step
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from jobs import data
-from jobs.common import emit, parser, positive_int, run
+from jobs.common import emit, fraction, parser, positive_int, run
 from jobs.paths import Work
 
 log = logging.getLogger("jobs.ingest")
 
 SOURCES = ("fashion_mnist", "idx", "synthetic")
+
+
+def open_fraction(text: str) -> float:
+    value = fraction(text)
+    if value in (0.0, 1.0):
+        raise argparse.ArgumentTypeError(f"must be above 0 and below 1: {text}")
+    return value
 
 
 def source_settings(args) -> dict:
@@ -40,18 +48,24 @@ def produce(settings: dict, work: Work) -> data.Dataset:
     return data.from_tfds(work.tfds)
 
 
-def ingest(work: Work, settings: dict, dataset: str) -> tuple[dict, bool]:
+def ingest(work: Work, settings: dict, dataset: str, validation: dict | None = None) -> tuple[dict, bool]:
     """Returns the stored manifest and whether this call wrote it."""
+    validation = {**data.DEFAULT_VALIDATION, **(validation or {})}
     target = work.dataset(dataset)
     existing = data.read_manifest(target)
-    if existing is not None and existing.get("source") == settings and existing.get("format") == data.FORMAT_VERSION:
+    if (
+        existing is not None
+        and existing.get("source") == settings
+        and existing.get("format") == data.FORMAT_VERSION
+        and existing.get("validation") == validation
+    ):
         data.load(target)  # a no-op only if what is there is whole
         log.info("%s is already ingested at %s; nothing to do", dataset, target)
         return existing, False
     if existing is not None:
-        log.info("%s holds other data (%s); replacing it", target, existing.get("source"))
-    log.info("ingesting %s into %s", settings, target)
-    manifest = data.write(produce(settings, work), target, settings)
+        log.info("%s holds other data or splits (%s); replacing it", target, existing.get("source"))
+    log.info("ingesting %s into %s (validation split: %s)", settings, target, validation)
+    manifest = data.write(produce(settings, work), target, settings, validation)
     return manifest, True
 
 
@@ -67,10 +81,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--train-size", type=positive_int, default=12_000, help="with --dataset synthetic")
     p.add_argument("--test-size", type=positive_int, default=2_000, help="with --dataset synthetic")
     p.add_argument("--seed", type=int, default=0, help="with --dataset synthetic")
+    p.add_argument(
+        "--validation-fraction",
+        type=open_fraction,
+        default=data.DEFAULT_VALIDATION["fraction"],
+        help="share of the training images held out to compare candidates on",
+    )
+    p.add_argument(
+        "--split-seed", type=int, default=data.DEFAULT_VALIDATION["seed"], help="seed of the validation draw"
+    )
     args = p.parse_args(argv)
 
-    manifest, wrote = ingest(Work(args.work_dir), source_settings(args), args.dataset)
-    emit(train_examples=manifest["counts"]["train"], test_examples=manifest["counts"]["test"], written=int(wrote))
+    validation = {"fraction": args.validation_fraction, "seed": args.split_seed}
+    manifest, wrote = ingest(Work(args.work_dir), source_settings(args), args.dataset, validation)
+    emit(
+        train_examples=manifest["counts"]["train"],  # of which the validation split holds:
+        validation_examples=manifest["splits"]["validation"]["examples"],
+        test_examples=manifest["counts"]["test"],
+        written=int(wrote),
+    )
     return 0
 
 

@@ -5,10 +5,22 @@ single replica). Every worker trains and saves (saving is a collective): the chi
 candidate's folder, the others to temp folders they delete. Progress survives a lost worker
 through BackupAndRestore on the shared volume: a restarted job resumes at the last finished
 epoch. The chief alone talks to MLflow.
+
+Reproducible: the seed fixes the initial weights, dropout and the shuffling order
+(`tf_keras.utils.set_random_seed`, a seeded tf.data shuffle), and TensorFlow's op determinism
+(on by default; `--no-deterministic` turns it off) removes the rest, so the same seed, data,
+settings and thread count give the same metrics, on one process or on several. A run resumed
+from its backup continues from the restored weights with a fresh shuffle, so it is not
+bit-identical to an uninterrupted one.
+
+Each epoch also scores the validation split (carved from the training images by ingest), so
+the curves show training and validation; the finished model is logged to MLflow as a
+LoggedModel of the candidate's run, the child of the pipeline run's parent run.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import re
 import shutil
@@ -110,21 +122,44 @@ class Progress:
         return Callback()
 
 
-def start_tracking(candidate: Candidate, args, cluster: distributed.Cluster, params: dict):
-    """The chief's MLflow run, reused when a restarted chief finds it in run.json."""
+def start_tracking(candidate: Candidate, args, cluster: distributed.Cluster, params: dict, datasets: dict):
+    """The chief's MLflow run, a child of the pipeline run's parent run, named after the
+    candidate; reused when a restarted chief finds it in run.json. `datasets`: the MLflow
+    dataset inputs (train, validation) it trains on."""
     from jobs.tracking import Tracker
 
     tracker = Tracker()
     info = read_json(candidate.run_info) if candidate.run_info.exists() else {}
     mlflow_run = info.get("mlflow_run_id")
     if not mlflow_run:
+        parent = tracker.pipeline_run(Work(args.work_dir), args.run_id, {"dataset": args.dataset})
         mlflow_run = tracker.start_run(
-            f"{args.model}-{args.run_id}",
-            {"pipeline_run": args.run_id, "model": args.model, "dataset": args.dataset},
+            args.model,
+            {"pipeline_run": args.run_id, "role": "candidate", "model": args.model, "dataset": args.dataset},
+            parent=parent,
         )
         tracker.log_params(mlflow_run, params)
+        tracker.log_inputs(mlflow_run, datasets)
+        tracker.log_inputs(parent, datasets)
         write_json(candidate.run_info, {**info, "mlflow_run_id": mlflow_run, "params": params})
     return tracker, mlflow_run
+
+
+def log_model(progress: Progress, candidate: Candidate, args, params: dict, example) -> None:
+    """The trained SavedModel as the run's LoggedModel (signature, input example); its id goes
+    to run.json for evaluate and promote."""
+    last_epoch = max((e["epoch"] for e in progress.epochs), default=args.epochs - 1)
+    model_id = progress.tracker.log_model(
+        progress.mlflow_run,
+        candidate.model,
+        name=args.model,
+        step=last_epoch,
+        example=example,
+        params=params,
+        tags={"pipeline_run": args.run_id, "model": args.model, "dataset": args.dataset},
+    )
+    if model_id:
+        write_json(candidate.run_info, {**read_json(candidate.run_info), "model_id": model_id})
 
 
 def train(args) -> dict:
@@ -141,10 +176,17 @@ def train(args) -> dict:
     import tf_keras as keras
 
     from jobs import data, export
+    from jobs.tracking import dataset_inputs
 
-    train_split = data.load(dataset_dir, ("train",))["train"]
+    keras.utils.set_random_seed(args.seed)  # initial weights, dropout, shuffling
+    if args.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    splits, records = data.model_splits(dataset_dir, ("train", "validation"))
+    train_split, validation = splits["train"], splits["validation"]
+    manifest = data.read_manifest(dataset_dir)
     global_batch = args.batch_per_worker * cluster.workers
     steps = args.steps_per_epoch or max(1, len(train_split.labels) // global_batch)
+    split = manifest.get("validation", data.DEFAULT_VALIDATION)
     params = {
         "model": args.model,
         "dataset": args.dataset,
@@ -156,6 +198,12 @@ def train(args) -> dict:
         "steps_per_execution": args.steps_per_execution,
         "base_learning_rate": args.learning_rate,
         "threads": threads,
+        "seed": args.seed,
+        "deterministic": args.deterministic,
+        "train_examples": records["train"]["examples"],
+        "validation_examples": records["validation"]["examples"],
+        "validation_fraction": split["fraction"],
+        "validation_split_seed": split["seed"],
     }
     log.info("%s on %s of %d: %s", args.model, cluster.name, cluster.workers, params)
     candidate.root.mkdir(parents=True, exist_ok=True)
@@ -184,13 +232,15 @@ def train(args) -> dict:
             keras.callbacks.TensorBoard(str(candidate.tensorboard if cluster.is_chief else scratch / "tb")),
         ]
         if cluster.is_chief:
-            tracker, mlflow_run = start_tracking(candidate, args, cluster, params)
+            datasets = dataset_inputs(args.dataset, dataset_dir, records, manifest["source"])
+            tracker, mlflow_run = start_tracking(candidate, args, cluster, params, datasets)
             progress = Progress(candidate, tracker, mlflow_run, steps * global_batch)
             callbacks.append(progress.callback())
 
         started = time.monotonic()
         history = model.fit(
             data.training_pipeline(train_split, global_batch, seed=args.seed),
+            validation_data=data.evaluation_pipeline(validation, global_batch),
             epochs=args.epochs,
             steps_per_epoch=steps,
             callbacks=callbacks,
@@ -217,6 +267,7 @@ def train(args) -> dict:
 
     last = {k: float(v[-1]) for k, v in history.history.items() if v}
     result = {"train_seconds": seconds, "accuracy": last.get("accuracy", 0.0), "loss": last.get("loss", 0.0)}
+    result.update({k: last[k] for k in ("val_accuracy", "val_loss") if k in last})
     if progress is not None:
         redone = progress.first_epoch or 0
         result["resumed_at_epoch"] = redone
@@ -226,7 +277,7 @@ def train(args) -> dict:
         info = read_json(candidate.run_info)
         write_json(candidate.run_info, {**info, **result, "epochs_trained": len(progress.epochs)})
         progress.tracker.log_metrics(progress.mlflow_run, {"train_seconds": seconds})
-        progress.tracker.log_artifacts(progress.mlflow_run, candidate.model, "model")
+        log_model(progress, candidate, args, params, validation.images[:5])
         progress.tracker.log_artifacts(progress.mlflow_run, candidate.tensorboard, "tensorboard")
         progress.tracker.end_run(progress.mlflow_run)
     return result
@@ -246,7 +297,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--batch-per-worker", type=positive_int, default=64, help="global batch = this x workers")
     p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's base rate; a tenth from epoch 4")
-    p.add_argument("--seed", type=int, default=0, help="shuffling seed")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights, dropout and shuffling")
+    p.add_argument(
+        "--deterministic",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="TensorFlow's op determinism: the same seed gives the same metrics",
+    )
     p.add_argument(
         "--collective-timeout",
         type=float,

@@ -1,8 +1,13 @@
-"""Evaluate candidates on the test split, through the exact SavedModel that would be served.
+"""Evaluate candidates on the validation and test splits, through the exact SavedModel that
+would be served.
 
-For each candidate: accuracy, loss, per-class precision and recall (eval/metrics.json), a
-confusion-matrix PNG and training curves, written beside the candidate and logged to its
-MLflow run.
+For each candidate: accuracy, loss, per-class precision and recall on both splits
+(eval/metrics.json: the test split's figures at the top, the validation split's under
+`validation`), its training and validation curves and its test confusion matrix, written beside
+the candidate and logged to its MLflow run, the metrics linked to its LoggedModel and to the
+dataset they were measured on. For the pipeline run: the candidates compared (per class, and
+their curves) in `<work>/runs/<run>/plots/`, logged to the parent run.
+Promotion chooses on the validation figures; the test figures are the final score.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs import models
+from jobs import models, report
 from jobs.common import (
     JobError,
     add_run_arguments,
@@ -72,70 +77,65 @@ def metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict:
     }
 
 
-def plot_confusion(confusion: list[list[int]], title: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    matrix = np.asarray(confusion)
-    fig, ax = plt.subplots(figsize=(7, 6))
-    image = ax.imshow(matrix, cmap="Blues")
-    fig.colorbar(image, ax=ax)
-    ax.set(
-        xticks=range(len(CLASS_NAMES)), yticks=range(len(CLASS_NAMES)), xlabel="predicted", ylabel="true", title=title
-    )
-    ax.set_xticklabels(CLASS_NAMES, rotation=45, ha="right")
-    ax.set_yticklabels(CLASS_NAMES)
-    threshold = matrix.max() / 2 if matrix.size else 0
-    for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, str(value), ha="center", va="center", fontsize=7, color="white" if value > threshold else "black")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+def metric_key(class_name: str) -> str:
+    return class_name.replace("/", "_").replace(" ", "_").replace("-", "_").lower()
 
 
-def plot_curves(history: list[dict], title: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [e["epoch"] + 1 for e in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(epochs, [e.get("loss", np.nan) for e in history], marker="o")
-    left.set(xlabel="epoch", ylabel="training loss", title=title)
-    right.plot(epochs, [e.get("accuracy", np.nan) for e in history], marker="o")
-    right.set(xlabel="epoch", ylabel="training accuracy")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def evaluate(candidate: Candidate, images: np.ndarray, labels: np.ndarray, tracker) -> dict:
+def evaluate(candidate: Candidate, splits: dict, tracker, datasets: dict, label: str) -> dict:
+    """Scores one candidate on the validation and test splits; `label` ("<dataset>, run <run>")
+    goes into the plot titles."""
     if not (candidate.model / "saved_model.pb").exists():
         raise JobError(f"candidate {candidate.name} has no model at {candidate.model}: did its training finish?")
-    result = metrics(predict(candidate.model, images), labels)
+    validation, test = splits["validation"], splits["test"]
+    result = metrics(predict(candidate.model, test.images), test.labels)
+    result["validation"] = metrics(predict(candidate.model, validation.images), validation.labels)
     history = read_json(candidate.history).get("epochs", []) if candidate.history.exists() else []
     with atomic_dir(candidate.eval) as tmp:
         write_json(tmp / "metrics.json", result)
-        plot_confusion(
+        report.plot_confusion(
             result["confusion_matrix"],
-            f"{candidate.name}: accuracy {result['accuracy']:.4f}",
+            f"{candidate.name} on {label}: test split, accuracy {result['accuracy']:.4f}",
             tmp / "confusion_matrix.png",
         )
         if history:
-            plot_curves(history, candidate.name, tmp / "training_curves.png")
+            report.plot_curves(history, f"{candidate.name} on {label}", tmp / "training_curves.png")
+
     info = read_json(candidate.run_info) if candidate.run_info.exists() else {}
-    mlflow_run = info.get("mlflow_run_id")
+    mlflow_run, model_id = info.get("mlflow_run_id"), info.get("model_id")
+    step = max((e["epoch"] for e in history), default=0)
+    tracker.log_metrics(
+        mlflow_run,
+        {"validation_accuracy": result["validation"]["accuracy"], "validation_loss": result["validation"]["loss"]},
+        step=step,
+        model_id=model_id,
+        dataset=datasets.get("validation"),
+    )
     flat = {"test_accuracy": result["accuracy"], "test_loss": result["loss"]}
     for name, scores in result["per_class"].items():
-        key = name.replace("/", "_").replace(" ", "_").replace("-", "_").lower()
-        flat[f"test_precision_{key}"] = scores["precision"]
-        flat[f"test_recall_{key}"] = scores["recall"]
-    tracker.log_metrics(mlflow_run, flat)
+        flat[f"test_precision_{metric_key(name)}"] = scores["precision"]
+        flat[f"test_recall_{metric_key(name)}"] = scores["recall"]
+    tracker.log_metrics(mlflow_run, flat, step=step, model_id=model_id, dataset=datasets.get("test"))
+    tracker.log_inputs(mlflow_run, {"test": datasets["test"]} if "test" in datasets else {})
     tracker.log_artifacts(mlflow_run, candidate.eval, "eval")
     return result
+
+
+def compare(work: Work, run_id: str, results: dict[str, dict], label: str) -> Path:
+    """The candidates side by side in `<run>/plots/`: per_class.png and validation_curves.png
+    (promote adds candidates.png, with the served version); returns the folder."""
+    histories = {}
+    for name in results:
+        history = work.candidate(run_id, name).history
+        histories[name] = read_json(history).get("epochs", []) if history.exists() else []
+    recall = {name: {cls: s["recall"] for cls, s in r["per_class"].items()} for name, r in results.items()}
+    names = ", ".join(results)
+    with atomic_dir(work.run(run_id) / "plots") as tmp:
+        report.plot_per_class(recall, f"{names} on {label}:\nper-class test accuracy", tmp / "per_class.png")
+        if any(histories.values()):
+            report.plot_validation_curves(
+                histories, f"{names} on {label}: accuracy per epoch", tmp / "validation_curves.png"
+            )
+    return work.run(run_id) / "plots"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -144,16 +144,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from jobs import data
-    from jobs.tracking import Tracker
+    from jobs.tracking import Tracker, dataset_inputs
 
     work = Work(args.work_dir)
-    test = data.load(work.dataset(args.dataset), ("test",))["test"]
+    folder = work.dataset(args.dataset)
+    splits, records = data.model_splits(folder, ("validation", "test"))
     configure_threads()
     tracker = Tracker()
+    datasets = dataset_inputs(args.dataset, folder, records, data.read_manifest(folder)["source"])
+    label = f"{args.dataset}, run {args.run_id}"
+    results = {}
     for name in args.models:
-        result = evaluate(work.candidate(args.run_id, name), test.images, test.labels, tracker)
-        log.info("%s: test accuracy %.4f, loss %.4f", name, result["accuracy"], result["loss"])
-        emit(**{f"{name}_accuracy": result["accuracy"], f"{name}_loss": result["loss"]})
+        result = evaluate(work.candidate(args.run_id, name), splits, tracker, datasets, label)
+        results[name] = result
+        log.info(
+            "%s: validation accuracy %.4f, test accuracy %.4f, loss %.4f",
+            name,
+            result["validation"]["accuracy"],
+            result["accuracy"],
+            result["loss"],
+        )
+        emit(
+            **{
+                f"{name}_validation_accuracy": result["validation"]["accuracy"],
+                f"{name}_accuracy": result["accuracy"],
+                f"{name}_loss": result["loss"],
+            }
+        )
+    plots = compare(work, args.run_id, results, label)
+    parent = tracker.pipeline_run(work, args.run_id, {"dataset": args.dataset})
+    tracker.log_inputs(parent, datasets)
+    tracker.log_artifacts(parent, plots, "plots")
     return 0
 
 

@@ -1,51 +1,44 @@
-"""Promote the best candidate to the next served version, if it beats the one served now.
+"""Promote the best candidate to the next served version, if it is better beyond noise.
 
-The best candidate (highest test accuracy) is compared with the served version re-scored on
-the same test split; it is promoted only if it is strictly better, or nothing is served, or
-with --force. It becomes `<work>/models/fmnist/<N>/`, TF Serving's layout: copied into a
-hidden temp dir and renamed, under a lock, so a server polling the folder never sees a partial
-version and two promotions never take the same number. The model servers' config file then
-names the model (`jobs.serving_config`: TF Serving starts before any model exists and loads
-the model once that file lists it). It is then registered in the MLflow model registry under
-`fmnist` with the alias `champion`.
+The best candidate is the one with the highest validation accuracy (jobs.selection). It and
+the served version classify the same test split; it is promoted only if McNemar's exact test
+on the images where they disagree says it is better at `--significance` and its gain is at
+least `--min-gain`, or if nothing is served, or with --force. It becomes
+`<work>/models/fmnist/<N>/`, TF Serving's layout: copied into a hidden temp dir and renamed,
+under a lock, so a server polling the folder never sees a partial version and two promotions
+never take the same number. The model servers' config file then names the model
+(`jobs.serving_config`: TF Serving starts before any model exists and loads the model once that
+file lists it).
+
+Then MLflow: a new version of the registered model `fmnist`, created from the candidate's
+LoggedModel, with the alias `champion`; the version and the served folder name each other
+(the version's tag `serving_version`, the folder's promotion.json `registered_version`). The
+parent run records the decision and its figures, and report.md with the plots; the chosen
+candidate's run records the comparison. `<work>/runs/<run>/promotion.json` has it all too.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import logging
+import os
 import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from jobs import models, serving_config
-from jobs.common import JobError, add_run_arguments, atomic_dir, emit, parser, read_json, run, write_json
+from jobs.common import JobError, add_run_arguments, atomic_dir, emit, fraction, parser, read_json, run, write_json
 from jobs.paths import MODEL_NAME, Work, versions
+from jobs.selection import DEFAULT_MIN_GAIN, DEFAULT_SIGNIFICANCE, Gate, best_candidate, decide, mcnemar
 
 log = logging.getLogger("jobs.promote")
 
 ALIAS = "champion"
-
-
-@dataclasses.dataclass(frozen=True)
-class Decision:
-    promote: bool
-    reason: str
-
-
-def decide(best: float, served: float | None, force: bool = False) -> Decision:
-    """Promotion's rule: strictly better than what is served, or nothing served, or forced."""
-    if served is None:
-        return Decision(True, "nothing is served yet")
-    if best > served:
-        return Decision(True, f"{best:.4f} beats the served {served:.4f}")
-    if force:
-        return Decision(True, f"forced, although {best:.4f} does not beat the served {served:.4f}")
-    return Decision(False, f"{best:.4f} does not beat the served {served:.4f}")
 
 
 @contextlib.contextmanager
@@ -60,23 +53,27 @@ def locked(base: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def best_candidate(work: Work, run_id: str, names: Sequence[str]) -> tuple[str, float, dict[str, float]]:
-    scores = {}
-    for name in names:
-        path = work.candidate(run_id, name).eval / "metrics.json"
-        if not path.exists():
-            raise JobError(f"candidate {name} of run {run_id} has not been evaluated ({path} is missing)")
-        scores[name] = float(read_json(path)["accuracy"])
-    best = max(names, key=lambda name: scores[name])  # the first listed wins a tie
-    return best, scores[best], scores
+def evaluation(work: Work, run_id: str, name: str) -> dict:
+    path = work.candidate(run_id, name).eval / "metrics.json"
+    if not path.exists():
+        raise JobError(f"candidate {name} of run {run_id} has not been evaluated ({path} is missing)")
+    found = read_json(path)
+    if "validation" not in found:
+        raise JobError(f"{path} has no validation score (written by an older evaluate): re-run evaluate")
+    return found
 
 
-def served_accuracy(model_dir: Path, test) -> float | None:
+def correct(model_dir: Path, test) -> np.ndarray:
+    """Which test images a SavedModel classifies right (JobError if it cannot be loaded)."""
+    from jobs.evaluate import predict
+
+    return predict(model_dir, test.images).argmax(axis=1) == test.labels.astype(np.int64)
+
+
+def served_correct(model_dir: Path, test) -> np.ndarray | None:
     """The served version re-scored on this test split; None if it cannot be loaded."""
-    from jobs.evaluate import metrics, predict
-
     try:
-        return metrics(predict(model_dir, test.images), test.labels)["accuracy"]
+        return correct(model_dir, test)
     except JobError as err:
         log.warning("the served version cannot be scored (%s); treating it as absent", err)
         return None
@@ -95,76 +92,215 @@ def publish(source: Path, base: Path, record: dict) -> int:
     return version
 
 
-def register(work: Work, run_id: str, name: str, version: int, accuracy: float) -> str | None:
-    from jobs.tracking import Tracker
-
-    tracker = Tracker()
-    candidate = work.candidate(run_id, name)
-    info = read_json(candidate.run_info) if candidate.run_info.exists() else {}
-    mlflow_run = info.get("mlflow_run_id")
-    source = (work.served() / str(version)).resolve().as_uri()
-    if mlflow_run:
-        run_info = tracker.call("find the candidate's run", lambda: tracker.client.get_run(mlflow_run))
-        if run_info is not None:
-            source = f"{run_info.info.artifact_uri}/model"
-    tags = {"serving_version": str(version), "pipeline_run": run_id, "model": name, "test_accuracy": f"{accuracy:.4f}"}
-    registered = tracker.register(MODEL_NAME, mlflow_run, source, ALIAS, tags)
+def register(work: Work, tracker, result: dict) -> str | None:
+    """The promoted candidate as a new version of the registered model, from its LoggedModel,
+    tagged with the served folder; the folder's promotion.json then names the version."""
+    version = result["version"]
+    folder = work.served() / str(version)
+    tags = {
+        "serving_version": str(version),
+        "serving_path": str(folder.resolve()),
+        "pipeline_run": result["run_id"],
+        "model": result["model"],
+        "validation_accuracy": f"{result['validation_accuracy']:.4f}",
+        "test_accuracy": f"{result['accuracy']:.4f}",
+        "decision": result["decision"],
+    }
+    if result["mcnemar"]:
+        tags["mcnemar_p_value"] = f"{result['mcnemar']['p_value']:.4g}"
+    registered = tracker.register(
+        MODEL_NAME,
+        result["model_id"],
+        result["mlflow_run_id"],
+        folder.resolve().as_uri(),
+        ALIAS,
+        tags,
+        description="Fashion-MNIST classifier. The version with the alias champion is the one served.",
+    )
     if registered is not None:
-        tracker.set_tags(mlflow_run, {"promoted": "true", "serving_version": str(version)})
+        record = read_json(folder / "promotion.json")
+        write_json(
+            folder / "promotion.json",
+            {
+                **record,
+                "registered_model": MODEL_NAME,
+                "registered_version": registered,
+                "model_id": result["model_id"],
+            },
+        )
     return registered
 
 
-def promote(work: Work, run_id: str, dataset: str, names: Sequence[str], force: bool) -> dict:
-    from jobs import data
+def track(work: Work, tracker, result: dict, gate: Gate, force: bool) -> None:
+    """The decision in the parent run (params, metrics, tags, a description) and in the
+    chosen candidate's run; the registry version if promoted."""
+    parent, child = result["mlflow_parent_run_id"], result["mlflow_run_id"]
+    comparison = result["mcnemar"] or {}
+    figures = {
+        "chosen_validation_accuracy": result["validation_accuracy"],
+        "chosen_test_accuracy": result["accuracy"],
+        "promoted": int(result["promoted"]),
+    }
+    if result["served_accuracy"] is not None:
+        figures["served_test_accuracy"] = result["served_accuracy"]
+    if comparison:
+        figures.update(
+            mcnemar_statistic=comparison["statistic"],
+            mcnemar_p_value=comparison["p_value"],
+            mcnemar_candidate_only=comparison["candidate_only"],
+            mcnemar_served_only=comparison["served_only"],
+            test_accuracy_gain=comparison["gain"],
+        )
+    if result["version"] is not None:
+        figures["served_version"] = result["version"]
+    tags = {
+        "decision": result["decision"],
+        "decision_reason": result["reason"],
+        "chosen_candidate": result["model"],
+        "served_version": str(result["version"]),
+        # Tags, not params: a repeated promotion of the same pipeline run may use other settings.
+        "gate_significance": f"{gate.significance:g}",
+        "gate_min_gain": f"{gate.min_gain:g}",
+        "forced": str(force).lower(),
+    }
+    tracker.log_metrics(parent, figures)
+    tracker.log_metrics(child, {k: v for k, v in figures.items() if k != "promoted"})
+    tracker.set_tags(child, {"selected": "true", "decision": result["decision"]})
+    if result["promoted"]:
+        result["registered_version"] = register(work, tracker, result)
+        tags["registered_version"] = str(result["registered_version"])
+        tracker.set_tags(
+            child,
+            {
+                "promoted": "true",
+                "serving_version": str(result["version"]),
+                "registered_version": tags["registered_version"],
+            },
+        )
+    tracker.set_tags(parent, tags)
 
-    best, accuracy, scores = best_candidate(work, run_id, names)
-    test = data.load(work.dataset(dataset), ("test",))["test"]
+
+def promote(work: Work, run_id: str, dataset: str, names: Sequence[str], force: bool, gate: Gate) -> dict:
+    from jobs import data, report
+    from jobs.tracking import Tracker
+
+    evaluations = {name: evaluation(work, run_id, name) for name in names}
+    validation_scores = {name: float(e["validation"]["accuracy"]) for name, e in evaluations.items()}
+    best = best_candidate(validation_scores, names)
+    candidate = work.candidate(run_id, best)
+    splits, _ = data.model_splits(work.dataset(dataset), ("test",))
+    test = splits["test"]
+    chosen_correct = correct(candidate.model, test)
     base = work.served()
     with locked(base):
         current = max(versions(base), default=None)
-        served = served_accuracy(base / str(current), test) if current is not None else None
-        decision = decide(accuracy, served, force)
+        served = served_correct(base / str(current), test) if current is not None else None
+        comparison = mcnemar(chosen_correct, served) if served is not None else None
+        decision = decide(comparison, gate, force)
         log.info(
-            "best candidate %s (%s): %s", best, ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), decision.reason
+            "chosen on validation: %s (%s); %s",
+            best,
+            ", ".join(f"{k} {v:.4f}" for k, v in validation_scores.items()),
+            decision.reason,
         )
+        info = read_json(candidate.run_info) if candidate.run_info.exists() else {}
         result = {
             "run_id": run_id,
+            "dataset": dataset,
             "model": best,
-            "accuracy": accuracy,
-            "scores": scores,
+            "validation_accuracy": validation_scores[best],
+            "accuracy": float(chosen_correct.mean()),
+            "scores": validation_scores,
+            "test_scores": {name: float(e["accuracy"]) for name, e in evaluations.items()},
             "served_version": current,
-            "served_accuracy": served,
+            "served_accuracy": float(served.mean()) if served is not None else None,
+            "gate": {"significance": gate.significance, "min_gain": gate.min_gain},
+            "mcnemar": None,
             "promoted": decision.promote,
+            "decision": decision.outcome,
             "reason": decision.reason,
             "version": current,
+            "registered_version": None,
+            "mlflow_run_id": info.get("mlflow_run_id"),
+            "model_id": info.get("model_id"),
         }
+        if comparison is not None:
+            result["mcnemar"] = {
+                "candidate_only": comparison.candidate_only,
+                "served_only": comparison.served_only,
+                "images": comparison.images,
+                "statistic": comparison.statistic,
+                "p_value": comparison.p_value,
+                "p_value_two_sided": comparison.p_value_two_sided,
+                "gain": comparison.gain,
+            }
         if decision.promote:
             record = {
                 "run_id": run_id,
                 "model": best,
-                "accuracy": accuracy,
+                "accuracy": result["accuracy"],
                 "dataset": dataset,
                 "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "mlflow_run_id": result["mlflow_run_id"],
             }
-            result["version"] = publish(work.candidate(run_id, best).model, base, record)
+            result["version"] = publish(candidate.model, base, record)
             serving_config.serve_latest(work)
             log.info("promoted %s as version %d of %s", best, result["version"], base)
-    if decision.promote:
-        result["registered_version"] = register(work, run_id, best, result["version"], accuracy)
-    write_json(work.run(run_id) / "promotion.json", result)
+
+    tracker = Tracker()
+    parent = tracker.pipeline_run(work, run_id, {"dataset": dataset})
+    result["mlflow_parent_run_id"] = parent
+    track(work, tracker, result, gate, force)
+    run_dir = work.run(run_id)
+    plots = run_dir / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    title = f"{', '.join(names)} on {dataset}, run {run_id}: accuracy"
+    candidates_png = plots / ".candidates.png"
+    report.plot_comparison(
+        {name: {"validation": validation_scores[name], "test": result["test_scores"][name]} for name in names},
+        result["served_accuracy"],
+        best,
+        title,
+        candidates_png,
+    )
+    os.replace(candidates_png, plots / "candidates.png")
+    write_json(run_dir / "promotion.json", result)
+    report.write_report(work, result, names)
+    tracker.log_artifact(parent, run_dir / "report.md")
+    tracker.log_artifact(parent, run_dir / "promotion.json")
+    tracker.log_artifacts(parent, plots, "plots")
+    tracker.set_tags(parent, {"mlflow.note.content": report.summary(result)})
+    tracker.end_run(parent)
     return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
     add_run_arguments(p, models.NAMES)
-    p.add_argument("--force", action="store_true", help="promote the best even if it does not beat the served one")
+    p.add_argument("--force", action="store_true", help="promote the best even if it is not better beyond noise")
+    p.add_argument(
+        "--significance",
+        type=fraction,
+        default=DEFAULT_SIGNIFICANCE,
+        help="promote only if McNemar's exact one-sided p-value is at most this (1: no test)",
+    )
+    p.add_argument(
+        "--min-gain",
+        type=float,
+        default=DEFAULT_MIN_GAIN,
+        help="and only if test accuracy rises by at least this much (0.002: 20 images in 10,000)",
+    )
     args = p.parse_args(argv)
 
-    result = promote(Work(args.work_dir), args.run_id, args.dataset, args.models, args.force)
+    gate = Gate(args.significance, args.min_gain)
+    result = promote(Work(args.work_dir), args.run_id, args.dataset, args.models, args.force, gate)
+    comparison = result["mcnemar"] or {}
     emit(
         model=result["model"],
+        validation_accuracy=result["validation_accuracy"],
         accuracy=result["accuracy"],
+        served_accuracy=result["served_accuracy"] if result["served_accuracy"] is not None else "none",
+        p_value=comparison.get("p_value", "none"),
         promoted=int(result["promoted"]),
         version=result["version"] if result["version"] is not None else "none",
     )

@@ -38,7 +38,7 @@ def train(work: Work, run_id: str, epochs: int, uri: str, **env: str):
 
 
 def promote(work: Work, run_id: str, uri: str):
-    write_json(work.candidate(run_id, "cnn").eval / "metrics.json", {"accuracy": 0.5})
+    write_json(work.candidate(run_id, "cnn").eval / "metrics.json", {"accuracy": 0.5, "validation": {"accuracy": 0.5}})
     return run_job(
         "promote",
         "--work-dir",
@@ -110,13 +110,17 @@ def test_tracking_server_killed_and_restarted_keeps_runs_metrics_and_registry(in
         server.start()  # same port, same database, same artifact store
         client = MlflowClient(server.url)
 
-        # Run a, whole: status, params, per-epoch metrics, and its artifacts through the proxy.
+        # Run a, whole: status, params, per-epoch metrics, and its artifacts through the proxy:
+        # the run's own and its LoggedModel's.
         got = client.get_run(run_a)
         assert got.info.status == "FINISHED"
         assert got.data.params["steps_per_epoch"] == "5"
         assert [m.step for m in client.get_metric_history(run_a, "loss")] == [0, 1, 2]
-        assert {f.path for f in client.list_artifacts(run_a)} >= {"model", "tensorboard"}
-        assert "model/saved_model.pb" in {f.path for f in client.list_artifacts(run_a, "model")}
+        assert "tensorboard" in {f.path for f in client.list_artifacts(run_a)}
+        model_id = json.loads(work.candidate("a", "cnn").run_info.read_text())["model_id"]
+        assert str(client.get_logged_model(model_id).status) == "READY"
+        assert {"MLmodel", "tfmodel"} <= {f.path for f in client.list_logged_model_artifacts(model_id)}
+        assert "tfmodel/saved_model.pb" in {f.path for f in client.list_logged_model_artifacts(model_id, "tfmodel")}
         champion = client.get_model_version_by_alias("fmnist", "champion")
         assert champion.version == "1" and champion.run_id == run_a
         assert champion.tags["serving_version"] == "1"

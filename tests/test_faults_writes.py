@@ -110,7 +110,7 @@ def make_candidate(work: Work, run_id: str, model_dir, accuracy: float = 0.5, pa
         with open(candidate.model / "variables" / "padding.bin", "wb") as out:
             for _ in range(padding_mb):
                 out.write(os.urandom(1 << 20))
-    write_json(candidate.eval / "metrics.json", {"accuracy": accuracy})
+    write_json(candidate.eval / "metrics.json", {"accuracy": accuracy, "validation": {"accuracy": accuracy}})
 
 
 def promote(work: Work, run_id: str, *extra: str):

@@ -15,6 +15,8 @@ WORKERS    ?= 2
 MODELS     ?= cnn,dropout,batchnorm
 INGEST_ARGS ?=
 TRAIN_ARGS ?=
+# gate: promote only a candidate better than the served one beyond noise; force: promote anyway.
+PROMOTE    ?= gate
 PORT       ?= 8501
 CLUSTER    ?= fmnist
 NAMESPACE  ?= fmnist
@@ -22,7 +24,7 @@ IMAGE_REPO ?= fmnist-jobs
 MIN_ACCURACY ?= 0.8
 COMPONENTS ?=
 # Read by the jobs and scripts, not by make.
-export PYTHON VENV WORK_DIR DATASET EPOCHS WORKERS MODELS INGEST_ARGS TRAIN_ARGS PORT CLUSTER NAMESPACE IMAGE_REPO MIN_ACCURACY COMPONENTS
+export PYTHON VENV WORK_DIR DATASET EPOCHS WORKERS MODELS INGEST_ARGS TRAIN_ARGS PROMOTE PORT CLUSTER NAMESPACE IMAGE_REPO MIN_ACCURACY COMPONENTS
 # Cluster knobs: nodes of the k3d cluster, the GPU image, pushing to a registry, the overlay.
 NODES      ?= 1
 GPU        ?= 0
@@ -43,7 +45,7 @@ DEV_ENV  := $(VENV)/.stamp-dev
 
 .PHONY: help
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m [KNOB=value ...]  knobs: PYTHON VENV WORK_DIR DATASET EPOCHS WORKERS MODELS INGEST_ARGS TRAIN_ARGS PORT CLUSTER NAMESPACE IMAGE_REPO MIN_ACCURACY COMPONENTS NODES GPU PUSH REGISTRY OVERLAY STORAGE_CLASS\n"} \
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m [KNOB=value ...]  knobs: PYTHON VENV WORK_DIR DATASET EPOCHS WORKERS MODELS INGEST_ARGS TRAIN_ARGS PROMOTE PORT CLUSTER NAMESPACE IMAGE_REPO MIN_ACCURACY COMPONENTS NODES GPU PUSH REGISTRY OVERLAY STORAGE_CLASS\n"} \
 	  /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2 } \
 	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 

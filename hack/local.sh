@@ -12,12 +12,13 @@ WORKERS=${WORKERS:-2}
 MODELS=${MODELS:-cnn,dropout,batchnorm}
 INGEST_ARGS=${INGEST_ARGS:-}
 TRAIN_ARGS=${TRAIN_ARGS:-}
+PROMOTE=${PROMOTE:-gate}
 
 main() {
   exec "${VENV}/bin/python" -m jobs.local \
     --work-dir "${WORK_DIR}" --dataset "${DATASET}" --epochs "${EPOCHS}" \
     --workers "${WORKERS}" --models "${MODELS}" \
-    --ingest-args="${INGEST_ARGS}" --train-args="${TRAIN_ARGS}"
+    --ingest-args="${INGEST_ARGS}" --train-args="${TRAIN_ARGS}" --promote "${PROMOTE}"
 }
 
 main "$@"

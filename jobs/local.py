@@ -352,7 +352,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--min-accuracy", type=float, default=0.7, help="the smoke check's threshold")
     p.add_argument("--max-restarts", type=int, default=3, help="restarts of a failed training job")
     p.add_argument("--python", default=sys.executable, help="the interpreter that runs the jobs")
-    for name in ("ingest", "train"):
+    p.add_argument(
+        "--promote",
+        choices=("gate", "force"),
+        default="gate",
+        help="gate: promote only a candidate better beyond noise; force: promote the best anyway",
+    )
+    for name in ("ingest", "train", "promote"):
         p.add_argument(
             f"--{name}-args",
             default="",
@@ -372,7 +378,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         min_accuracy=args.min_accuracy,
         max_restarts=args.max_restarts,
         python=args.python,
-        extra={"ingest": shlex.split(args.ingest_args), "train": shlex.split(args.train_args)},
+        extra={
+            "ingest": shlex.split(args.ingest_args),
+            "train": shlex.split(args.train_args),
+            "promote": ["--force"] * (args.promote == "force") + shlex.split(args.promote_args),
+        },
     )
     setup_tracking(work)
     runner = Runner(settings)

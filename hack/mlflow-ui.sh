@@ -13,9 +13,25 @@ main() {
     echo "error: no tracking store at ${store}: run 'make local' first (or set WORK_DIR)" >&2
     exit 1
   fi
-  echo ">> MLflow UI on http://127.0.0.1:${MLFLOW_PORT} (Ctrl-C stops it)"
-  exec "${VENV}/bin/mlflow" ui --backend-store-uri "sqlite:///$(cd "$(dirname "${store}")" && pwd)/mlflow.db" \
-    --host 127.0.0.1 --port "${MLFLOW_PORT}"
+  local url="http://127.0.0.1:${MLFLOW_PORT}" experiment
+  # The experiment's page in the UI's model-training view (the sidebar's "Model training"
+  # switch; without it MLflow 3.17's UI opens experiments in its GenAI view).
+  experiment=$("${VENV}/bin/python" - "${store}" "${MLFLOW_EXPERIMENT_NAME:-fmnist}" <<'PY' || true
+import sqlite3, sys
+row = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True).execute(
+    "SELECT experiment_id FROM experiments WHERE name = ?", (sys.argv[2],)).fetchone()
+print(row[0] if row else "")
+PY
+)
+  echo ">> MLflow UI on ${url} (Ctrl-C stops it)"
+  if [[ -n "${experiment}" ]]; then
+    echo ">> runs of the experiment: ${url}/#/experiments/${experiment}/runs?workflowType=machine_learning"
+  fi
+  echo ">> registered model: ${url}/#/models/fmnist (docs/tracking.md: where to look for what)"
+  # Server-side jobs are for GenAI features nothing here uses (about 1.6 GiB in 10 processes).
+  MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
+    exec "${VENV}/bin/mlflow" ui --backend-store-uri "sqlite:///$(cd "$(dirname "${store}")" && pwd)/mlflow.db" \
+      --host 127.0.0.1 --port "${MLFLOW_PORT}"
 }
 
 main "$@"

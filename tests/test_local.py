@@ -65,16 +65,21 @@ def test_make_local_synthetic(tmp_path):
         "smoke",
     }
 
-    # MLflow holds one run per candidate with training and test metrics, and the champion.
+    # MLflow (the local SQLite store that `make ui` shows): the pipeline run's parent run, one
+    # child per candidate with training, validation and test metrics, and the champion.
     client = MlflowClient(f"sqlite:///{work / 'mlflow' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("fmnist")
-    runs = client.search_runs([experiment.experiment_id])
-    assert sorted(r.data.tags["model"] for r in runs) == ["batchnorm", "cnn", "dropout"]
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.role = 'pipeline'")
+    assert parent.info.run_name == results["run_id"] and parent.data.tags["decision"] == "promoted"
+    runs = client.search_runs([experiment.experiment_id], "tags.role = 'candidate'")
+    assert sorted(r.info.run_name for r in runs) == ["batchnorm", "cnn", "dropout"]
     for r in runs:
-        assert {"loss", "accuracy", "test_accuracy", "learning_rate"} <= set(r.data.metrics)
+        assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert {"loss", "val_accuracy", "validation_accuracy", "test_accuracy", "learning_rate"} <= set(r.data.metrics)
         assert len(client.get_metric_history(r.info.run_id, "loss")) == 2
     champion = client.get_model_version_by_alias("fmnist", "champion")
-    assert champion.tags["serving_version"] == "1"
+    assert champion.tags["serving_version"] == "1" and champion.source.startswith("models:/m-")
     assert experiment.artifact_location == (work / "mlflow" / "artifacts").resolve().as_uri()
 
     # Nothing is left running: no worker, no server.

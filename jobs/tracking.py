@@ -50,6 +50,7 @@ EXPERIMENT_KIND = "custom_model_development"
 PARENT_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"  # the run page's Description
 CONTEXT_TAG = "mlflow.data.context"  # a dataset input's role, shown beside it in the UI
+MODEL_VERSIONS_TAG = "mlflow.modelVersions"  # on a LoggedModel: the registry versions made from it
 # MLflow's own HTTP retries back off for minutes; bound them, and retry here instead.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
@@ -358,6 +359,17 @@ class Tracker:
                 model_id=model_id,
             )
             self.client.set_registered_model_alias(name, alias, version.version)
+            if model_id:
+                self._link_version(model_id, name, str(version.version))
             return str(version.version)  # an int from a SQL store, a string over REST
 
         return self.call(f"register {name}", create)
+
+    def _link_version(self, model_id: str, name: str, version: str) -> None:
+        """The LoggedModel's list of registry versions made from it (the tag the UI shows on the
+        model's page): a tracking server adds it itself, a store used directly (SQLite) does not."""
+        tags = self.client.get_logged_model(model_id).tags
+        linked = json.loads(tags.get(MODEL_VERSIONS_TAG, "[]"))
+        if not any(str(v.get("version")) == version and v.get("name") == name for v in linked):
+            linked.append({"name": name, "version": int(version)})
+            self.client.set_logged_model_tags(model_id, {MODEL_VERSIONS_TAG: json.dumps(linked)})

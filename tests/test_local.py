@@ -80,6 +80,9 @@ def test_make_local_synthetic(tmp_path):
         assert len(client.get_metric_history(r.info.run_id, "loss")) == 2
     champion = client.get_model_version_by_alias("fmnist", "champion")
     assert champion.tags["serving_version"] == "1" and champion.source.startswith("models:/m-")
+    # The model's page lists the version made from it (a server adds the tag; here promote does).
+    logged = client.get_logged_model(champion.source.removeprefix("models:/"))
+    assert json.loads(logged.tags["mlflow.modelVersions"]) == [{"name": "fmnist", "version": 1}]
     assert experiment.artifact_location == (work / "mlflow" / "artifacts").resolve().as_uri()
 
     # Nothing is left running: no worker, no server.

@@ -167,13 +167,12 @@ def markdown_table(rows: Sequence[Sequence[str]]) -> str:
 
 def summary(result: Mapping) -> str:
     """The decision in a few lines of markdown (the parent run's description in MLflow)."""
-    served = result["version"]
+    registered = result.get("registered_version")
     lines = [
-        f"**{result['decision']}**: {result['model']} (validation {result['validation_accuracy']:.4f}, "
-        f"test {result['accuracy']:.4f}) — {result['reason']}.",
-        f"Served now: version {served}"
-        + (f", registered as {result['registered_version']}." if result.get("registered_version") else "."),
-        "Details: report.md in this run's artifacts.",
+        f"**{result['decision']}**: {result['reason']}.",
+        f"Served now: version {result['version']}"
+        + (f", registered model version {registered} (alias champion)." if registered else "."),
+        "Details: report.md and plots/ in this run's artifacts.",
     ]
     return "\n\n".join(lines)
 

@@ -48,6 +48,7 @@ class McNemar:
     candidate_only: int  # b: images only the candidate classifies correctly
     served_only: int  # c: images only the served version classifies correctly
     images: int
+    both: int = 0  # images both classify correctly (not part of the test; gives the accuracies)
 
     @property
     def discordant(self) -> int:
@@ -73,6 +74,14 @@ class McNemar:
         return min(1.0, 2 * binomial_tail(self.discordant - low, self.discordant))
 
     @property
+    def candidate_accuracy(self) -> float:
+        return (self.both + self.candidate_only) / self.images if self.images else 0.0
+
+    @property
+    def served_accuracy(self) -> float:
+        return (self.both + self.served_only) / self.images if self.images else 0.0
+
+    @property
     def gain(self) -> float:
         """Candidate accuracy minus served accuracy on these images."""
         return (self.candidate_only - self.served_only) / self.images if self.images else 0.0
@@ -88,6 +97,7 @@ def mcnemar(candidate_correct: np.ndarray, served_correct: np.ndarray) -> McNema
         candidate_only=int((candidate_correct & ~served_correct).sum()),
         served_only=int((~candidate_correct & served_correct).sum()),
         images=int(candidate_correct.size),
+        both=int((candidate_correct & served_correct).sum()),
     )
 
 
@@ -123,8 +133,9 @@ def decide(test: McNemar | None, gate: Gate, force: bool = False) -> Decision:
     if test is None:
         return Decision(True, "nothing is served yet")
     figures = (
-        f"{test.candidate_only} test images only the candidate gets right, {test.served_only} only the served; "
-        f"gain {test.gain:+.4f}, McNemar exact p = {test.p_value:.3g}"
+        f"test accuracy {test.candidate_accuracy:.4f} against the served {test.served_accuracy:.4f} on "
+        f"{test.images:,} images, {test.candidate_only} of them only the candidate gets right and "
+        f"{test.served_only} only the served; McNemar exact p = {test.p_value:.3g}"
     )
     significant = test.p_value <= gate.significance
     enough = test.gain >= gate.min_gain

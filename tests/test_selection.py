@@ -62,17 +62,18 @@ def test_mcnemar_counts_disagreements_of_paired_vectors():
     candidate = np.array([1, 1, 1, 0, 0, 1, 0, 1], bool)
     served = np.array([1, 0, 0, 1, 0, 1, 0, 0], bool)
     test = mcnemar(candidate, served)
-    assert (test.candidate_only, test.served_only, test.images) == (3, 1, 8)
-    assert test.gain == pytest.approx((5 - 3) / 8)  # candidate 5/8 right, served 3/8
+    assert (test.candidate_only, test.served_only, test.images, test.both) == (3, 1, 8, 2)
+    assert (test.candidate_accuracy, test.served_accuracy) == (5 / 8, 3 / 8)
+    assert test.gain == pytest.approx((5 - 3) / 8)
     with pytest.raises(ValueError):
         mcnemar(candidate, served[:-1])
 
 
 def test_the_reported_re_run_is_noise():
     """The issue's case: 0.9970 vs 0.9965 on 2,000 test images is one image; at best b = 1, c = 0."""
-    decision = decide(McNemar(1, 0, 2000), Gate())
+    decision = decide(McNemar(1, 0, 2000, both=1993), Gate())
     assert decision.promote is False and decision.outcome == "kept"
-    assert "p = 0.5" in decision.reason
+    assert "p = 0.5" in decision.reason and "0.9970 against the served 0.9965" in decision.reason
     # Ten against nine, a typical re-run: still a coin toss.
     assert decide(McNemar(10, 9, 2000), Gate()).promote is False
 

@@ -263,6 +263,7 @@ def promote(work: Work, run_id: str, dataset: str, names: Sequence[str], force: 
         best,
         title,
         candidates_png,
+        served_version=result["served_version"],
     )
     os.replace(candidates_png, plots / "candidates.png")
     write_json(run_dir / "promotion.json", result)

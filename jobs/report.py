@@ -83,25 +83,34 @@ def plot_confusion(confusion: Sequence[Sequence[int]], title: str, path: Path) -
 
 
 def plot_comparison(
-    scores: Mapping[str, Mapping[str, float]], served: float | None, chosen: str | None, title: str, path: Path
+    scores: Mapping[str, Mapping[str, float]],
+    served: float | None,
+    chosen: str | None,
+    title: str,
+    path: Path,
+    served_version: int | None = None,
 ) -> None:
-    """Each candidate's accuracy on validation and test side by side; the served version's
-    test accuracy as a line; the chosen candidate marked."""
+    """Each candidate's accuracy on validation and test side by side, the chosen one marked;
+    the served version's test accuracy as a bar of its own at the end."""
     plt = _pyplot()
     names = list(scores)
     x = np.arange(len(names))
     width = 0.38
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.8 * len(names) + 2), 4.5))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.8 * (len(names) + 1) + 2), 4.5))
     values = []
     for offset, split, colour in ((-width / 2, "validation", VALIDATION_COLOUR), (width / 2, "test", TEST_COLOUR)):
         heights = [scores[name][split] for name in names]
         values += heights
         bars = ax.bar(x + offset, heights, width, label=split, color=colour)
         ax.bar_label(bars, labels=[f"{h:.4f}" for h in heights], fontsize=8, padding=2)
+    labels = [f"{name}\n(chosen)" if name == chosen else name for name in names]
     if served is not None:
-        ax.axhline(served, color="black", linestyle="--", linewidth=1, label=f"served, test: {served:.4f}")
+        bars = ax.bar([len(names) + width / 2], [served], width, color="#7f7f7f", label="served version, test")
+        ax.bar_label(bars, labels=[f"{served:.4f}"], fontsize=8, padding=2)
         values.append(served)
-    ax.set_xticks(x, [f"{name}\n(chosen)" if name == chosen else name for name in names])
+        x = np.append(x, len(names) + width / 2)
+        labels.append(f"version {served_version}\n(served)" if served_version is not None else "served")
+    ax.set_xticks(np.append(np.arange(len(names)), x[len(names) :]), labels)
     low = min(values) if values else 0.0
     ax.set_ylim(max(0.0, low - (1.0 - low) * 0.5 - 0.02), 1.0)
     ax.set_ylabel("accuracy")

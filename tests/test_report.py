@@ -62,13 +62,14 @@ def test_one_epoch_or_many_are_whole_ticks(tmp_path, figures):
 
 def test_comparisons(tmp_path, figures):
     scores = {"cnn": {"validation": 0.91, "test": 0.905}, "dropout": {"validation": 0.92, "test": 0.915}}
-    report.plot_comparison(scores, 0.90, "dropout", "cnn, dropout on synthetic, run r1: accuracy", tmp_path / "c.png")
+    title = "cnn, dropout on synthetic, run r1: accuracy"
+    report.plot_comparison(scores, 0.90, "dropout", title, tmp_path / "c.png", served_version=3)
     recall = {name: dict.fromkeys(CLASS_NAMES, 0.9) for name in scores}
     report.plot_per_class(recall, "cnn, dropout on synthetic, run r1", tmp_path / "p.png")
     report.plot_validation_curves({"cnn": HISTORY, "dropout": HISTORY}, "curves, run r1", tmp_path / "v.png")
     comparison, per_class, curves = (fig.axes[0] for fig in figures)
     assert "run r1" in comparison.get_title() and "run r1" in per_class.get_title()
-    assert [t.get_text() for t in comparison.get_xticklabels()] == ["cnn", "dropout\n(chosen)"]
+    assert [t.get_text() for t in comparison.get_xticklabels()] == ["cnn", "dropout\n(chosen)", "version 3\n(served)"]
     assert comparison.get_ylim()[0] > 0.5  # zoomed to where the bars differ
     assert [t.get_text() for t in per_class.get_yticklabels()] == list(CLASS_NAMES)
     assert ticks_are_whole_epochs(curves)

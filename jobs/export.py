@@ -1,9 +1,14 @@
 """The SavedModel that TF Serving 2.20 serves, with two signatures.
 
-    serving_default  image_bytes: string [N]      JPEG or PNG of any size, colour or grey
+    serving_default  image_bytes: string [N]      JPEG, PNG, GIF, BMP or WebP of any size, colour or grey
     pixels           pixels:      uint8  [N,28,28]
 
 Both return probabilities float32 [N,10], class_id int64 [N], class_name string [N].
+
+`decode_image(channels=1)` refuses GIF, BMP and WebP in TF 2.20 ("channels must be 0 or 3"),
+and a CMYK JPEG cannot be converted to grey by libjpeg: images are decoded with their own
+channels (grey, grey+alpha, RGB, RGBA; the first frame of an animated GIF; 16-bit PNG as
+8-bit), laid over white where transparent, then made grey.
 """
 
 from __future__ import annotations
@@ -18,10 +23,22 @@ SIGNATURES = ("serving_default", "pixels")
 OUTPUTS = ("probabilities", "class_id", "class_name")
 
 
+def grey(image: tf.Tensor) -> tf.Tensor:
+    """One encoded image → float32 [H,W,1] in 0-255: decoded, over white where transparent, grey."""
+    pixels = tf.cast(tf.io.decode_image(image, channels=0, expand_animations=False), tf.float32)
+    channels = tf.shape(pixels)[2]
+    luma = tf.cond(channels >= 3, lambda: tf.image.rgb_to_grayscale(pixels[:, :, :3]), lambda: pixels[:, :, :1])
+    alpha = tf.cond(
+        tf.equal(channels % 2, 0),  # 2: grey + alpha, 4: RGB + alpha
+        lambda: pixels[:, :, -1:] / 255.0,
+        lambda: tf.ones_like(luma),
+    )
+    return luma * alpha + 255.0 * (1.0 - alpha)
+
+
 def _decode(image: tf.Tensor) -> tf.Tensor:
     """One encoded image → uint8 [28,28]: decoded, made grey, resized."""
-    pixels = tf.io.decode_image(image, channels=1, expand_animations=False)
-    pixels = tf.image.resize(pixels, IMAGE_SHAPE, antialias=True)
+    pixels = tf.image.resize(grey(image), IMAGE_SHAPE, antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(pixels[:, :, 0]), 0, 255), tf.uint8)
 
 

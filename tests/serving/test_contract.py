@@ -254,10 +254,10 @@ def test_unknown_model_or_version_is_404(http, path):
 
 @local_only
 def test_oversized_body_is_413(http):
-    from jobs.serve import DEFAULT_MAX_BODY_BYTES
+    from jobs.serving.limits import Limits
 
     response = http.post(
-        PREDICT, content=b" " * (DEFAULT_MAX_BODY_BYTES + 1), headers={"content-type": "application/json"}
+        PREDICT, content=b" " * (Limits().max_body_bytes + 1), headers={"content-type": "application/json"}
     )
     assert response.status_code == 413
     assert "limit" in response.json()["error"]
@@ -266,9 +266,9 @@ def test_oversized_body_is_413(http):
 
 @local_only
 def test_oversized_image_is_400(http):
-    from jobs.serve import DEFAULT_MAX_IMAGE_PIXELS
+    from jobs.serving.limits import Limits
 
-    side = int(DEFAULT_MAX_IMAGE_PIXELS**0.5) + 1
+    side = int(Limits().max_image_pixels ** 0.5) + 1
     huge = encode(np.zeros((side, side), np.uint8), "PNG")  # compresses to a few KiB
     response = http.post(PREDICT, json=reference_request(huge))
     assert response.status_code == 400, response.text

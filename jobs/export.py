@@ -23,17 +23,61 @@ SIGNATURES = ("serving_default", "pixels")
 OUTPUTS = ("probabilities", "class_id", "class_name")
 
 
-def grey(image: tf.Tensor) -> tf.Tensor:
-    """One encoded image → float32 [H,W,1] in 0-255: decoded, over white where transparent, grey."""
-    pixels = tf.cast(tf.io.decode_image(image, channels=0, expand_animations=False), tf.float32)
-    channels = tf.shape(pixels)[2]
-    luma = tf.cond(channels >= 3, lambda: tf.image.rgb_to_grayscale(pixels[:, :, :3]), lambda: pixels[:, :, :1])
-    alpha = tf.cond(
-        tf.equal(channels % 2, 0),  # 2: grey + alpha, 4: RGB + alpha
-        lambda: pixels[:, :, -1:] / 255.0,
-        lambda: tf.ones_like(luma),
+WORK_SIDE = 128  # larger images are brought down to this side, on their own channels, first
+
+
+def _jpeg(image: tf.Tensor) -> tf.Tensor:
+    """A JPEG → uint8 [H,W,C]: grey straight from libjpeg, scaled down by 2, 4 or 8 while
+    decoding when large (the DCT does it nearly for free); CMYK (4 components), which libjpeg
+    cannot make grey, as RGB."""
+    height, width, components = tf.unstack(tf.io.extract_jpeg_shape(image))
+    side = tf.maximum(height, width)
+    index = tf.reduce_sum(tf.cast(side >= tf.constant([2, 4, 8]) * WORK_SIDE, tf.int32))
+
+    def scaled(ratio):
+        return lambda: tf.io.decode_jpeg(image, channels=1, ratio=ratio)
+
+    return tf.cond(
+        tf.equal(components, 4),
+        lambda: tf.io.decode_jpeg(image, channels=3),
+        lambda: tf.switch_case(index, [scaled(1), scaled(2), scaled(4), scaled(8)]),
     )
-    return luma * alpha + 255.0 * (1.0 - alpha)
+
+
+def grey(image: tf.Tensor) -> tf.Tensor:
+    """One encoded image → float32 [H,W,1] in 0-255, at most WORK_SIDE a side: decoded,
+    shrunk (keeping its aspect ratio), laid over white where transparent, made grey.
+
+    Shrinking first, on the decoded uint8 channels, keeps the cost of a large image to its
+    decoding: a 4096x4096 image is never copied at full size as floats."""
+    pixels = tf.cond(
+        tf.io.is_jpeg(image),
+        lambda: _jpeg(image),
+        lambda: tf.io.decode_image(image, channels=0, expand_animations=False),
+    )
+    size = tf.shape(pixels)[:2]
+    pixels = tf.cond(
+        tf.reduce_max(size) > WORK_SIDE,
+        lambda: tf.image.resize(pixels, (WORK_SIDE, WORK_SIDE), antialias=True, preserve_aspect_ratio=True),
+        lambda: tf.cast(pixels, tf.float32),
+    )
+
+    def over_white(luma, alpha):
+        alpha = alpha / 255.0
+        return luma * alpha + 255.0 * (1.0 - alpha)
+
+    def rgb():
+        return tf.image.rgb_to_grayscale(pixels[:, :, :3])
+
+    return tf.switch_case(
+        tf.shape(pixels)[2] - 1,
+        [
+            lambda: pixels[:, :, :1],  # grey
+            lambda: over_white(pixels[:, :, :1], pixels[:, :, 1:2]),  # grey + alpha
+            rgb,
+            lambda: over_white(rgb(), pixels[:, :, 3:4]),  # RGB + alpha
+        ],
+    )
 
 
 def _decode(image: tf.Tensor) -> tf.Tensor:

@@ -84,7 +84,7 @@ class App:
                     self.settings.max_batch,
                     CHUNK_PIXELS,
                     self.limits.max_queued_pixels,
-                    self.metrics.batch.observe,
+                    on_batch=self.metrics.batch.observe,
                 )
                 self.manager.start()
                 await send({"type": "lifespan.startup.complete"})

@@ -4,7 +4,8 @@ Each request becomes a `Work`: its instances cut into chunks of at most `max_bat
 instances and `chunk_pixels` decoded pixels. A free worker takes the next chunk of the work
 that has had the least done so far (oldest first among equals), so a one-image request
 is not stuck behind a heavy one, and adds the next chunks of other works for the same
-version and signature up to the same bounds: that merging is where a 2-core machine gets its
+version and signature up to the same bounds (heavy chunks, over LIGHT_PIXELS, may occupy
+every worker but one, so a light request always finds one free): that merging is where a 2-core machine gets its
 throughput under concurrency, and an idle server adds no waiting time.
 
 Admission is bounded by the decoded pixels of the work waiting or running (`Overloaded`, a
@@ -27,7 +28,7 @@ import numpy as np
 
 from jobs.serving import servable as servables
 from jobs.serving.errors import INTERNAL, ApiError, bad_request, deadline_exceeded, overloaded, short_error
-from jobs.serving.limits import RETRY_AFTER_SECONDS
+from jobs.serving.limits import LIGHT_PIXELS, RETRY_AFTER_SECONDS
 from jobs.serving.servable import Servable, Signature
 
 log = logging.getLogger("jobs.serve")
@@ -97,16 +98,21 @@ class Scheduler:
         max_batch: int,
         chunk_pixels: int,
         max_queued_pixels: int,
+        light_pixels: int = LIGHT_PIXELS,
         on_batch: Callable[[int], None] | None = None,
         call: Callable[[Signature, dict[str, np.ndarray]], dict[str, np.ndarray]] = servables.call,
+        client_error: Callable[[BaseException], bool] = servables.is_client_error,
     ):
         self.max_batch = max_batch
         self.chunk_pixels = chunk_pixels
         self.max_queued_pixels = max_queued_pixels
+        self.light_pixels = light_pixels
         self._on_batch = on_batch or (lambda size: None)
         self._call = call
+        self._client_error = client_error
         self._works: list[Work] = []
         self._queued_pixels = 0
+        self._heavy_running = 0
         self._cond = threading.Condition()
         self._closed = False
         self._threads = [threading.Thread(target=self._loop, name=f"predict-{i}", daemon=True) for i in range(threads)]
@@ -166,13 +172,22 @@ class Scheduler:
         if not work.future.done():  # its waiter may have given up (and cancelled it) just now
             work.future.set_result(outputs)
 
-    def _take(self) -> list[Item] | None:
+    def _next_pixels(self, work: Work) -> int:
+        start, end = work.chunks[0]
+        return int(work.costs[start:end].sum())
+
+    def _take(self) -> tuple[list[Item], bool] | None:
+        """The next batch, and whether it is heavy. Heavy chunks (over LIGHT_PIXELS) may hold
+        all workers but one, so that a light request always finds one free."""
         with self._cond:
             while True:
                 now = time.monotonic()
                 for work in [w for w in self._works if w.chunks and now > w.deadline]:
                     self._finish(work, deadline_exceeded(work.timeout))
                 ready = [w for w in self._works if w.chunks]
+                heavy_ok = self._heavy_running < max(1, len(self._threads) - 1)
+                if not heavy_ok:
+                    ready = [w for w in ready if self._next_pixels(w) <= self.light_pixels]
                 if ready:
                     break
                 if self._closed:
@@ -182,30 +197,37 @@ class Scheduler:
             first = ready[0]
             batch: list[Item] = []
             instances = pixels = 0
+            heavy = False
             for work in ready:
                 if work.servable is not first.servable or work.signature is not first.signature:
                     continue
+                chunk_pixels = self._next_pixels(work)
                 start, end = work.chunks[0]
-                chunk_pixels = int(work.costs[start:end].sum())
                 if batch and (instances + end - start > self.max_batch or pixels + chunk_pixels > self.chunk_pixels):
                     continue
+                if batch and heavy != (chunk_pixels > self.light_pixels):
+                    continue  # heavy and light chunks run apart
+                heavy = chunk_pixels > self.light_pixels
                 work.chunks.popleft()
                 work.running += 1
                 work.attained += chunk_pixels
                 batch.append((work, start, end))
                 instances += end - start
                 pixels += chunk_pixels
-            return batch
+            if heavy:
+                self._heavy_running += 1
+            return batch, heavy
 
     def _loop(self) -> None:
         while True:
-            batch = self._take()
-            if batch is None:
+            taken = self._take()
+            if taken is None:
                 return
+            batch, heavy = taken
             try:
                 self._run(batch)
             except Exception:  # a fault of the server: every request in the batch gets a 500
-                log.exception("signature %s failed", batch[0][0].signature.name)
+                log.exception("signature %s failed", getattr(batch[0][0].signature, "name", "?"))
                 with self._cond:
                     for work, _, _ in batch:
                         self._finish(work, ApiError(500, INTERNAL))
@@ -214,7 +236,10 @@ class Scheduler:
                     work.running -= 1
                     if not work.done and not work.chunks and work.running == 0:
                         self._finish(work)
-            del batch  # do not hold a retired version while waiting for the next job
+                if heavy:
+                    self._heavy_running -= 1
+                    self._cond.notify_all()
+            del batch, taken  # do not hold a retired version while waiting for the next job
 
     def _run(self, batch: list[Item]) -> None:
         with self._cond:
@@ -226,12 +251,12 @@ class Scheduler:
             name: np.concatenate([work.inputs[name][start:end] for work, start, end in batch])
             if len(batch) > 1
             else first.inputs[name][batch[0][1] : batch[0][2]]
-            for name in first.signature.inputs
+            for name in first.inputs
         }
         try:
             outputs = self._call(first.signature, inputs)
         except Exception as err:
-            if not servables.is_client_error(err):
+            if not self._client_error(err):
                 raise
             self._bisect(batch, err)
             return

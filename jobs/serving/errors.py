@@ -52,7 +52,9 @@ def short_error(err: BaseException) -> str:
     return " ".join(kept or lines)[:500]
 
 
-def without_paths(text: str, base: str, replacement: str = "<model base path>") -> str:
-    """`text` with the model base path, and any other absolute path, taken out."""
-    text = text.replace(base.rstrip("/"), replacement)
+def without_paths(text: str, folder: str) -> str:
+    """`text` with paths under `folder` made relative to it, and any other absolute path
+    replaced by <path>."""
+    folder = folder.rstrip("/")
+    text = text.replace(folder + "/", "").replace(folder, ".")
     return _ABSOLUTE_PATH.sub("<path>", text)

@@ -64,6 +64,7 @@ DRAIN_BYTES = 64 * MIB  # after an early 413/503, read and drop this much so the
 DRAIN_SECONDS = 10.0  # ... for at most this long
 CHUNK_PIXELS = 4 * MIB  # predict work runs in chunks of at most this many pixels, so that a heavy
 # request is interleaved with others and dropped early when its client goes away
+LIGHT_PIXELS = 1 * MIB  # a chunk over this is heavy: heavy chunks may occupy every worker but one
 PIXELS_INSTANCE_COST = 28 * 28  # the cost of one `pixels` instance, in pixels
 
 

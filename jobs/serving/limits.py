@@ -54,7 +54,9 @@ class Limits:
         30.0, "seconds a request may take to send its body", "408, then the connection is closed"
     )
     keep_alive_timeout: float = _limit(
-        5.0, "seconds an idle connection is kept open between requests", "the connection is closed"
+        5.0,
+        "seconds an idle connection is kept open (before its first request and between requests)",
+        "the connection is closed",
     )
 
 

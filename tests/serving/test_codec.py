@@ -176,3 +176,29 @@ def test_paths_are_taken_out_of_messages():
     text = "failed: /srv/models/fmnist/2/saved_model.pb not found; also /etc/passwd"
     cleaned = without_paths(text, "/srv/models/fmnist/2")
     assert "/srv" not in cleaned and "/etc" not in cleaned and "saved_model.pb" in cleaned
+
+
+# --- limits ------------------------------------------------------------------------------
+
+
+def test_every_limit_is_in_help_and_in_the_docs_with_its_default():
+    from pathlib import Path
+
+    from jobs.serving import limits
+    from jobs.serving.cli import build_parser
+
+    help_text = " ".join(build_parser().format_help().split())
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text()
+    rows = {
+        row.split("|")[1].strip(" `"): [c.strip() for c in row.split("|")]
+        for row in docs.splitlines()
+        if row.startswith("| `--")
+    }
+    for field in limits.fields():
+        name = limits.flag(field)
+        assert f"{name} {field.name.upper()}" in help_text and f"(default: {field.default})" in help_text, name
+        assert name in rows, f"{name} is missing from the limits table of docs/serving.md"
+        _, _, default, what, answer, _ = rows[name]
+        assert default.split()[0] == str(field.default), (name, default)
+        assert what and answer.startswith(field.metadata["answer"].split(",")[0].split()[0]), (name, answer)
+    assert set(rows) == {limits.flag(f) for f in limits.fields()}, "the docs list a limit the server lacks"

@@ -2,16 +2,18 @@
 
 Each request becomes a `Work`: its instances cut into chunks of at most `max_batch`
 instances and `chunk_pixels` decoded pixels. A free worker takes the next chunk of the work
-that has had the least done so far (oldest first among equals), so a one-image request
-is not stuck behind a heavy one, and adds the next chunks of other works for the same
-version and signature up to the same bounds (heavy chunks, over LIGHT_PIXELS, may occupy
-every worker but one, so a light request always finds one free): that merging is where a 2-core machine gets its
-throughput under concurrency, and an idle server adds no waiting time.
+that has had the least done so far (oldest first among equals), so a one-image request is
+not stuck behind a heavy one, and adds the next chunks of other works for the same version
+and signature up to the same bounds: that merging is where a 2-core machine gets its
+throughput under concurrency, and an idle server adds no waiting time. Heavy chunks (over
+`light_pixels`) may occupy every worker but one, so a light request always finds one free.
 
-Admission is bounded by the decoded pixels of the work waiting or running (`Overloaded`, a
-503). Work whose deadline has passed or whose client has gone is dropped before its next chunk.
-If a merged call fails on its input, the batch is split in halves until the failing instance
-is found: it fails its own request, named by index, and the rest are answered.
+Admission is bounded by the decoded pixels of the work waiting or running (a 503 past it),
+counted apart for light requests (each at most `light_pixels`) and heavy ones, so that heavy
+requests filling the queue do not turn light ones away. Work whose deadline has passed or
+whose client has gone is dropped before its next chunk. If a merged call fails on its input,
+the batch is split in halves until the failing instance is found: it fails its own request,
+named by index, and the rest are answered.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ class Scheduler:
         self._call = call
         self._client_error = client_error
         self._works: list[Work] = []
-        self._queued_pixels = 0
+        self._queued = {True: 0, False: 0}  # heavy?: pixels of work waiting or running
         self._heavy_running = 0
         self._cond = threading.Condition()
         self._closed = False
@@ -121,21 +123,23 @@ class Scheduler:
 
     @property
     def queued_pixels(self) -> int:
-        return self._queued_pixels
+        return self._queued[True] + self._queued[False]
 
     def submit(self, work: Work) -> concurrent.futures.Future:
         work.cut(self.max_batch, self.chunk_pixels)
         with self._cond:
             if self._closed:
                 raise overloaded("The server is shutting down", RETRY_AFTER_SECONDS)
-            if self._works and self._queued_pixels + work.cost > self.max_queued_pixels:
+            heavy = work.cost > self.light_pixels
+            queued = self._queued[heavy]
+            if queued and queued + work.cost > self.max_queued_pixels:
                 raise overloaded(
-                    f"The server is busy: {self._queued_pixels} pixels of work are queued "
+                    f"The server is busy: {queued} pixels of work are queued "
                     f"(limit {self.max_queued_pixels}); retry later",
                     RETRY_AFTER_SECONDS,
                 )
             self._works.append(work)
-            self._queued_pixels += work.cost
+            self._queued[heavy] += work.cost
             self._cond.notify()
         return work.future
 
@@ -161,7 +165,7 @@ class Scheduler:
         work.done = True
         work.chunks.clear()
         self._works.remove(work)
-        self._queued_pixels -= work.cost
+        self._queued[work.cost > self.light_pixels] -= work.cost
         if error is not None:
             if not work.future.done():
                 work.future.set_exception(error)

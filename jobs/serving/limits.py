@@ -36,7 +36,7 @@ class Limits:
     max_queued_pixels: int = _limit(
         256 * MIB,
         "most decoded pixels of predict work waiting or running (an image counts its width x height, "
-        "a pixels instance 784)",
+        "a pixels instance 784), for light requests (up to 1 Mi pixels each) and heavy ones apart",
         "503 with Retry-After",
     )
     max_inflight_body_bytes: int = _limit(
@@ -62,7 +62,7 @@ class Limits:
 
 # Not limits a client can hit, but bounds of the machinery, kept here with the rest.
 RETRY_AFTER_SECONDS = 1  # what a 503 asks the client to wait
-DRAIN_BYTES = 64 * MIB  # after an early 413/503, read and drop this much so the client reads the answer
+DRAIN_BYTES = 256 * MIB  # after an early 413/503/408, read and drop up to this much so the client reads the answer
 DRAIN_SECONDS = 10.0  # ... for at most this long
 CHUNK_PIXELS = 4 * MIB  # predict work runs in chunks of at most this many pixels, so that a heavy
 # request is interleaved with others and dropped early when its client goes away

@@ -176,6 +176,22 @@ def test_a_full_queue_is_a_503_with_retry_after():
         sched.close()
 
 
+def test_heavy_work_filling_the_queue_does_not_turn_light_work_away():
+    calls = Calls()
+    sched = scheduler(calls, max_queued=1500, light=100)
+    try:
+        held = hold_first_call(calls, sched)
+        queued = sched.submit(work([1, 2], costs=[700, 700]))
+        with pytest.raises(ApiError):
+            sched.submit(work([3], costs=[200]))  # heavy: no room
+        light = sched.submit(work([4], costs=[50]))  # light: its own room
+        calls.gate.set()
+        for future in (held, queued, light):
+            future.result(10)
+    finally:
+        sched.close()
+
+
 def test_work_past_its_deadline_is_dropped_with_504():
     calls = Calls()
     sched = scheduler(calls)

@@ -9,7 +9,8 @@ A predict request's body is read within `body_timeout` and `max_body_bytes` (and
 of all bodies being held within `max_inflight_body_bytes`), parsed within the JSON limits,
 checked against the pixel limits from the image headers, and queued as work (a full queue
 is a 503). The answer is awaited until `request_timeout` (504); if the client disconnects
-first, what is left of its work is dropped.
+first (the protocol in connections.py tells through the scope's LOST future), what is left
+of its work is dropped.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from jobs.serving.versions import DEFAULT_LOAD_RETRIES, DEFAULT_LOAD_RETRY_SECON
 log = logging.getLogger("jobs.serve")
 
 JSON = b"application/json"
+LOST = "fmnist.connection_lost"  # scope key: a future done when the client's connection is lost
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,31 +187,49 @@ class App:
                 except ApiError:
                     self.metrics.dropped.labels("queue_full").inc()
                     raise
-                outputs = await self._answer(work, future, receive)
+                outputs = await self._answer(work, future, scope)
             finally:
                 servable.release()
         self.metrics.instances.inc(request.size)
         return encode_predict(outputs, request.row_format)
 
-    async def _answer(self, work: Work, future, receive):
-        """The work's outputs; drops the work if its client goes or its deadline passes."""
+    async def _answer(self, work: Work, future, scope):
+        """The work's outputs; drops the work if its client goes or its deadline passes.
+
+        Neither watch costs a task or a loop iteration: a timer and the connection's own
+        "lost" future (set by the protocol, connections.py) cancel the awaited answer."""
         answer = asyncio.wrap_future(future)
-        gone = asyncio.ensure_future(_disconnected(receive))
+        why: list[str] = []
+
+        def stop(reason: str) -> None:
+            if not answer.done():
+                why.append(reason)
+                answer.cancel()
+
+        timer = asyncio.get_running_loop().call_later(max(0.0, work.deadline - time.monotonic()), stop, "deadline")
+        lost = scope.get(LOST)
+
+        def gone(_) -> None:
+            stop("gone")
+
+        if lost is not None:
+            lost.add_done_callback(gone)
         try:
-            done, _ = await asyncio.wait(
-                {answer, gone}, timeout=max(0.0, work.deadline - time.monotonic()), return_when=asyncio.FIRST_COMPLETED
-            )
+            return await answer
+        except asyncio.CancelledError:
+            if not why:
+                raise  # this task itself was cancelled
+            asyncio.current_task().uncancel()
+            assert self.scheduler is not None
+            self.scheduler.cancel(work)
+            if why[0] == "gone":
+                raise ClientGone() from None
+            self.metrics.dropped.labels("deadline").inc()
+            raise deadline_exceeded(work.timeout) from None
         finally:
-            gone.cancel()
-        if answer in done:
-            return answer.result()
-        answer.cancel()
-        assert self.scheduler is not None
-        self.scheduler.cancel(work)
-        if gone in done:
-            raise ClientGone()
-        self.metrics.dropped.labels("deadline").inc()
-        raise deadline_exceeded(work.timeout)
+            timer.cancel()
+            if lost is not None:
+                lost.remove_done_callback(gone)
 
     @contextlib.contextmanager
     def _holding(self, size: int):
@@ -239,29 +259,36 @@ class App:
         limit, timeout = self.limits.max_body_bytes, self.limits.body_timeout
         if declared is not None and declared > limit:
             raise ApiError(413, f"Request body of {declared} bytes is over the limit of {limit} bytes", close=True)
-        deadline = time.monotonic() + timeout
+        task = asyncio.current_task()
+        expired: list[bool] = []
+
+        def expire() -> None:
+            expired.append(True)
+            task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(timeout, expire)  # one timer, not a task per chunk
         chunks, size, more = [], 0, True
-        while more:
-            try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                raise ApiError(408, f"The request body did not arrive within {timeout:g} s", close=True) from None
-            if message["type"] == "http.disconnect":
-                raise ClientGone()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(413, f"Request body of more than {limit} bytes is over the limit", close=True)
-            if declared is None:
-                hold(len(chunk))
-            chunks.append(chunk)
-            more = message.get("more_body", False)
+        try:
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientGone()
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, f"Request body of more than {limit} bytes is over the limit", close=True)
+                if declared is None:
+                    hold(len(chunk))
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+        except asyncio.CancelledError:
+            if not expired:
+                raise
+            task.uncancel()
+            raise ApiError(408, f"The request body did not arrive within {timeout:g} s", close=True) from None
+        finally:
+            timer.cancel()
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-async def _disconnected(receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 def _content_length(scope) -> int | None:

@@ -25,6 +25,7 @@ import logging
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from jobs.serving.app import LOST
 from jobs.serving.errors import ApiError
 from jobs.serving.limits import DRAIN_BYTES, DRAIN_SECONDS, RETRY_AFTER_SECONDS, Limits
 from jobs.serving.response import encode_error
@@ -93,6 +94,7 @@ class BoundedH11Protocol(H11Protocol):
             self._start_lingering()
             return
         self.stats.open += 1
+        self._lost_future = self.loop.create_future()  # set when the connection is lost: see app.LOST
         super().connection_made(_Transport(self, transport))  # type: ignore[arg-type]
         # uvicorn arms its keep-alive timer only after a response: a silent new connection too.
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
@@ -104,6 +106,8 @@ class BoundedH11Protocol(H11Protocol):
         if self._rejected:
             return
         self.stats.open -= 1
+        if not self._lost_future.done():
+            self._lost_future.set_result(None)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -116,6 +120,11 @@ class BoundedH11Protocol(H11Protocol):
         if self._head_timer is not None and self.cycle is not self._head_cycle:
             self._head_timer.cancel()  # a request head arrived
             self._head_timer = None
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.scope is not None and LOST not in self.scope:
+            self.scope[LOST] = self._lost_future  # the app's task has not started yet
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

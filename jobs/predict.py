@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import http.client
 import io
 import json
 import logging
@@ -48,23 +49,37 @@ class Client:
         self.model = model
         self.timeout = timeout
 
-    def _call(self, method: str, path: str, payload: Any = None) -> Any:
+    def _call(self, method: str, path: str, payload: Any = None) -> dict:
+        """One request; the answer must be a JSON object. Every other outcome is one JobError
+        naming the URL: a refused or failed connection, an answer that is not HTTP, a body cut
+        short, a redirect (not followed: a POST would be resent elsewhere), a non-object."""
+        url = self.url + path
         data = None if payload is None else json.dumps(payload).encode("utf-8")
-        request = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
+        request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with _OPENER.open(request, timeout=self.timeout) as response:
                 body = response.read()
         except urllib.error.HTTPError as err:
-            raise ServerError(err.code, _error_text(err.read())) from None
+            if 300 <= err.code < 400:
+                where = err.headers.get("Location", "elsewhere")
+                raise JobError(
+                    f"{url} redirected ({err.code}) to {where}: not followed; give --url the server itself"
+                ) from None
+            raise ServerError(err.code, _error_text(_read_quietly(err)), url) from None
+        except http.client.IncompleteRead as err:
+            raise JobError(f"{url} answered with a body cut short ({len(err.partial)} bytes)") from None
+        except http.client.HTTPException as err:
+            raise JobError(f"{url} did not answer with HTTP ({type(err).__name__})") from None
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
             raise Unreachable(f"cannot reach {self.url}: {reason}") from None
         try:
-            return json.loads(body)
+            answer = json.loads(body)
         except ValueError:
-            raise JobError(f"{self.url}{path} answered with something that is not JSON") from None
+            raise JobError(f"{url} answered with something that is not JSON") from None
+        if not isinstance(answer, dict):
+            raise JobError(f"{url} answered with JSON that is not an object")
+        return answer
 
     def status(self) -> dict:
         return self._call("GET", f"/v1/models/{self.model}")
@@ -79,13 +94,30 @@ class Client:
         predictions = self.predict(payload).get("predictions")
         if not isinstance(predictions, list) or len(predictions) != len(images):
             raise JobError(f"{self.url} answered without one prediction per image")
+        if not all(isinstance(p, dict) for p in predictions):
+            raise JobError(f"{self.url} answered with predictions that are not objects")
         return predictions
 
 
 class ServerError(JobError):
-    def __init__(self, status: int, message: str):
-        super().__init__(f"the server answered {status}: {message}")
+    def __init__(self, status: int, message: str, url: str = ""):
+        super().__init__(f"{url or 'the server'} answered {status}: {message}")
         self.status = status
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # the 3xx reaches the caller as an HTTPError
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
+def _read_quietly(err: urllib.error.HTTPError) -> bytes:
+    try:
+        return err.read()
+    except (http.client.HTTPException, OSError):
+        return b""
 
 
 class Unreachable(JobError):
@@ -126,6 +158,7 @@ def wait_for_version(client: Client, wanted: int, timeout: float, interval: floa
     while True:
         try:
             entries = client.status().get("model_version_status") or []
+            entries = [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
             mine = [e for e in entries if str(e.get("version")) == str(wanted)]
             if mine and mine[0].get("state") == "AVAILABLE":
                 log.info("version %d of %s is AVAILABLE at %s", wanted, client.model, client.url)

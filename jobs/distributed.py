@@ -16,6 +16,14 @@ import os
 
 from jobs.common import JobError
 
+# Seconds without a heartbeat after which TensorFlow's coordination service declares a worker
+# lost and aborts every worker's collectives (its own default, made explicit). Heartbeats come from
+# a C++ thread every half of this, whatever Python is doing.
+HEARTBEAT_TIMEOUT = 10.0
+# Seconds the workers wait for all of them to join the cluster at start-up before giving up
+# (TensorFlow's own limit is an hour): an image pull or a busy node fits in it.
+START_TIMEOUT = 600.0
+
 
 @dataclasses.dataclass(frozen=True)
 class Cluster:
@@ -63,6 +71,8 @@ def parse_tf_config(text: str | None) -> Cluster:
             or not all(isinstance(a, str) and ":" in a for a in addresses)
         ):
             raise JobError(f"TF_CONFIG cluster.{role} must be a non-empty list of 'host:port' strings")
+        if role == "chief" and len(addresses) != 1:
+            raise JobError("TF_CONFIG cluster.chief must list exactly one address")
     task_type, task_index = task.get("type"), task.get("index", 0)
     if task_type not in cluster:
         raise JobError(f"TF_CONFIG task.type {task_type!r} is not a role in its cluster ({', '.join(cluster)})")
@@ -89,21 +99,47 @@ def tf_config(addresses: list[str], index: int) -> str:
     )
 
 
-def strategy(cluster: Cluster, timeout_seconds: float):
+def strategy(cluster: Cluster, heartbeat_timeout: float = HEARTBEAT_TIMEOUT, start_timeout: float = START_TIMEOUT):
     """MultiWorkerMirroredStrategy for a cluster, else the default strategy.
 
     Must run before any other TensorFlow op ("collective ops must be configured at program
-    startup"). The timeout makes a collective fail when a peer is lost instead of hanging.
+    startup"). There is no per-collective timeout: TensorFlow enforces one with a thread that
+    sleeps for the whole timeout, one per collective, thousands a second. A lost or frozen peer
+    is detected by the coordination service's heartbeats instead (see `coordination`).
     """
     import tensorflow as tf
 
     if not cluster.distributed:
         return tf.distribute.get_strategy()
+    coordination(cluster, heartbeat_timeout, start_timeout)
     options = tf.distribute.experimental.CommunicationOptions(
-        implementation=tf.distribute.experimental.CommunicationImplementation.RING,
-        timeout_seconds=timeout_seconds or None,
+        implementation=tf.distribute.experimental.CommunicationImplementation.RING
     )
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+
+
+def coordination(cluster: Cluster, heartbeat_timeout: float, start_timeout: float) -> None:
+    """Configures TensorFlow's coordination service as MultiWorkerMirroredStrategy would (leader:
+    the chief, or worker 0; every worker coordinated), with our timeouts; the strategy keeps a
+    configuration it finds. Registration is a barrier with `start_timeout`, so that a worker
+    whose peers never start fails on both sides: without it the leader waits at a later barrier
+    that has a fixed one-hour timeout."""
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.eager import context
+
+    jobs = {"chief": 1, "worker": cluster.workers - 1} if cluster.has_chief else {"worker": cluster.workers}
+    leader = "chief" if cluster.has_chief else "worker"
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=f"/job:{leader}/replica:0/task:0",
+        coordinated_jobs=[
+            coordination_config_pb2.CoordinatedJob(name=name, num_tasks=count) for name, count in jobs.items() if count
+        ],
+        heartbeat_timeout_in_ms=int(heartbeat_timeout * 1000),
+        cluster_register_timeout_in_ms=int(start_timeout * 1000),
+    )
+    # Not among configure_coordination_service's arguments; the config it returns is the one used.
+    context.context().coordination_service.cluster_register_with_barrier = True
 
 
 def current() -> Cluster:

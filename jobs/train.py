@@ -27,6 +27,7 @@ from jobs.common import (
     configure_threads,
     emit,
     parser,
+    positive_float,
     positive_int,
     read_json,
     run,
@@ -136,8 +137,15 @@ def train(args) -> dict:
         raise JobError(f"no dataset at {dataset_dir}: run the ingest step first")
 
     threads = configure_threads()
-    strategy = distributed.strategy(cluster, args.collective_timeout)  # before any other TF op
     import tensorflow as tf
+
+    try:
+        strategy = distributed.strategy(cluster, args.heartbeat_timeout, args.start_timeout)  # before any other TF op
+    except tf.errors.OpError as err:
+        abort(
+            f"{cluster.name} could not form the cluster of {cluster.workers} within {args.start_timeout:g} s: "
+            f"{type(err).__name__}: {op_error_reason(err)}"
+        )
     import tf_keras as keras
 
     from jobs import data, export
@@ -205,7 +213,7 @@ def train(args) -> dict:
         else:
             export.save(model, scratch / "model")
     except tf.errors.OpError as err:
-        # A lost peer, a collective timeout: say which and exit non-zero (a TFJob restarts us).
+        # A lost peer: say which and exit non-zero (a TFJob restarts us).
         # Exit at once: with its collectives aborted, TensorFlow's runtime is half torn down,
         # and a normal interpreter shutdown can hang or print tracebacks from its threads.
         shutil.rmtree(scratch, ignore_errors=True)
@@ -248,10 +256,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's base rate; a tenth from epoch 4")
     p.add_argument("--seed", type=int, default=0, help="shuffling seed")
     p.add_argument(
-        "--collective-timeout",
-        type=float,
-        default=300.0,
-        help="seconds a collective may wait for a peer before the worker fails (0: forever)",
+        "--heartbeat-timeout",
+        type=positive_float,
+        default=distributed.HEARTBEAT_TIMEOUT,
+        help="seconds without a heartbeat before a worker counts as lost and the others stop",
+    )
+    p.add_argument(
+        "--start-timeout",
+        type=positive_float,
+        default=distributed.START_TIMEOUT,
+        help="seconds the workers wait for each other to start",
     )
     args = p.parse_args(argv)
 

@@ -66,6 +66,7 @@ def test_local_tf_config_matches_the_operator_shape():
         ('{"cluster": {"worker": "a:1"}, "task": {"type": "worker", "index": 0}}', "list of 'host:port'"),
         ('{"cluster": {"worker": ["nohost"]}, "task": {"type": "worker", "index": 0}}', "list of 'host:port'"),
         ('{"cluster": {"ps": ["a:1"]}, "task": {"type": "ps", "index": 0}}', "not supported"),
+        ('{"cluster": {"chief": ["a:1", "b:1"]}, "task": {"type": "chief", "index": 0}}', "exactly one address"),
     ],
 )
 def test_malformed_tf_config(text, message):

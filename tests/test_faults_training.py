@@ -1,5 +1,6 @@
 """Faults during multi-worker training: a worker SIGKILLed and restarted, a worker that always
-fails, a peer that never comes back. Real processes, real MultiWorkerMirroredStrategy."""
+fails, a peer that never comes back or never starts. Real processes, real
+MultiWorkerMirroredStrategy."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def settings(work: Work, run_id: str, max_restarts: int = 2, python: str = sys.e
         min_accuracy=0.0,
         max_restarts=max_restarts,
         python=python,
-        extra={"train": ["--steps-per-epoch", STEPS, "--collective-timeout", "60"]},
+        extra={"train": ["--steps-per-epoch", STEPS]},
     )
 
 
@@ -186,7 +187,8 @@ def test_worker_that_always_fails_ends_the_run_with_its_log(runner_env, dataset_
     assert runner.children == []
 
 
-def start_pair(work: Work, timeout: str) -> tuple[list[subprocess.Popen], list]:
+def start_workers(work: Work, name: str, indexes=(0, 1), *extra: str) -> tuple[list[subprocess.Popen], list]:
+    """`jobs.train` workers of a two-worker cluster, started by hand: only those in `indexes`."""
     addresses = [f"localhost:{port}" for port in free_ports(2)]
     argv = [
         sys.executable,
@@ -204,10 +206,9 @@ def start_pair(work: Work, timeout: str) -> tuple[list[subprocess.Popen], list]:
         "50",
         "--steps-per-epoch",
         STEPS,
-        "--collective-timeout",
-        timeout,
+        *extra,
     ]
-    logs = [open(work.root / f"worker-{i}.log", "w+") for i in range(2)]  # noqa: SIM115 (closed by the caller)
+    logs = [open(work.root / f"{name}-worker-{i}.log", "w+") for i in indexes]  # noqa: SIM115 (closed by the caller)
     procs = [
         subprocess.Popen(
             argv,
@@ -217,41 +218,81 @@ def start_pair(work: Work, timeout: str) -> tuple[list[subprocess.Popen], list]:
             stderr=log,
             stdin=subprocess.DEVNULL,
         )
-        for i, log in enumerate(logs)
+        for i, log in zip(indexes, logs, strict=True)
     ]
     return procs, logs
 
 
+def stderr_of(log) -> str:
+    log.seek(0)
+    text = log.read()
+    log.close()
+    return text
+
+
+def wait_exit(proc: subprocess.Popen, bound: float, what: str) -> float:
+    """Seconds until `proc` exits; fails the test if it is still running after `bound`."""
+    started = time.monotonic()
+    try:
+        proc.wait(timeout=bound)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{what}: still running after {bound:g} s")
+    return time.monotonic() - started
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("fault, lost", [("SIGKILL", 1), ("SIGSTOP", 0)], ids=["worker-killed", "chief-frozen"])
+@pytest.mark.parametrize(
+    "fault, lost",
+    [("SIGKILL", 1), ("SIGSTOP", 0), ("SIGSTOP", 1)],
+    ids=["worker-killed", "chief-frozen", "worker-frozen"],
+)
 def test_peer_that_never_returns_fails_the_survivor(dataset_work, fault, lost, capsys):
     """A peer lost mid-training and never restarted: the survivor must fail with one clear
-    error line, not hang. SIGKILL on one host closes its sockets (the survivor sees a reset);
-    SIGSTOP keeps them open and silent, like a node that dropped off the network."""
-    procs, logs = start_pair(dataset_work, timeout="15")
+    error line, not hang. SIGKILL on one host closes its sockets;
+    SIGSTOP keeps them open and silent, like a node that dropped off the network. Either way
+    the peer stops sending heartbeats to the coordination service (led by the chief), which
+    gives up on it after the heartbeat timeout (10 s)."""
+    procs, logs = start_workers(dataset_work, "lost")
     survivor = procs[1 - lost]
     try:
         history = dataset_work.candidate("lost", "cnn").history
         wait_for(lambda: finished_epochs(history) or any(p.poll() is not None for p in procs), 300, "the first epoch")
         assert all(p.poll() is None for p in procs), "a worker ended before the fault"
         procs[lost].send_signal(getattr(signal, fault))
-        started = time.monotonic()
-        try:
-            survivor.wait(timeout=180)  # a generous bound: it measured ~6-13 s here
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"worker-{1 - lost} still running 180 s after its peer was lost ({fault})")
-        seconds = time.monotonic() - started
+        # A generous bound: it measured 4-11 s here, at load averages of 6-10.
+        seconds = wait_exit(survivor, 180, f"worker-{1 - lost} after its peer was lost ({fault})")
     finally:
         for proc in procs:
             proc.kill()
             proc.wait()
-    logs[1 - lost].seek(0)
-    stderr = logs[1 - lost].read()
-    for log in logs:
-        log.close()
+    stderr = [stderr_of(log) for log in logs][1 - lost]
     error = assert_one_line_error(
         subprocess.CompletedProcess([], survivor.returncode, "", stderr), f"training failed on worker-{1 - lost}"
     )
     assert "Graph execution error" not in error, "the cause, not TensorFlow's preamble"
     with capsys.disabled():
         print(f"\n[peer lost: {fault} worker-{lost}] worker-{1 - lost} failed after {seconds:.1f} s: {error}")
+
+
+@pytest.mark.slow
+def test_peer_that_never_starts_fails_both_sides(dataset_work, capsys):
+    """A two-worker cluster where one worker never starts (a pod left Pending): the chief alone,
+    and worker 1 alone (in another cluster), each give up after --start-timeout with one error
+    line, instead of waiting (TensorFlow's own wait is an hour)."""
+    launched = time.monotonic()
+    chief, chief_log = start_workers(dataset_work, "alone", (0,), "--start-timeout", "15")
+    worker, worker_log = start_workers(dataset_work, "orphan", (1,), "--start-timeout", "15")
+    try:
+        seconds = {}
+        for name, proc in (("worker-0", chief[0]), ("worker-1", worker[0])):
+            wait_exit(proc, 180, f"{name} whose peer never started")
+            seconds[name] = time.monotonic() - launched
+    finally:
+        for proc in chief + worker:
+            proc.kill()
+            proc.wait()
+    for name, proc, log in (("worker-0", chief[0], chief_log[0]), ("worker-1", worker[0], worker_log[0])):
+        result = subprocess.CompletedProcess([], proc.returncode, "", stderr_of(log))
+        error = assert_one_line_error(result, f"{name} could not form the cluster of 2 within 15 s")
+        with capsys.disabled():
+            print(f"\n[peer never started] {name} gave up {seconds[name]:.1f} s after its launch: {error}")

@@ -1,4 +1,5 @@
-"""TF_CONFIG as the Kubeflow training operator injects it, and the strategy it implies.
+"""TF_CONFIG as the Kubeflow training operator injects it, the strategy it implies, and how a
+worker that lost its peers exits.
 
 The operator sets, for a TFJob with more than one replica,
 
@@ -15,6 +16,12 @@ import json
 import os
 
 from jobs.common import JobError
+
+# The exit status of a worker that lost a peer, or whose peers never joined: a transient fault,
+# worth a restart. EX_TEMPFAIL (75, "temporary failure, try again" in sysexits.h) moved into
+# 128-255, the statuses that a TFJob with `restartPolicy: ExitCode` retries; 1-127 (a bad flag,
+# a missing dataset, a bug) fail the job for good. jobs.local applies the same rule.
+EXIT_PEER_LOST = 128 + 75  # 203
 
 # Seconds without a heartbeat after which TensorFlow's coordination service declares a worker
 # lost and aborts every worker's collectives (its own default, made explicit). Heartbeats come from
@@ -96,6 +103,28 @@ def tf_config(addresses: list[str], index: int) -> str:
     """TF_CONFIG for worker `index`, built the way the training operator builds it."""
     return json.dumps(
         {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}, "environment": "cloud"}
+    )
+
+
+def retryable(returncode: int) -> bool:
+    """Whether a worker that ended with `returncode` (as subprocess reports it) is restarted
+    under `restartPolicy: ExitCode`: exit 128-255, or killed by a signal (Popen's -N, a
+    container's 128+N)."""
+    return returncode < 0 or returncode >= 128
+
+
+def transient(err) -> bool:
+    """Whether a TensorFlow error is a lost peer or an aborted collective (worth a restart)
+    rather than this worker's own: gRPC's retryable codes, which is how TensorFlow reports a
+    peer that stopped sending heartbeats, a heartbeat that timed out, or a cluster that did not
+    form in time."""
+    import tensorflow as tf
+
+    return err.error_code in (
+        tf.errors.UNAVAILABLE,
+        tf.errors.DEADLINE_EXCEEDED,
+        tf.errors.ABORTED,
+        tf.errors.CANCELLED,
     )
 
 

@@ -2,8 +2,10 @@
 
 Each step of `jobs.steps` runs as the same module with the same flags as in the Argo workflow.
 A training step runs WORKERS local processes, each given TF_CONFIG on free localhost ports the
-way the training operator builds it; like a TFJob with `restartPolicy: OnFailure`, a failed
-worker restarts the group (a bounded number of times) and training resumes from its backup.
+way the training operator builds it. Like a TFJob with `restartPolicy: ExitCode`, a worker that
+exits 1-127 (its own error) fails the training at once with its log tail, and one that exits
+128-255 (a lost peer: `jobs.train` exits 203) or is killed by a signal restarts the group, at
+most --max-restarts times; training resumes from its backup.
 The serving steps run against a local server on a free port. At the end: a summary table.
 """
 
@@ -117,9 +119,17 @@ class Process:
             os.killpg(self.popen.pid, signal.SIGKILL)
         self.wait()
 
+    def ended(self) -> str:
+        """How it ended: "exited with N" or "killed by SIGNAME"."""
+        code = self.popen.returncode
+        if code is not None and code < 0:
+            with contextlib.suppress(ValueError):
+                return f"killed by {signal.Signals(-code).name}"
+        return f"exited with {code}"
+
     def describe_failure(self) -> str:
         lines = "\n".join(f"    {line}" for line in self.tail)
-        return f"{self.prefix} exited with {self.popen.returncode}; last lines of {self.log_path}:\n{lines}"
+        return f"{self.prefix} {self.ended()}; last lines of {self.log_path}:\n{lines}"
 
 
 @dataclasses.dataclass
@@ -183,11 +193,12 @@ class Runner:
         return process.results
 
     def run_workers(self, step: steps.Step, model: str) -> dict[str, str]:
-        """One training job: WORKERS processes, restarted together on a failure, like a TFJob
-        with restartPolicy OnFailure (the survivors of a lost peer fail by timeout anyway)."""
+        """One training job: WORKERS processes, restarted together, like a TFJob with
+        restartPolicy ExitCode, when one is killed or exits 128-255 (a TFJob recreates only that
+        pod; its peers then exit 203 within the heartbeat timeout and are recreated in turn)."""
         argv = self.command(step, model=model)
         threads = str(max(1, cpu_count() // self.s.workers))
-        restarts = 0
+        self.restarts[model] = restarts = 0
         while True:
             addresses = [f"localhost:{port}" for port in free_ports(self.s.workers)]
             group = []
@@ -200,30 +211,29 @@ class Runner:
                 )
             failed = self._supervise(group)
             if failed is None:
-                self.restarts[model] = restarts
                 return group[0].results
             for process in group:
                 process.kill()
                 self.children.remove(process)
+            ended = f"worker-{group.index(failed)} {failed.ended()}"
+            if not distributed.retryable(failed.popen.returncode):
+                raise JobError(
+                    f"training {model} failed: {ended}, a permanent error (not restarted)\n{failed.describe_failure()}"
+                )
             if restarts >= self.s.max_restarts:
                 raise JobError(f"training {model} failed after {restarts} restart(s)\n{failed.describe_failure()}")
-            restarts += 1
-            log.warning(
-                "%s: worker failed (exit %s); restarting the group (%d/%d)",
-                model,
-                failed.popen.returncode,
-                restarts,
-                self.s.max_restarts,
-            )
+            self.restarts[model] = restarts = restarts + 1
+            log.warning("%s: %s; restarting the group (%d/%d)", model, ended, restarts, self.s.max_restarts)
 
     @staticmethod
     def _supervise(group: list[Process]) -> Process | None:
-        """Waits for the group; returns the first worker that failed, or None if all succeeded."""
+        """Waits for the group; returns the worker that failed first (one that failed for good,
+        if several are seen at once), or None if all succeeded."""
         while True:
             codes = [process.poll() for process in group]
             failed = [process for process, code in zip(group, codes, strict=True) if code not in (None, 0)]
             if failed:
-                return failed[0]
+                return min(failed, key=lambda process: distributed.retryable(process.popen.returncode))
             if all(code == 0 for code in codes):
                 for process in group:
                     process.wait()
@@ -350,7 +360,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--run-id", type=plain_name, default=time.strftime("local-%Y%m%d-%H%M%S"), help="names this run's folder"
     )
     p.add_argument("--min-accuracy", type=float, default=0.7, help="the smoke check's threshold")
-    p.add_argument("--max-restarts", type=int, default=3, help="restarts of a failed training job")
+    p.add_argument(
+        "--max-restarts",
+        type=int,
+        default=3,
+        help="restarts of a training job whose worker was killed or exited 128-255",
+    )
     p.add_argument("--python", default=sys.executable, help="the interpreter that runs the jobs")
     for name in ("ingest", "train"):
         p.add_argument(

@@ -5,6 +5,11 @@ single replica). Every worker trains and saves (saving is a collective): the chi
 candidate's folder, the others to temp folders they delete. Progress survives a lost worker
 through BackupAndRestore on the shared volume: a restarted job resumes at the last finished
 epoch. The chief alone talks to MLflow.
+
+Exit status, for a TFJob with `restartPolicy: ExitCode` and for jobs.local alike: 0 trained;
+1 this worker's own error (bad input, a missing dataset, an unexpected exception), not worth a
+restart; 2 a usage error; 203 (`distributed.EXIT_PEER_LOST`) a lost peer, aborted collectives or
+peers that never started: restart the group, which resumes from the backup.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from jobs import distributed, models
 from jobs.common import (
@@ -49,6 +55,15 @@ def op_error_reason(err) -> str:
         if line and not line.startswith(skip):
             lines.append(line)
     return " ".join(lines[:2])[:300] or type(err).__name__
+
+
+def fail(err, what: str) -> NoReturn:
+    """Ends the worker on a TensorFlow error with one line: EXIT_PEER_LOST when a peer was lost
+    or never came (a TFJob with restartPolicy ExitCode recreates the pod), 1 for its own error.
+    At once: with its collectives aborted, TensorFlow's runtime is half torn down, and a normal
+    interpreter shutdown can hang or print tracebacks from its threads."""
+    code = distributed.EXIT_PEER_LOST if distributed.transient(err) else 1
+    abort(f"{what}: {type(err).__name__}: {op_error_reason(err)}", code)
 
 
 def learning_rate(epoch: int, base: float = 1e-3) -> float:
@@ -142,10 +157,7 @@ def train(args) -> dict:
     try:
         strategy = distributed.strategy(cluster, args.heartbeat_timeout, args.start_timeout)  # before any other TF op
     except tf.errors.OpError as err:
-        abort(
-            f"{cluster.name} could not form the cluster of {cluster.workers} within {args.start_timeout:g} s: "
-            f"{type(err).__name__}: {op_error_reason(err)}"
-        )
+        fail(err, f"{cluster.name} could not form the cluster of {cluster.workers} within {args.start_timeout:g} s")
     import tf_keras as keras
 
     from jobs import data, export
@@ -213,13 +225,10 @@ def train(args) -> dict:
         else:
             export.save(model, scratch / "model")
     except tf.errors.OpError as err:
-        # A lost peer: say which and exit non-zero (a TFJob restarts us).
-        # Exit at once: with its collectives aborted, TensorFlow's runtime is half torn down,
-        # and a normal interpreter shutdown can hang or print tracebacks from its threads.
         shutil.rmtree(scratch, ignore_errors=True)
         if progress is not None:
             progress.tracker.end_run(progress.mlflow_run, "FAILED")
-        abort(f"training failed on {cluster.name}: {type(err).__name__}: {op_error_reason(err)}")
+        fail(err, f"training failed on {cluster.name}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -1,6 +1,6 @@
 """Faults during multi-worker training: a worker SIGKILLed and restarted, a worker that always
-fails, a peer that never comes back or never starts. Real processes, real
-MultiWorkerMirroredStrategy."""
+fails (for good, or transiently), a peer that never comes back or never starts. Real processes,
+real MultiWorkerMirroredStrategy."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from faultlib import alive, finished_epochs, wait_for
 
 from jobs import data, steps
 from jobs.common import JobError
-from jobs.distributed import tf_config
+from jobs.distributed import EXIT_PEER_LOST, tf_config
 from jobs.local import Runner, Settings, free_ports
 from jobs.paths import Work
 
@@ -74,8 +74,9 @@ def accuracy_of(work: Work, run_id: str) -> float:
 @pytest.mark.slow
 def test_worker_killed_mid_training_resumes_from_backup(runner_env, dataset_work, capsys):
     """SIGKILL the chief once an epoch has finished: the runner restarts the group (a TFJob
-    with restartPolicy OnFailure), training resumes from BackupAndRestore at the next epoch,
-    and the model is as good as an uninterrupted one with the same settings."""
+    with restartPolicy ExitCode recreates a pod killed by a signal), training resumes from
+    BackupAndRestore at the next epoch, and the model is as good as an uninterrupted one with
+    the same settings."""
     work = dataset_work
     train = steps.step("train")
 
@@ -139,15 +140,20 @@ def test_worker_killed_mid_training_resumes_from_backup(runner_env, dataset_work
 
 
 @pytest.mark.slow
-def test_worker_that_always_fails_ends_the_run_with_its_log(runner_env, dataset_work, tmp_path):
-    """Worker 1 crashes every time while worker 0 waits for it: after the bounded restarts the
-    run fails, quoting the failed worker's last lines, and no process is left behind."""
+@pytest.mark.parametrize(
+    "exit_code, attempts", [(3, 1), (EXIT_PEER_LOST, 2)], ids=["permanent-exit-3", "transient-exit-203"]
+)
+def test_worker_that_always_fails_ends_the_run_with_its_log(runner_env, dataset_work, tmp_path, exit_code, attempts):
+    """Worker 1 fails every time while worker 0 waits for it. An exit of 1-127 is its own error:
+    the run fails at once, with no restart (restartPolicy ExitCode). An exit of 128-255 is
+    transient: the group restarts, and after the bounded restarts the run fails. Either way the
+    error quotes the failed worker's last lines, and no process is left behind."""
     python = tmp_path / "python"
     python.write_text(
         "#!/usr/bin/env bash\n"
         "# worker 1 crashes after its peer has started; every other process is the real python\n"
         'case "${TF_CONFIG:-}" in\n'
-        "  *'\"index\": 1'*) sleep 6; echo 'worker-1: simulated crash: disk on fire' >&2; exit 3;;\n"
+        f"  *'\"index\": 1'*) sleep 6; echo 'worker-1: simulated crash: disk on fire' >&2; exit {exit_code};;\n"
         "esac\n"
         f'exec {sys.executable} "$@"\n'
     )
@@ -177,12 +183,17 @@ def test_worker_that_always_fails_ends_the_run_with_its_log(runner_env, dataset_
         stop.set()
         watcher.join()
     message = str(failure.value)
-    assert message.startswith("training cnn failed after 1 restart(s)")
-    assert "[cnn:1] exited with 3" in message
+    if attempts == 1:
+        assert message.startswith(f"training cnn failed: worker-1 exited with {exit_code}, a permanent error")
+        assert runner.restarts["cnn"] == 0
+    else:
+        assert message.startswith("training cnn failed after 1 restart(s)")
+        assert runner.restarts["cnn"] == 1
+    assert f"[cnn:1] exited with {exit_code}" in message
     assert "worker-1: simulated crash: disk on fire" in message, "the worker's log tail"
     logs = (dataset_work.run("doomed") / "logs" / "cnn-worker-1.log").read_text()
-    assert logs.count("disk on fire") == 2, "one first attempt plus one restart"
-    assert len(seen) >= 4, f"expected two attempts of two workers, saw {len(seen)} processes"
+    assert logs.count("disk on fire") == attempts
+    assert len(seen) >= 2 * attempts, f"expected {attempts} attempt(s) of two workers, saw {len(seen)} processes"
     assert alive(list(seen.values())) == [], "orphans left behind"
     assert runner.children == []
 
@@ -248,7 +259,7 @@ def wait_exit(proc: subprocess.Popen, bound: float, what: str) -> float:
 )
 def test_peer_that_never_returns_fails_the_survivor(dataset_work, fault, lost, capsys):
     """A peer lost mid-training and never restarted: the survivor must fail with one clear
-    error line, not hang. SIGKILL on one host closes its sockets;
+    error line and the retryable exit status, not hang. SIGKILL on one host closes its sockets;
     SIGSTOP keeps them open and silent, like a node that dropped off the network. Either way
     the peer stops sending heartbeats to the coordination service (led by the chief), which
     gives up on it after the heartbeat timeout (10 s)."""
@@ -269,6 +280,7 @@ def test_peer_that_never_returns_fails_the_survivor(dataset_work, fault, lost, c
     error = assert_one_line_error(
         subprocess.CompletedProcess([], survivor.returncode, "", stderr), f"training failed on worker-{1 - lost}"
     )
+    assert survivor.returncode == EXIT_PEER_LOST, "a lost peer is transient: the TFJob recreates the pod"
     assert "Graph execution error" not in error, "the cause, not TensorFlow's preamble"
     with capsys.disabled():
         print(f"\n[peer lost: {fault} worker-{lost}] worker-{1 - lost} failed after {seconds:.1f} s: {error}")
@@ -278,7 +290,7 @@ def test_peer_that_never_returns_fails_the_survivor(dataset_work, fault, lost, c
 def test_peer_that_never_starts_fails_both_sides(dataset_work, capsys):
     """A two-worker cluster where one worker never starts (a pod left Pending): the chief alone,
     and worker 1 alone (in another cluster), each give up after --start-timeout with one error
-    line, instead of waiting (TensorFlow's own wait is an hour)."""
+    line and the retryable exit status, instead of waiting (TensorFlow's own wait is an hour)."""
     launched = time.monotonic()
     chief, chief_log = start_workers(dataset_work, "alone", (0,), "--start-timeout", "15")
     worker, worker_log = start_workers(dataset_work, "orphan", (1,), "--start-timeout", "15")
@@ -294,5 +306,6 @@ def test_peer_that_never_starts_fails_both_sides(dataset_work, capsys):
     for name, proc, log in (("worker-0", chief[0], chief_log[0]), ("worker-1", worker[0], worker_log[0])):
         result = subprocess.CompletedProcess([], proc.returncode, "", stderr_of(log))
         error = assert_one_line_error(result, f"{name} could not form the cluster of 2 within 15 s")
+        assert proc.returncode == EXIT_PEER_LOST, result.stderr[-2000:]
         with capsys.disabled():
             print(f"\n[peer never started] {name} gave up {seconds[name]:.1f} s after its launch: {error}")

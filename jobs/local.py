@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from jobs import distributed, models, steps
+from jobs import distributed, models, steps, train
 from jobs.common import (
     JobError,
     cpu_count,
@@ -127,6 +127,12 @@ class Process:
                 return f"killed by {signal.Signals(-code).name}"
         return f"exited with {code}"
 
+    def reason(self) -> str:
+        """Why it ended, in one line: its last `error:` line, else its last meaningful line."""
+        lines = [line.strip() for line in self.tail if line.strip() and not NOISE.search(line)]
+        errors = [line for line in lines if line.startswith("error:")]
+        return (errors or lines or ["(no output)"])[-1][:300]
+
     def describe_failure(self) -> str:
         lines = "\n".join(f"    {line}" for line in self.tail)
         return f"{self.prefix} {self.ended()}; last lines of {self.log_path}:\n{lines}"
@@ -152,7 +158,7 @@ class Runner:
         self.children: list[Process] = []
         self.timings: dict[str, float] = {}
         self.results: dict[str, dict[str, str]] = {}
-        self.restarts: dict[str, int] = {}
+        self.restarts: dict[str, list[dict[str, str]]] = {}  # per candidate: how each attempt ended
         self.url = ""
 
     # -- processes ------------------------------------------------------------------------
@@ -195,10 +201,12 @@ class Runner:
     def run_workers(self, step: steps.Step, model: str) -> dict[str, str]:
         """One training job: WORKERS processes, restarted together, like a TFJob with
         restartPolicy ExitCode, when one is killed or exits 128-255 (a TFJob recreates only that
-        pod; its peers then exit 203 within the heartbeat timeout and are recreated in turn)."""
+        pod; its peers then exit 203 within the heartbeat timeout and are recreated in turn).
+        Each restart is recorded in the candidate's run.json, where the chief reports it to MLflow."""
         argv = self.command(step, model=model)
         threads = str(max(1, cpu_count() // self.s.workers))
-        self.restarts[model] = restarts = 0
+        candidate = self.s.work.candidate(self.s.run_id, model)
+        self.restarts[model] = []
         while True:
             addresses = [f"localhost:{port}" for port in free_ports(self.s.workers)]
             group = []
@@ -215,6 +223,7 @@ class Runner:
             for process in group:
                 process.kill()
                 self.children.remove(process)
+            restarts = len(self.restarts[model])
             ended = f"worker-{group.index(failed)} {failed.ended()}"
             if not distributed.retryable(failed.popen.returncode):
                 raise JobError(
@@ -222,8 +231,17 @@ class Runner:
                 )
             if restarts >= self.s.max_restarts:
                 raise JobError(f"training {model} failed after {restarts} restart(s)\n{failed.describe_failure()}")
-            self.restarts[model] = restarts = restarts + 1
-            log.warning("%s: %s; restarting the group (%d/%d)", model, ended, restarts, self.s.max_restarts)
+            restart = {"ended": ended, "reason": failed.reason()}
+            self.restarts[model].append(restart)
+            train.record_restart(candidate, restart)
+            log.warning(
+                "%s: %s (%s); restarting the group (%d/%d)",
+                model,
+                ended,
+                restart["reason"],
+                restarts + 1,
+                self.s.max_restarts,
+            )
 
     @staticmethod
     def _supervise(group: list[Process]) -> Process | None:
@@ -289,6 +307,14 @@ class Runner:
 
     # -- report ---------------------------------------------------------------------------
 
+    def restart_lines(self) -> list[str]:
+        """One line per restart of a training job: which worker ended how, and why."""
+        return [
+            f"restart {i} of {model}: {r['ended']}: {r['reason']}"
+            for model, restarts in self.restarts.items()
+            for i, r in enumerate(restarts, 1)
+        ]
+
     def summary(self) -> str:
         run_dir = self.s.work.run(self.s.run_id)
         promotion = read_json(run_dir / "promotion.json")
@@ -305,7 +331,7 @@ class Runner:
                     model,
                     f"{accuracy:.4f}",
                     f"{self.timings[f'train:{model}']:.1f} s",
-                    str(self.restarts.get(model, 0)),
+                    str(len(self.restarts.get(model, []))),
                     promoted,
                 )
             )
@@ -313,6 +339,8 @@ class Runner:
         lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
         lines.insert(1, "  ".join("-" * width for width in widths))
         served = self.results.get("smoke", {}).get("accuracy", "?")
+        restarts = self.restart_lines()
+        lines += ["", *restarts] if restarts else []
         lines += [
             "",
             f"promotion: {promotion['reason']}",

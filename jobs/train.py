@@ -126,12 +126,31 @@ class Progress:
         return Callback()
 
 
+def record_restart(candidate: Candidate, restart: dict[str, str]) -> None:
+    """Adds a restart of the candidate's training (how a worker ended, and why) to its run.json.
+    jobs.local calls it between attempts; in a cluster the pods' statuses hold the same."""
+    info = read_json(candidate.run_info) if candidate.run_info.exists() else {}
+    write_json(candidate.run_info, {**info, "restarts": [*info.get("restarts", []), restart]})
+
+
+def restart_tags(info: dict) -> dict[str, str]:
+    """MLflow tags saying how many times the training restarted and why: the restarts recorded
+    by a supervisor, or at least the chief's own earlier attempts (a TFJob records no reason)."""
+    recorded = info.get("restarts", [])
+    count = max(len(recorded), info.get("attempts", 1) - 1)
+    tags = {"restarts": str(count)}
+    tags.update({f"restart.{i}": f"{r['ended']}: {r['reason']}" for i, r in enumerate(recorded, 1)})
+    return tags
+
+
 def start_tracking(candidate: Candidate, args, cluster: distributed.Cluster, params: dict):
-    """The chief's MLflow run, reused when a restarted chief finds it in run.json."""
+    """The chief's MLflow run, reused when a restarted chief finds it in run.json, and tagged
+    with the restarts so far."""
     from jobs.tracking import Tracker
 
     tracker = Tracker()
     info = read_json(candidate.run_info) if candidate.run_info.exists() else {}
+    info["attempts"] = info.get("attempts", 0) + 1
     mlflow_run = info.get("mlflow_run_id")
     if not mlflow_run:
         mlflow_run = tracker.start_run(
@@ -139,7 +158,9 @@ def start_tracking(candidate: Candidate, args, cluster: distributed.Cluster, par
             {"pipeline_run": args.run_id, "model": args.model, "dataset": args.dataset},
         )
         tracker.log_params(mlflow_run, params)
-        write_json(candidate.run_info, {**info, "mlflow_run_id": mlflow_run, "params": params})
+        info.update(mlflow_run_id=mlflow_run, params=params)
+    write_json(candidate.run_info, info)
+    tracker.set_tags(mlflow_run, restart_tags(info))
     return tracker, mlflow_run
 
 
@@ -242,7 +263,8 @@ def train(args) -> dict:
         result["images_per_second"] = images / trained if trained else 0.0
         info = read_json(candidate.run_info)
         write_json(candidate.run_info, {**info, **result, "epochs_trained": len(progress.epochs)})
-        progress.tracker.log_metrics(progress.mlflow_run, {"train_seconds": seconds})
+        restarts = int(restart_tags(info)["restarts"])
+        progress.tracker.log_metrics(progress.mlflow_run, {"train_seconds": seconds, "restarts": restarts})
         progress.tracker.log_artifacts(progress.mlflow_run, candidate.model, "model")
         progress.tracker.log_artifacts(progress.mlflow_run, candidate.tensorboard, "tensorboard")
         progress.tracker.end_run(progress.mlflow_run)

@@ -72,17 +72,20 @@ def accuracy_of(work: Work, run_id: str) -> float:
 
 
 @pytest.mark.slow
-def test_worker_killed_mid_training_resumes_from_backup(runner_env, dataset_work, capsys):
+def test_worker_killed_mid_training_resumes_from_backup(runner_env, dataset_work, mlflow_uri, monkeypatch, capsys):
     """SIGKILL the chief once an epoch has finished: the runner restarts the group (a TFJob
     with restartPolicy ExitCode recreates a pod killed by a signal), training resumes from
-    BackupAndRestore at the next epoch, and the model is as good as an uninterrupted one with
-    the same settings."""
+    BackupAndRestore at the next epoch, the model is as good as an uninterrupted one with the
+    same settings, and the restart is reported with its cause, in the runner and in MLflow."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
     work = dataset_work
     train = steps.step("train")
 
     reference = Runner(settings(work, "reference"))
     reference.run_workers(train, "cnn")
-    assert reference.restarts["cnn"] == 0
+    assert reference.restarts["cnn"] == []
 
     runner = Runner(settings(work, "killed"))
     outcome: dict = {}
@@ -114,7 +117,10 @@ def test_worker_killed_mid_training_resumes_from_backup(runner_env, dataset_work
 
     results = outcome["results"]
     resumed_at = int(results["resumed_at_epoch"])
-    assert runner.restarts["cnn"] == 1
+    [restart] = runner.restarts["cnn"]
+    assert restart["ended"] == "worker-0 killed by SIGKILL"
+    assert restart["reason"], "the last meaningful line of the killed worker"
+    assert f"restart 1 of cnn: worker-0 killed by SIGKILL: {restart['reason']}" in runner.restart_lines()
     # Resumed, not restarted from epoch 1: every finished epoch was kept (the backup is saved
     # before history.json, so a kill between the two can make the backup one epoch ahead).
     assert resumed_at >= 1
@@ -123,6 +129,17 @@ def test_worker_killed_mid_training_resumes_from_backup(runner_env, dataset_work
     assert [e["epoch"] for e in history] == list(range(EPOCHS)), "every epoch exactly once"
     info = json.loads(candidate.run_info.read_text())
     assert info["resumed_at_epoch"] == resumed_at and info["epochs_trained"] == EPOCHS
+    assert info["restarts"] == [restart] and info["attempts"] == 2
+    client = MlflowClient(mlflow_uri)
+    run = client.get_run(info["mlflow_run_id"])
+    assert run.data.metrics["restarts"] == 1 and run.data.tags["restarts"] == "1"
+    assert run.data.tags["restart.1"] == f"worker-0 killed by SIGKILL: {restart['reason']}"
+    assert (
+        client.get_run(
+            json.loads(work.candidate("reference", "cnn").run_info.read_text())["mlflow_run_id"]
+        ).data.metrics["restarts"]
+        == 0
+    )
     assert (candidate.model / "saved_model.pb").exists()
     assert not [p.name for p in candidate.root.iterdir() if p.name.startswith(".")], "temp dirs left"
 
@@ -185,10 +202,12 @@ def test_worker_that_always_fails_ends_the_run_with_its_log(runner_env, dataset_
     message = str(failure.value)
     if attempts == 1:
         assert message.startswith(f"training cnn failed: worker-1 exited with {exit_code}, a permanent error")
-        assert runner.restarts["cnn"] == 0
+        assert runner.restarts["cnn"] == []
     else:
         assert message.startswith("training cnn failed after 1 restart(s)")
-        assert runner.restarts["cnn"] == 1
+        assert runner.restarts["cnn"] == [
+            {"ended": f"worker-1 exited with {exit_code}", "reason": "worker-1: simulated crash: disk on fire"}
+        ]
     assert f"[cnn:1] exited with {exit_code}" in message
     assert "worker-1: simulated crash: disk on fire" in message, "the worker's log tail"
     logs = (dataset_work.run("doomed") / "logs" / "cnn-worker-1.log").read_text()

@@ -43,13 +43,15 @@ def stop(runner: Runner) -> None:
 
 
 @pytest.mark.slow
-def test_long_training_keeps_threads_bounded_and_restarts_nothing(tmp_path, monkeypatch, capsys):
+def test_long_training_keeps_threads_bounded_and_restarts_nothing(tmp_path, mlflow_uri, monkeypatch, capsys):
     """Two real MultiWorkerMirroredStrategy workers train 1,400 steps at the job's settings (batch
     64 per worker, 10 steps per execution) on a tiny synthetic dataset, through the local runner.
     While they train, every worker's thread count stays within THREAD_BOUND; afterwards the
-    runner reports no restart."""
+    runner and the candidate's MLflow run both report 0 restarts."""
+    from mlflow.tracking import MlflowClient
+
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.chdir(ROOT)
     work = Work(tmp_path / "work")
@@ -97,6 +99,8 @@ def test_long_training_keeps_threads_bounded_and_restarts_nothing(tmp_path, monk
     history = json.loads(candidate.history.read_text())["epochs"]
     assert len(history) * info["params"]["steps_per_epoch"] == EPOCHS * STEPS_PER_EPOCH, "every step trained"
     assert sorted(peaks) == ["[cnn:0]", "[cnn:1]"] and min(samples.values()) >= 10, f"too few samples: {samples}"
+    run = MlflowClient(mlflow_uri).get_run(info["mlflow_run_id"])
+    assert run.data.metrics["restarts"] == 0 and run.data.tags["restarts"] == "0"
     with capsys.disabled():
         print(
             f"\n[long training] {EPOCHS * STEPS_PER_EPOCH} steps in {seconds:.0f} s; peak threads per worker "

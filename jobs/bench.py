@@ -436,7 +436,7 @@ def split_worker(out: Path, steps: int, fit_steps: int, repeats: int, batch: int
 
     cluster = distributed.current()
     configure_threads()
-    strategy = distributed.strategy(cluster, 120.0)  # before any other TF op
+    strategy = distributed.strategy(cluster)  # before any other TF op
     import tensorflow as tf
     import tf_keras as keras
 

@@ -2,8 +2,10 @@
 
 Each step of `jobs.steps` runs as the same module with the same flags as in the Argo workflow.
 A training step runs WORKERS local processes, each given TF_CONFIG on free localhost ports the
-way the training operator builds it; like a TFJob with `restartPolicy: OnFailure`, a failed
-worker restarts the group (a bounded number of times) and training resumes from its backup.
+way the training operator builds it. Like a TFJob with `restartPolicy: ExitCode`, a worker that
+exits 1-127 (its own error) fails the training at once with its log tail, and one that exits
+128-255 (a lost peer: `jobs.train` exits 203) or is killed by a signal restarts the group, at
+most --max-restarts times; training resumes from its backup.
 The serving steps run against a local server on a free port. At the end: a summary table.
 """
 
@@ -25,7 +27,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from jobs import distributed, models, steps
+from jobs import distributed, models, steps, train
 from jobs.common import (
     JobError,
     cpu_count,
@@ -117,9 +119,23 @@ class Process:
             os.killpg(self.popen.pid, signal.SIGKILL)
         self.wait()
 
+    def ended(self) -> str:
+        """How it ended: "exited with N" or "killed by SIGNAME"."""
+        code = self.popen.returncode
+        if code is not None and code < 0:
+            with contextlib.suppress(ValueError):
+                return f"killed by {signal.Signals(-code).name}"
+        return f"exited with {code}"
+
+    def reason(self) -> str:
+        """Why it ended, in one line: its last `error:` line, else its last meaningful line."""
+        lines = [line.strip() for line in self.tail if line.strip() and not NOISE.search(line)]
+        errors = [line for line in lines if line.startswith("error:")]
+        return (errors or lines or ["(no output)"])[-1][:300]
+
     def describe_failure(self) -> str:
         lines = "\n".join(f"    {line}" for line in self.tail)
-        return f"{self.prefix} exited with {self.popen.returncode}; last lines of {self.log_path}:\n{lines}"
+        return f"{self.prefix} {self.ended()}; last lines of {self.log_path}:\n{lines}"
 
 
 @dataclasses.dataclass
@@ -142,7 +158,7 @@ class Runner:
         self.children: list[Process] = []
         self.timings: dict[str, float] = {}
         self.results: dict[str, dict[str, str]] = {}
-        self.restarts: dict[str, int] = {}
+        self.restarts: dict[str, list[dict[str, str]]] = {}  # per candidate: how each attempt ended
         self.url = ""
 
     # -- processes ------------------------------------------------------------------------
@@ -183,11 +199,14 @@ class Runner:
         return process.results
 
     def run_workers(self, step: steps.Step, model: str) -> dict[str, str]:
-        """One training job: WORKERS processes, restarted together on a failure, like a TFJob
-        with restartPolicy OnFailure (the survivors of a lost peer fail by timeout anyway)."""
+        """One training job: WORKERS processes, restarted together, like a TFJob with
+        restartPolicy ExitCode, when one is killed or exits 128-255 (a TFJob recreates only that
+        pod; its peers then exit 203 within the heartbeat timeout and are recreated in turn).
+        Each restart is recorded in the candidate's run.json, where the chief reports it to MLflow."""
         argv = self.command(step, model=model)
         threads = str(max(1, cpu_count() // self.s.workers))
-        restarts = 0
+        candidate = self.s.work.candidate(self.s.run_id, model)
+        self.restarts[model] = []
         while True:
             addresses = [f"localhost:{port}" for port in free_ports(self.s.workers)]
             group = []
@@ -200,30 +219,39 @@ class Runner:
                 )
             failed = self._supervise(group)
             if failed is None:
-                self.restarts[model] = restarts
                 return group[0].results
             for process in group:
                 process.kill()
                 self.children.remove(process)
+            restarts = len(self.restarts[model])
+            ended = f"worker-{group.index(failed)} {failed.ended()}"
+            if not distributed.retryable(failed.popen.returncode):
+                raise JobError(
+                    f"training {model} failed: {ended}, a permanent error (not restarted)\n{failed.describe_failure()}"
+                )
             if restarts >= self.s.max_restarts:
                 raise JobError(f"training {model} failed after {restarts} restart(s)\n{failed.describe_failure()}")
-            restarts += 1
+            restart = {"ended": ended, "reason": failed.reason()}
+            self.restarts[model].append(restart)
+            train.record_restart(candidate, restart)
             log.warning(
-                "%s: worker failed (exit %s); restarting the group (%d/%d)",
+                "%s: %s (%s); restarting the group (%d/%d)",
                 model,
-                failed.popen.returncode,
-                restarts,
+                ended,
+                restart["reason"],
+                restarts + 1,
                 self.s.max_restarts,
             )
 
     @staticmethod
     def _supervise(group: list[Process]) -> Process | None:
-        """Waits for the group; returns the first worker that failed, or None if all succeeded."""
+        """Waits for the group; returns the worker that failed first (one that failed for good,
+        if several are seen at once), or None if all succeeded."""
         while True:
             codes = [process.poll() for process in group]
             failed = [process for process, code in zip(group, codes, strict=True) if code not in (None, 0)]
             if failed:
-                return failed[0]
+                return min(failed, key=lambda process: distributed.retryable(process.popen.returncode))
             if all(code == 0 for code in codes):
                 for process in group:
                     process.wait()
@@ -279,6 +307,14 @@ class Runner:
 
     # -- report ---------------------------------------------------------------------------
 
+    def restart_lines(self) -> list[str]:
+        """One line per restart of a training job: which worker ended how, and why."""
+        return [
+            f"restart {i} of {model}: {r['ended']}: {r['reason']}"
+            for model, restarts in self.restarts.items()
+            for i, r in enumerate(restarts, 1)
+        ]
+
     def summary(self) -> str:
         run_dir = self.s.work.run(self.s.run_id)
         promotion = read_json(run_dir / "promotion.json")
@@ -295,7 +331,7 @@ class Runner:
                     model,
                     f"{accuracy:.4f}",
                     f"{self.timings[f'train:{model}']:.1f} s",
-                    str(self.restarts.get(model, 0)),
+                    str(len(self.restarts.get(model, []))),
                     promoted,
                 )
             )
@@ -303,6 +339,8 @@ class Runner:
         lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
         lines.insert(1, "  ".join("-" * width for width in widths))
         served = self.results.get("smoke", {}).get("accuracy", "?")
+        restarts = self.restart_lines()
+        lines += ["", *restarts] if restarts else []
         lines += [
             "",
             f"promotion: {promotion['reason']}",
@@ -350,7 +388,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--run-id", type=plain_name, default=time.strftime("local-%Y%m%d-%H%M%S"), help="names this run's folder"
     )
     p.add_argument("--min-accuracy", type=float, default=0.7, help="the smoke check's threshold")
-    p.add_argument("--max-restarts", type=int, default=3, help="restarts of a failed training job")
+    p.add_argument(
+        "--max-restarts",
+        type=int,
+        default=3,
+        help="restarts of a training job whose worker was killed or exited 128-255",
+    )
     p.add_argument("--python", default=sys.executable, help="the interpreter that runs the jobs")
     for name in ("ingest", "train"):
         p.add_argument(

@@ -5,6 +5,11 @@ single replica). Every worker trains and saves (saving is a collective): the chi
 candidate's folder, the others to temp folders they delete. Progress survives a lost worker
 through BackupAndRestore on the shared volume: a restarted job resumes at the last finished
 epoch. The chief alone talks to MLflow.
+
+Exit status, for a TFJob with `restartPolicy: ExitCode` and for jobs.local alike: 0 trained;
+1 this worker's own error (bad input, a missing dataset, an unexpected exception), not worth a
+restart; 2 a usage error; 203 (`distributed.EXIT_PEER_LOST`) a lost peer, aborted collectives or
+peers that never started: restart the group, which resumes from the backup.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from jobs import distributed, models
 from jobs.common import (
@@ -27,6 +33,7 @@ from jobs.common import (
     configure_threads,
     emit,
     parser,
+    positive_float,
     positive_int,
     read_json,
     run,
@@ -48,6 +55,15 @@ def op_error_reason(err) -> str:
         if line and not line.startswith(skip):
             lines.append(line)
     return " ".join(lines[:2])[:300] or type(err).__name__
+
+
+def fail(err, what: str) -> NoReturn:
+    """Ends the worker on a TensorFlow error with one line: EXIT_PEER_LOST when a peer was lost
+    or never came (a TFJob with restartPolicy ExitCode recreates the pod), 1 for its own error.
+    At once: with its collectives aborted, TensorFlow's runtime is half torn down, and a normal
+    interpreter shutdown can hang or print tracebacks from its threads."""
+    code = distributed.EXIT_PEER_LOST if distributed.transient(err) else 1
+    abort(f"{what}: {type(err).__name__}: {op_error_reason(err)}", code)
 
 
 def learning_rate(epoch: int, base: float = 1e-3) -> float:
@@ -110,12 +126,31 @@ class Progress:
         return Callback()
 
 
+def record_restart(candidate: Candidate, restart: dict[str, str]) -> None:
+    """Adds a restart of the candidate's training (how a worker ended, and why) to its run.json.
+    jobs.local calls it between attempts; in a cluster the pods' statuses hold the same."""
+    info = read_json(candidate.run_info) if candidate.run_info.exists() else {}
+    write_json(candidate.run_info, {**info, "restarts": [*info.get("restarts", []), restart]})
+
+
+def restart_tags(info: dict) -> dict[str, str]:
+    """MLflow tags saying how many times the training restarted and why: the restarts recorded
+    by a supervisor, or at least the chief's own earlier attempts (a TFJob records no reason)."""
+    recorded = info.get("restarts", [])
+    count = max(len(recorded), info.get("attempts", 1) - 1)
+    tags = {"restarts": str(count)}
+    tags.update({f"restart.{i}": f"{r['ended']}: {r['reason']}" for i, r in enumerate(recorded, 1)})
+    return tags
+
+
 def start_tracking(candidate: Candidate, args, cluster: distributed.Cluster, params: dict):
-    """The chief's MLflow run, reused when a restarted chief finds it in run.json."""
+    """The chief's MLflow run, reused when a restarted chief finds it in run.json, and tagged
+    with the restarts so far."""
     from jobs.tracking import Tracker
 
     tracker = Tracker()
     info = read_json(candidate.run_info) if candidate.run_info.exists() else {}
+    info["attempts"] = info.get("attempts", 0) + 1
     mlflow_run = info.get("mlflow_run_id")
     if not mlflow_run:
         mlflow_run = tracker.start_run(
@@ -123,7 +158,9 @@ def start_tracking(candidate: Candidate, args, cluster: distributed.Cluster, par
             {"pipeline_run": args.run_id, "model": args.model, "dataset": args.dataset},
         )
         tracker.log_params(mlflow_run, params)
-        write_json(candidate.run_info, {**info, "mlflow_run_id": mlflow_run, "params": params})
+        info.update(mlflow_run_id=mlflow_run, params=params)
+    write_json(candidate.run_info, info)
+    tracker.set_tags(mlflow_run, restart_tags(info))
     return tracker, mlflow_run
 
 
@@ -136,8 +173,12 @@ def train(args) -> dict:
         raise JobError(f"no dataset at {dataset_dir}: run the ingest step first")
 
     threads = configure_threads()
-    strategy = distributed.strategy(cluster, args.collective_timeout)  # before any other TF op
     import tensorflow as tf
+
+    try:
+        strategy = distributed.strategy(cluster, args.heartbeat_timeout, args.start_timeout)  # before any other TF op
+    except tf.errors.OpError as err:
+        fail(err, f"{cluster.name} could not form the cluster of {cluster.workers} within {args.start_timeout:g} s")
     import tf_keras as keras
 
     from jobs import data, export
@@ -205,13 +246,10 @@ def train(args) -> dict:
         else:
             export.save(model, scratch / "model")
     except tf.errors.OpError as err:
-        # A lost peer, a collective timeout: say which and exit non-zero (a TFJob restarts us).
-        # Exit at once: with its collectives aborted, TensorFlow's runtime is half torn down,
-        # and a normal interpreter shutdown can hang or print tracebacks from its threads.
         shutil.rmtree(scratch, ignore_errors=True)
         if progress is not None:
             progress.tracker.end_run(progress.mlflow_run, "FAILED")
-        abort(f"training failed on {cluster.name}: {type(err).__name__}: {op_error_reason(err)}")
+        fail(err, f"training failed on {cluster.name}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -225,7 +263,8 @@ def train(args) -> dict:
         result["images_per_second"] = images / trained if trained else 0.0
         info = read_json(candidate.run_info)
         write_json(candidate.run_info, {**info, **result, "epochs_trained": len(progress.epochs)})
-        progress.tracker.log_metrics(progress.mlflow_run, {"train_seconds": seconds})
+        restarts = int(restart_tags(info)["restarts"])
+        progress.tracker.log_metrics(progress.mlflow_run, {"train_seconds": seconds, "restarts": restarts})
         progress.tracker.log_artifacts(progress.mlflow_run, candidate.model, "model")
         progress.tracker.log_artifacts(progress.mlflow_run, candidate.tensorboard, "tensorboard")
         progress.tracker.end_run(progress.mlflow_run)
@@ -248,10 +287,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's base rate; a tenth from epoch 4")
     p.add_argument("--seed", type=int, default=0, help="shuffling seed")
     p.add_argument(
-        "--collective-timeout",
-        type=float,
-        default=300.0,
-        help="seconds a collective may wait for a peer before the worker fails (0: forever)",
+        "--heartbeat-timeout",
+        type=positive_float,
+        default=distributed.HEARTBEAT_TIMEOUT,
+        help="seconds without a heartbeat before a worker counts as lost and the others stop",
+    )
+    p.add_argument(
+        "--start-timeout",
+        type=positive_float,
+        default=distributed.START_TIMEOUT,
+        help="seconds the workers wait for each other to start",
     )
     args = p.parse_args(argv)
 

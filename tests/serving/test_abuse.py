@@ -91,8 +91,10 @@ def test_a_full_queue_answers_503_with_retry_after(server):
 
 
 def test_the_work_of_a_client_that_has_gone_is_dropped(server):
+    """Four clients send a request of heavy images each and leave. What was decoded while they
+    were there (or is in flight when they leave) is spent; nothing more may be: a server that
+    works in arrival order would go on to decode all of them."""
     one_image(server.url)
-    decoded_before = metric(server.url, "serving_batch_size_sum")
     body = heavy_body(PER_REQUEST)
     socks = [connect(server.url) for _ in range(4)]
     for sock in socks:
@@ -100,10 +102,13 @@ def test_the_work_of_a_client_that_has_gone_is_dropped(server):
     time.sleep(0.3)
     for sock in socks:
         sock.close()  # the clients leave
+    at_close = metric(server.url, "serving_batch_size_sum")
     one_image(server.url)  # answered; on a FIFO server only after all the heavy work
     time.sleep(2)
-    heavy_decoded = metric(server.url, "serving_batch_size_sum") - decoded_before - 2
-    assert heavy_decoded <= PER_REQUEST, f"{heavy_decoded:.0f} of {4 * PER_REQUEST} images decoded for gone clients"
+    # Less the one ordinary image; what was on a worker when the clients left may still finish
+    # (one heavy image per call), and the event loop may notice the closed sockets a moment late.
+    after = metric(server.url, "serving_batch_size_sum") - at_close - 1
+    assert after <= PER_REQUEST - 1, f"{after:.0f} heavy images decoded after their clients had gone"
     assert metric(server.url, "serving_dropped_requests_total", {"reason": "gone"}) >= 1
 
 

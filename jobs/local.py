@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from jobs import distributed, models, steps
+from jobs import distributed, lifecycle, models, steps
 from jobs.common import (
     JobError,
     cpu_count,
@@ -48,6 +48,7 @@ NOISE = re.compile(
     r"rebuild TensorFlow with the appropriate compiler flags|unsupported characters which will be renamed"
 )
 TAIL_LINES = 25
+STOP_GRACE_SECONDS = 3.0  # from SIGTERM to SIGKILL when the run is stopped
 
 
 def free_ports(count: int) -> list[int]:
@@ -61,7 +62,8 @@ def free_ports(count: int) -> list[int]:
 
 class Process:
     """A child in its own process group, its output copied to a log file (and, if `echo`,
-    to our stdout with a prefix); the last lines and `name=value` results are kept."""
+    to our stdout with a prefix); the last lines and `name=value` results are kept. It ends
+    when we end, however we end (`jobs.lifecycle`)."""
 
     def __init__(self, argv: list[str], log_path: Path, prefix: str, echo: bool, env: dict[str, str]):
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,7 +78,7 @@ class Process:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=env,
+            env={**env, **lifecycle.child_env()},
             start_new_session=True,
             text=True,
             bufsize=1,
@@ -122,6 +124,14 @@ class Process:
         return f"{self.prefix} exited with {self.popen.returncode}; last lines of {self.log_path}:\n{lines}"
 
 
+class Stopped(Exception):
+    """The run was asked to stop (Ctrl-C, SIGTERM, SIGHUP)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 @dataclasses.dataclass
 class Settings:
     work: Work
@@ -144,6 +154,9 @@ class Runner:
         self.results: dict[str, dict[str, str]] = {}
         self.restarts: dict[str, int] = {}
         self.url = ""
+        self.stop_requested: float | None = None  # when the first stop signal came
+        self._spawning = False
+        self._deferred: int | None = None
 
     # -- processes ------------------------------------------------------------------------
 
@@ -164,14 +177,61 @@ class Runner:
         return step.command(self.s.python, **self.params(**overrides)) + self.s.extra.get(step.name, [])
 
     def spawn(self, argv: list[str], log_name: str, prefix: str, echo: bool = True, **env: str) -> Process:
-        process = Process(argv, self.s.work.run(self.s.run_id) / "logs" / log_name, prefix, echo, {**os.environ, **env})
-        self.children.append(process)
+        # A stop signal that comes while a child is being started waits until it is on our list.
+        self._spawning = True
+        try:
+            process = Process(
+                argv, self.s.work.run(self.s.run_id) / "logs" / log_name, prefix, echo, {**os.environ, **env}
+            )
+            self.children.append(process)
+        finally:
+            self._spawning = False
+        if self._deferred is not None:
+            raise Stopped(self._deferred)
         return process
 
-    def stop_all(self) -> None:
-        for child in self.children:
-            child.kill()
-        self.children.clear()
+    def on_signal(self, signum: int, _frame) -> None:
+        """The first Ctrl-C (or SIGTERM, SIGHUP) stops the run: the main thread leaves what it
+        is doing and `stop_all` ends every child. Another one kills every child at once."""
+        if self.stop_requested is not None:
+            print("killing every process of this run now", file=sys.stderr, flush=True)
+            self.kill_now()
+            return
+        self.stop_requested = time.monotonic()
+        print(
+            f"stopping… ({signal.Signals(signum).name}; every process of this run ends within "
+            f"{STOP_GRACE_SECONDS:g} s, or at once on another Ctrl-C)",
+            file=sys.stderr,
+            flush=True,
+        )
+        if self._spawning:
+            self._deferred = signum
+            return
+        raise Stopped(signum)
+
+    def kill_now(self) -> None:
+        # returncode, not poll(): this may run in a signal handler that interrupted a poll().
+        lifecycle.signal_groups((c.popen.pid for c in self.children if c.popen.returncode is None), signal.SIGKILL)
+
+    def stop_all(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Ends every child; from here on a signal kills at once."""
+        if self.stop_requested is None:
+            self.stop_requested = time.monotonic()
+        self.stop(list(self.children), grace)
+
+    def stop(self, processes: list[Process], grace: float = STOP_GRACE_SECONDS) -> None:
+        """Ends processes and their process groups together: SIGTERM, then SIGKILL after
+        `grace` seconds; returns when all are reaped and off the list of children."""
+        alive = [p for p in processes if p.poll() is None]
+        lifecycle.signal_groups((p.popen.pid for p in alive), signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while any(p.poll() is None for p in alive) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        lifecycle.signal_groups((p.popen.pid for p in alive if p.poll() is None), signal.SIGKILL)
+        for process in processes:
+            process.wait()
+            if process in self.children:
+                self.children.remove(process)
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -252,8 +312,7 @@ class Runner:
         try:
             yield
         finally:
-            process.kill()
-            self.children.remove(process)
+            self.stop([process])
 
     def timed(self, name: str, fn, *args):
         started = time.monotonic()
@@ -374,16 +433,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         python=args.python,
         extra={"ingest": shlex.split(args.ingest_args), "train": shlex.split(args.train_args)},
     )
-    setup_tracking(work)
     runner = Runner(settings)
-
-    def terminate(signum, _frame):
-        raise JobError(f"stopped by signal {signal.Signals(signum).name}")
-
-    signal.signal(signal.SIGTERM, terminate)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, runner.on_signal)
     started = time.monotonic()
     try:
+        setup_tracking(work)
         runner.run()
+    except Stopped as stop:
+        runner.stop_all()
+        print(
+            f"stopped ({stop}): every process of this run has ended, "
+            f"{time.monotonic() - runner.stop_requested:.1f} s after the signal",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 128 + stop.signum
     finally:
         runner.stop_all()
     wall = time.monotonic() - started

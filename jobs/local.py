@@ -25,12 +25,11 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from jobs import distributed, lifecycle, models, steps
+from jobs import distributed, lifecycle, models, steps, tracking
 from jobs.common import (
     JobError,
     cpu_count,
     csv_list,
-    emit,
     parser,
     plain_name,
     positive_int,
@@ -49,6 +48,8 @@ NOISE = re.compile(
 )
 TAIL_LINES = 25
 STOP_GRACE_SECONDS = 3.0  # from SIGTERM to SIGKILL when the run is stopped
+SILENT_SECONDS = 20.0  # a shown process silent this long gets a "still working" line
+RESULTS_FILE = "results.txt"  # name=value lines for scripts, in the run's folder
 
 
 def free_ports(count: int) -> list[int]:
@@ -73,6 +74,7 @@ class Process:
         self.echo = echo
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self.results: dict[str, str] = {}
+        self.last_output = time.monotonic()
         self.popen = subprocess.Popen(
             argv,
             stdout=subprocess.PIPE,
@@ -94,10 +96,11 @@ class Process:
                 out.flush()
                 line = line.rstrip("\n")
                 self.tail.append(line)
+                self.last_output = time.monotonic()
                 match = re.fullmatch(r"([A-Za-z_][\w.]*)=(\S*)", line)
-                if match:
+                if match:  # a result for machines: kept in the log and in `results`, not shown
                     self.results[match[1]] = match[2]
-                if self.echo and not NOISE.search(line):
+                elif self.echo and not NOISE.search(line):
                     print(f"{self.prefix} {line}", flush=True)
 
     def poll(self) -> int | None:
@@ -144,6 +147,7 @@ class Settings:
     max_restarts: int
     python: str
     extra: dict[str, list[str]]
+    create_store: bool = False  # create the local MLflow store first (no MLFLOW_TRACKING_URI given)
 
 
 class Runner:
@@ -322,23 +326,85 @@ class Runner:
             self.timings[name] = time.monotonic() - started
 
     def run(self) -> None:
+        store = self.spawn_store() if self.s.create_store else None
+        threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
         serving = contextlib.ExitStack()
         with serving:
-            for step in steps.STEPS:
-                log.info("step %s", step.name)
+            for number, step in enumerate(steps.STEPS, 1):
+                log.info("step %d/%d: %s", number, len(steps.STEPS), step.name)
                 if step.per_model:
+                    if store is not None:
+                        self.finish(store, "creating the MLflow store")
+                        store = None
                     for model in self.s.models:
+                        workers = f"{self.s.workers} workers" if self.s.workers > 1 else "1 process"
+                        log.info(
+                            "%s %s: %s, %d epochs (log: %s)",
+                            step.name,
+                            model,
+                            workers,
+                            self.s.epochs,
+                            self.log_dir() / f"{model}-worker-0.log",
+                        )
                         self.results[f"{step.name}:{model}"] = self.timed(
                             f"{step.name}:{model}", self.run_workers, step, model
                         )
                     continue
-                if "url" in step.parameters() and not self.url:
+                ahead = steps.STEPS[number - 1 :]
+                if (
+                    not self.url
+                    and not any(later.per_model for later in ahead)
+                    and any("url" in later.parameters() for later in ahead)
+                ):
+                    # Started early: it loads TensorFlow while the steps before the serving checks run.
+                    log.info("starting a model server for the serving checks (it serves what promote writes)")
+                    self.s.work.served().mkdir(parents=True, exist_ok=True)
                     serving.enter_context(self.server())
                 self.results[step.name] = self.timed(step.name, self.run_single, step)
 
+    def log_dir(self) -> Path:
+        return self.s.work.run(self.s.run_id) / "logs"
+
+    def spawn_store(self) -> Process:
+        """Creates the local MLflow store in a child, beside ingest: MLflow takes seconds to
+        load, and the runner itself never loads it."""
+        argv = [self.s.python, "-m", "jobs.tracking", "--work-dir", str(self.s.work.root)]
+        return self.spawn(argv, "tracking.log", "[mlflow]")
+
+    def finish(self, process: Process, what: str) -> None:
+        if process.wait() != 0:
+            raise JobError(f"{what} failed\n{process.describe_failure()}")
+        self.children.remove(process)
+
+    def _heartbeat(self) -> None:
+        """Says what is running when a shown process has printed nothing for a while (saving
+        and uploading a model, starting TensorFlow, loading MLflow)."""
+        noticed: dict[int, float] = {}
+        while True:
+            time.sleep(1.0)
+            now = time.monotonic()
+            for child in list(self.children):
+                quiet_since = max(child.last_output, noticed.get(id(child), 0.0))
+                if child.echo and child.popen.returncode is None and now - quiet_since >= SILENT_SECONDS:
+                    noticed[id(child)] = now
+                    silent = now - child.last_output
+                    what = "still starting" if not child.tail else "still working"
+                    print(f"{child.prefix} … {what} ({silent:.0f} s since its last line)", flush=True)
+
     # -- report ---------------------------------------------------------------------------
 
-    def summary(self) -> str:
+    def results_for_machines(self, wall: float) -> dict[str, object]:
+        promotion = read_json(self.s.work.run(self.s.run_id) / "promotion.json")
+        return {
+            "run_id": self.s.run_id,
+            "best": promotion["model"],
+            "promoted": int(promotion["promoted"]),
+            "version": promotion["version"],
+            "served_accuracy": self.results.get("smoke", {}).get("accuracy", "nan"),
+            "wall_seconds": wall,
+        }
+
+    def summary(self, wall: float) -> str:
         run_dir = self.s.work.run(self.s.run_id)
         promotion = read_json(run_dir / "promotion.json")
         rows = [("candidate", "test accuracy", "train time", "restarts", "promoted")]
@@ -353,42 +419,43 @@ class Runner:
                 (
                     model,
                     f"{accuracy:.4f}",
-                    f"{self.timings[f'train:{model}']:.1f} s",
+                    duration(self.timings[f"train:{model}"]),
                     str(self.restarts.get(model, 0)),
                     promoted,
                 )
             )
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
+        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
         lines.insert(1, "  ".join("-" * width for width in widths))
+        fit = [
+            f"{model} {duration(float(self.results[f'train:{model}']['train_seconds']))}"
+            for model in self.s.models
+            if "train_seconds" in self.results.get(f"train:{model}", {})
+        ]
         served = self.results.get("smoke", {}).get("accuracy", "?")
+        stages = ", ".join(f"{name} {duration(seconds)}" for name, seconds in self.timings.items())
         lines += [
             "",
+            "train time: the whole training job, from starting its workers to their exit: TensorFlow's start-up,",
+            f"  the epochs ({', '.join(fit) or 'see the logs'} of them in model.fit), saving the model and",
+            "  uploading it to MLflow, and any restarts.",
             f"promotion: {promotion['reason']}",
             f"served: {self.s.work.served()}/{promotion['version']} (test accuracy through the server: {served})",
-            "stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items()),
+            f"time: {duration(wall)} in all; {stages}",
+            f"logs: {self.log_dir()}/; results for scripts: {run_dir / RESULTS_FILE}",
+            "next: make serve, then make predict in another shell; make ui (MLflow), make tensorboard, make status",
         ]
         return "\n".join(lines)
 
 
-def setup_tracking(work: Work) -> None:
-    """Without MLFLOW_TRACKING_URI, track into a SQLite store under the work dir, with the
-    experiment's artifacts beside it (MLflow would otherwise put them in ./mlruns)."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return
-    store = (work.root / "mlflow").resolve()
-    store.mkdir(parents=True, exist_ok=True)
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store / 'mlflow.db'}"
-    from jobs.tracking import Tracker
-
-    tracker = Tracker(required=True)
-    if tracker.client.get_experiment_by_name(tracker.experiment) is None:
-        tracker.call(
-            "create the experiment",
-            lambda: tracker.client.create_experiment(
-                tracker.experiment, artifact_location=(store / "artifacts").as_uri()
-            ),
-        )
+def duration(seconds: float) -> str:
+    """4.2 s, 42 s, 3 min 05 s."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -421,6 +488,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     work = Work(args.work_dir.resolve())
+    create_store = not os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if create_store:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking.local_uri(work)
     settings = Settings(
         work=work,
         run_id=args.run_id,
@@ -432,13 +502,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_restarts=args.max_restarts,
         python=args.python,
         extra={"ingest": shlex.split(args.ingest_args), "train": shlex.split(args.train_args)},
+        create_store=create_store,
     )
     runner = Runner(settings)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, runner.on_signal)
+    log.info(
+        "run %s: %s, %s × %d worker%s, %d epochs; tracking: %s",
+        args.run_id,
+        args.dataset,
+        ", ".join(args.models),
+        args.workers,
+        "s" if args.workers > 1 else "",
+        args.epochs,
+        os.environ["MLFLOW_TRACKING_URI"],
+    )
     started = time.monotonic()
     try:
-        setup_tracking(work)
         runner.run()
     except Stopped as stop:
         runner.stop_all()
@@ -452,17 +532,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         runner.stop_all()
     wall = time.monotonic() - started
-    write_json(work.run(args.run_id) / "timings.json", {"stages": runner.timings, "wall_seconds": wall})
-    print("\n" + runner.summary(), flush=True)
-    promotion = read_json(work.run(args.run_id) / "promotion.json")
-    emit(
-        run_id=args.run_id,
-        best=promotion["model"],
-        promoted=int(promotion["promoted"]),
-        version=promotion["version"],
-        served_accuracy=runner.results.get("smoke", {}).get("accuracy", "nan"),
-        wall_seconds=wall,
+    run_dir = work.run(args.run_id)
+    write_json(run_dir / "timings.json", {"stages": runner.timings, "wall_seconds": wall})
+    results = runner.results_for_machines(wall)
+    (run_dir / RESULTS_FILE).write_text(
+        "".join(f"{k}={f'{v:.6g}' if isinstance(v, float) else v}\n" for k, v in results.items())
     )
+    print("\n" + runner.summary(wall), flush=True)
     return 0
 
 

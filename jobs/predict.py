@@ -120,27 +120,41 @@ def version_arg(text: str) -> str | int:
 
 
 def wait_for_version(client: Client, wanted: int, timeout: float, interval: float = 1.0) -> None:
-    """Polls the model status until `wanted` is AVAILABLE; a load failure ends it early."""
-    deadline = time.monotonic() + timeout
+    """Polls the model status until `wanted` is AVAILABLE; a load failure ends it early.
+    Logs when it starts waiting and when what it sees changes, not on every poll."""
+    started = time.monotonic()
+    deadline = started + timeout
     last = "no answer yet"
+    said = None
     while True:
         try:
             entries = client.status().get("model_version_status") or []
             mine = [e for e in entries if str(e.get("version")) == str(wanted)]
             if mine and mine[0].get("state") == "AVAILABLE":
-                log.info("version %d of %s is AVAILABLE at %s", wanted, client.model, client.url)
+                log.info(
+                    "version %d of %s is AVAILABLE at %s (after %.1f s)",
+                    wanted,
+                    client.model,
+                    client.url,
+                    time.monotonic() - started,
+                )
                 return
             if mine and mine[0].get("state") == "END" and mine[0].get("status", {}).get("error_code", "OK") != "OK":
                 raise JobError(f"version {wanted} failed to load: {mine[0]['status'].get('error_message', '')}")
             seen = ", ".join(f"{e.get('version')} {e.get('state')}" for e in entries) or "none"
             last = f"versions reported: {seen}"
-        except (ServerError, Unreachable) as err:
+        except Unreachable as err:
+            last = f"no answer yet: {err}"
+        except ServerError as err:
             last = str(err)
         if time.monotonic() >= deadline:
             raise JobError(
                 f"timed out after {timeout:g}s waiting for {client.model} version {wanted} at {client.url} ({last})"
             )
-        log.info("waiting for version %d (%s)", wanted, last)
+        seen = last.split(":")[0]  # the kind of answer, not its details (one line per change)
+        if seen != said:
+            log.info("waiting up to %g s for version %d at %s (%s)", timeout, wanted, client.url, last)
+            said = seen
         time.sleep(min(interval, max(0.05, deadline - time.monotonic())))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import psutil
@@ -47,12 +48,21 @@ def test_make_local_synthetic(tmp_path):
     test = data.load(Work(work).dataset("synthetic"))["test"]
     assert metrics(predict(served, test.images), test.labels)["accuracy"] > 0.5
 
-    # The summary names every candidate; the smoke check went through the local server.
-    results = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line and " " not in line)
+    # The summary names every candidate and says what its train time includes; the smoke check
+    # went through the local server. Results for scripts are in a file, not on the terminal.
+    (run_dir,) = Work(work).root.joinpath("runs").iterdir()
+    results = dict(line.split("=", 1) for line in (run_dir / "results.txt").read_text().splitlines())
     assert float(results["served_accuracy"]) > 0.5 and results["version"] == "1"
+    assert results["run_id"] == run_dir.name
     for model in ("cnn", "dropout", "batchnorm"):
         assert any(line.startswith(model + " ") for line in proc.stdout.splitlines()), proc.stdout[-2000:]
-    run_dir = Work(work).run(results["run_id"])
+    assert "train time: the whole training job" in proc.stdout
+    terminal = proc.stdout + proc.stderr
+    assert not [line for line in terminal.splitlines() if re.search(r"(^|\] )[a-z_]+=\S+$", line)], terminal[-3000:]
+    for noise in ("grpc_server_lib", "absl::InitializeLog"):
+        assert noise not in terminal, noise
+    assert terminal.count("Connection refused") <= 1, terminal[-3000:]  # the server starts before it is needed
+    assert re.search(r"epoch 2/2: .* images/s", terminal), terminal[-3000:]
     timings = json.loads((run_dir / "timings.json").read_text())["stages"]
     assert set(timings) == {
         "ingest",

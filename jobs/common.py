@@ -98,6 +98,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = _number(int, text, "a whole number")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     value = _number(float, text, "a number")
     if value <= 0:
@@ -134,6 +141,13 @@ def csv_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
     return parse
 
 
+def path_arg(text: str) -> Path:
+    """A path that is not the empty string (which Path would take for the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty: give a folder")
+    return Path(text)
+
+
 def plain_name(text: str) -> str:
     """A name that is safe as one path component (run ids become folders)."""
     if not text or "/" in text or text in (".", "..") or text.startswith("."):
@@ -167,6 +181,26 @@ def cpu_count() -> int:
         if quota != "max":
             cpus = min(cpus, max(1, -(-int(quota) // int(period))))
     return cpus
+
+
+def available_memory() -> int | None:
+    """Bytes this process could still use: MemAvailable within the cgroup's limit on Linux,
+    the physical memory elsewhere; None if unknown."""
+    available = None
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    if available is None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    with contextlib.suppress(OSError, ValueError):
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            room = max(0, int(limit) - used)
+            available = room if available is None else min(available, room)
+    return available
 
 
 def configure_threads() -> int:

@@ -28,9 +28,13 @@ from pathlib import Path
 from jobs import distributed, lifecycle, models, steps, tracking
 from jobs.common import (
     JobError,
+    available_memory,
     cpu_count,
     csv_list,
+    fraction,
+    non_negative_int,
     parser,
+    path_arg,
     plain_name,
     positive_int,
     read_json,
@@ -50,6 +54,9 @@ TAIL_LINES = 25
 STOP_GRACE_SECONDS = 3.0  # from SIGTERM to SIGKILL when the run is stopped
 SILENT_SECONDS = 20.0  # a shown process silent this long gets a "still working" line
 RESULTS_FILE = "results.txt"  # name=value lines for scripts, in the run's folder
+# One training worker's memory: 0.75-0.9 GiB resident measured here (TF 2.20, tf-keras, two
+# MWMS workers, synthetic and Fashion-MNIST sizes), rounded up.
+WORKER_MEMORY_MIB = 1024
 
 
 def free_ports(count: int) -> list[int]:
@@ -458,9 +465,47 @@ def duration(seconds: float) -> str:
     return f"{minutes} min {rest:02d} s"
 
 
+def check_work_dir(path: Path) -> Path:
+    """The work dir, created if needed; one line naming what is wrong with it otherwise."""
+    resolved = path.expanduser().resolve()
+    existing = next((p for p in (resolved, *resolved.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise JobError(f"work dir {path}: {existing} is a file, not a folder; choose another WORK_DIR")
+    try:
+        resolved.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise JobError(f"cannot create the work dir {path}: {err.strerror or err}") from None
+    if not os.access(resolved, os.W_OK | os.X_OK):
+        raise JobError(f"work dir {path} is not writable; choose another WORK_DIR")
+    return resolved
+
+
+def check_resources(workers: int, worker_mib: int) -> None:
+    """Refuses workers that cannot fit in memory; warns when they far outnumber the CPUs."""
+    available = available_memory()
+    needed = workers * worker_mib * 2**20
+    if available is not None and needed > available:
+        fit = max(1, available // (worker_mib * 2**20))
+        raise JobError(
+            f"{workers} workers need about {needed / 2**30:.1f} GiB ({worker_mib / 1024:.1f} GiB each) but "
+            f"{available / 2**30:.1f} GiB is available: use WORKERS={min(fit, workers - 1)} or fewer, or free memory"
+        )
+    cpus = cpu_count()
+    if workers > 2 * cpus:
+        log.warning(
+            "%d workers share %d CPU%s (%.2f each): multi-worker training on one machine only gets slower "
+            "beyond the CPUs (docs/benchmarks.md); WORKERS=%d or fewer is faster here",
+            workers,
+            cpus,
+            "s" if cpus > 1 else "",
+            cpus / workers,
+            cpus,
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--work-dir", type=Path, default=Path(".work"), help="datasets, runs, models, tracking")
+    p.add_argument("--work-dir", type=path_arg, default=Path(".work"), help="datasets, runs, models, tracking")
     p.add_argument(
         "--dataset",
         choices=("fashion_mnist", "idx", "synthetic"),
@@ -475,8 +520,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--run-id", type=plain_name, default=time.strftime("local-%Y%m%d-%H%M%S"), help="names this run's folder"
     )
-    p.add_argument("--min-accuracy", type=float, default=0.7, help="the smoke check's threshold")
-    p.add_argument("--max-restarts", type=int, default=3, help="restarts of a failed training job")
+    p.add_argument("--min-accuracy", type=fraction, default=0.7, help="the smoke check's threshold")
+    p.add_argument("--max-restarts", type=non_negative_int, default=3, help="restarts of a failed training job")
+    p.add_argument(
+        "--worker-memory",
+        type=positive_int,
+        default=WORKER_MEMORY_MIB,
+        metavar="MIB",
+        help="memory one training worker needs; the run refuses workers that do not fit",
+    )
     p.add_argument("--python", default=sys.executable, help="the interpreter that runs the jobs")
     for name in ("ingest", "train"):
         p.add_argument(
@@ -486,8 +538,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             help=f"extra flags for every {name} command, e.g. --{name}-args='--seed 1'",
         )
     args = p.parse_args(argv)
+    extra = {}
+    for name in ("ingest", "train"):
+        try:
+            extra[name] = shlex.split(getattr(args, f"{name}_args"))
+        except ValueError as err:
+            raise JobError(f"--{name}-args: {err}") from None
 
-    work = Work(args.work_dir.resolve())
+    check_resources(args.workers, args.worker_memory)
+    work = Work(check_work_dir(args.work_dir))
     create_store = not os.environ.get("MLFLOW_TRACKING_URI", "").strip()
     if create_store:
         os.environ["MLFLOW_TRACKING_URI"] = tracking.local_uri(work)
@@ -501,7 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         min_accuracy=args.min_accuracy,
         max_restarts=args.max_restarts,
         python=args.python,
-        extra={"ingest": shlex.split(args.ingest_args), "train": shlex.split(args.train_args)},
+        extra=extra,
         create_store=create_store,
     )
     runner = Runner(settings)

@@ -66,3 +66,27 @@ def test_a_usage_error_is_one_line_before_tensorflow(module, poisoned):
 )
 def test_bad_knobs_are_refused_before_tensorflow(module, args, needle, poisoned):
     assert_one_line_error(job(module, *args, poisoned=poisoned), needle)
+
+
+def test_a_work_dir_that_cannot_be_one_is_one_line(tmp_path, poisoned):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("")
+    proc = job("local", "--work-dir", str(a_file / "work"), "--dataset", "synthetic", poisoned=poisoned)
+    assert_one_line_error(proc, f"{a_file} is a file, not a folder")
+    assert not list(tmp_path.glob("**/mlflow*"))
+    proc = job("local", "--work-dir", "", poisoned=poisoned)
+    assert_one_line_error(proc, "argument --work-dir: empty")
+
+
+def test_workers_that_do_not_fit_in_memory_are_refused(poisoned):
+    proc = job("local", "--workers", "3", "--worker-memory", str(2**40), poisoned=poisoned)
+    assert_one_line_error(proc, "3 workers need about", "GiB each", "use WORKERS=")
+
+
+def test_workers_far_beyond_the_cpus_are_warned_about(tmp_path, poisoned):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("")
+    # Memory is fine (1 MiB each); the bad work dir then ends the run before anything starts.
+    proc = job("local", "--workers", "64", "--worker-memory", "1", "--work-dir", str(a_file / "w"), poisoned=poisoned)
+    assert "64 workers share" in proc.stderr and "WORKERS=" in proc.stderr, proc.stderr
+    assert_one_line_error(proc, "is a file, not a folder")

@@ -9,7 +9,8 @@ MAKEFLAGS += --no-builtin-rules --warn-undefined-variables
 PYTHON     ?= python3
 VENV       ?= .venv
 WORK_DIR   ?= .work
-DATASET    ?= fashion_mnist
+# Empty: make local uses fashion_mnist, make predict the dataset the served model was trained on.
+DATASET    ?=
 EPOCHS     ?= 5
 WORKERS    ?= 2
 MODELS     ?= cnn,dropout,batchnorm

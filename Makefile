@@ -105,7 +105,7 @@ pipeline: ## Submit workflows/e2e.yaml with the current image and watch it
 	hack/pipeline.sh
 
 .PHONY: status
-status: ## One screen: components, last workflow, served version
+status: ## One screen: local runs and served model; with a cluster, its components and workflows
 	hack/status.sh
 
 .PHONY: cluster-ui

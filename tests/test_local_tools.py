@@ -1,0 +1,57 @@
+"""The local overview (`make status` without a cluster)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from conftest import ROOT, job_env
+
+from jobs.common import write_json
+from jobs.local import free_ports
+from jobs.paths import Work
+
+
+@pytest.fixture
+def finished_run(tmp_path) -> Work:
+    """A work dir with the files one finished local run leaves (the models themselves do not
+    matter to the overview)."""
+    work = Work(tmp_path / "work")
+    run = work.run("local-1")
+    write_json(work.dataset("synthetic") / "manifest.json", {"counts": {"train": 2000, "test": 500}})
+    for model, accuracy in (("cnn", 0.91), ("dropout", 0.87)):
+        write_json(work.candidate("local-1", model).eval / "metrics.json", {"accuracy": accuracy})
+        write_json(work.candidate("local-1", model).run_info, {"params": {"dataset": "synthetic", "workers": 2}})
+    write_json(run / "timings.json", {"stages": {"train:cnn": 61.0, "train:dropout": 75.0}, "wall_seconds": 190.0})
+    write_json(run / "promotion.json", {"promoted": True, "model": "cnn", "version": 1, "reason": "nothing is served"})
+    write_json(work.served() / "1" / "promotion.json", {"model": "cnn", "run_id": "local-1", "dataset": "synthetic"})
+    work.mlflow.mkdir(parents=True)
+    (work.mlflow / "mlflow.db").write_bytes(b"")
+    return work
+
+
+def status(*env: tuple[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["hack/status.sh"], cwd=ROOT, env=job_env(**dict(env)), capture_output=True, text=True, timeout=60
+    )
+
+
+def test_local_status_is_one_screen_of_runs_candidates_served_version_and_store(finished_run):
+    proc = status(("STATUS", "local"), ("WORK_DIR", str(finished_run.root)), ("PORT", str(free_ports(1)[0])))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "served: version 1" in out and "cnn from run local-1" in out and "trained on synthetic" in out
+    assert "server: nothing answers" in out and "make serve" in out
+    assert "datasets: synthetic (2000 train, 500 test)" in out
+    assert f"tracking: sqlite:///{(finished_run.mlflow / 'mlflow.db').resolve()}" in out
+    assert "local-1" in out and "promoted cnn as version 1" in out and "3 min 10 s" in out
+    assert "test accuracy 0.9100" in out and "train 1 min 15 s" in out
+
+
+def test_status_without_a_cluster_shows_local_mode_and_says_so(finished_run, tmp_path):
+    kubeconfig = tmp_path / "kubeconfig"  # no cluster in it: kubectl fails at once
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
+    proc = status(("WORK_DIR", str(finished_run.root)), ("KUBECONFIG", str(kubeconfig)))
+    assert proc.returncode == 0, proc.stderr
+    assert "served: version 1" in proc.stdout
+    assert "none answers on kubectl's current context" in proc.stdout

@@ -64,6 +64,10 @@ predict: venv ## Classify test samples through the server on PORT
 ui: venv ## Open the MLflow UI on the local tracking store
 	hack/mlflow-ui.sh
 
+.PHONY: tensorboard
+tensorboard: venv ## Open TensorBoard on every local run's training logs
+	hack/tensorboard.sh
+
 .PHONY: clean
 clean: ## Delete the local work dir (datasets, runs, models, tracking store)
 	rm -rf -- "$(WORK_DIR)"

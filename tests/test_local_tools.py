@@ -1,8 +1,12 @@
-"""The local overview (`make status` without a cluster)."""
+"""The local overview (`make status` without a cluster) and TensorBoard (`make tensorboard`)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import time
+import urllib.request
 
 import pytest
 from conftest import ROOT, job_env
@@ -55,3 +59,42 @@ def test_status_without_a_cluster_shows_local_mode_and_says_so(finished_run, tmp
     assert proc.returncode == 0, proc.stderr
     assert "served: version 1" in proc.stdout
     assert "none answers on kubectl's current context" in proc.stdout
+
+
+@pytest.mark.slow
+def test_make_tensorboard_serves_the_runs_logs(tmp_path):
+    import tensorflow as tf
+
+    logs = Work(tmp_path / "work").candidate("local-1", "cnn").tensorboard / "train"
+    with tf.summary.create_file_writer(str(logs)).as_default():
+        tf.summary.scalar("epoch_loss", 0.5, step=0)
+    port = free_ports(1)[0]
+    proc = subprocess.Popen(
+        ["make", "--no-print-directory", "tensorboard"],
+        cwd=ROOT,
+        env=job_env(WORK_DIR=str(tmp_path / "work"), TENSORBOARD_PORT=str(port), VENV=str(ROOT / ".venv")),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        runs = ""
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=5) as response:
+                    runs = response.read().decode()
+                if "local-1" in runs:
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+        assert "local-1/cnn/tensorboard/train" in runs, proc.stdout.read() if proc.poll() is not None else runs
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise

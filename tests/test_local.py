@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 
 import psutil
 import pytest
-from conftest import ROOT, job_env, run_job
+from conftest import run_job
 
 from jobs import steps
 from jobs.local import Runner, Settings
@@ -16,27 +15,12 @@ from jobs.paths import Work
 
 
 @pytest.mark.slow
-def test_make_local_synthetic(tmp_path):
+def test_make_local_synthetic(playground):
+    """`make local DATASET=synthetic` in a copy of the repository (the docs tests share the run)."""
     from mlflow.tracking import MlflowClient
 
-    work = tmp_path / "work"
-    proc = subprocess.run(
-        [
-            "make",
-            "local",
-            f"WORK_DIR={work}",
-            "DATASET=synthetic",
-            "EPOCHS=2",
-            "WORKERS=2",
-            "INGEST_ARGS=--train-size 2000 --test-size 500",
-            "TRAIN_ARGS=--steps-per-epoch 12",
-        ],
-        cwd=ROOT,
-        env=job_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    work = playground.work
+    proc = playground.pipeline
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
 
     # The served version exists in TF Serving's layout and scores far above chance (0.1).

@@ -32,9 +32,19 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.after_parse: list[Callable[[argparse.Namespace], None]] = []
+
     def error(self, message: str):
         """One line instead of argparse's usage dump."""
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        for hook in self.after_parse:
+            hook(parsed)
+        return parsed
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -164,6 +174,24 @@ def add_run_arguments(p: argparse.ArgumentParser, candidates: Sequence[str] | No
     if candidates:
         p.add_argument(
             "--models", type=csv_list(candidates), default=",".join(candidates), help="comma-separated candidates"
+        )
+    if isinstance(p, _Parser):
+        p.after_parse.append(track_into_work_dir)
+
+
+def track_into_work_dir(args: argparse.Namespace) -> None:
+    """A step run by hand, with no MLFLOW_TRACKING_URI, tracks into the store that `make local`
+    made in its work dir, if there is one (as the step does inside a local run)."""
+    if os.environ.get("MLFLOW_TRACKING_URI", "").strip():
+        return
+    from jobs.paths import Work
+    from jobs.tracking import local_uri
+
+    work = Work(Path(args.work_dir))
+    if (work.mlflow / "mlflow.db").is_file():
+        os.environ["MLFLOW_TRACKING_URI"] = local_uri(work)
+        log.info(
+            "tracking into %s (the work dir's store; MLFLOW_TRACKING_URI is not set)", os.environ["MLFLOW_TRACKING_URI"]
         )
 
 

@@ -1,15 +1,17 @@
-"""The local overview (`make status` without a cluster) and TensorBoard (`make tensorboard`)."""
+"""The local overview (`make status` without a cluster), TensorBoard (`make tensorboard`), and a
+step run by hand after `make local`."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
 import urllib.request
 
 import pytest
-from conftest import ROOT, job_env
+from conftest import ROOT, job_env, run_job
 
 from jobs.common import write_json
 from jobs.local import free_ports
@@ -98,3 +100,21 @@ def test_make_tensorboard_serves_the_runs_logs(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             raise
+
+
+@pytest.mark.slow
+def test_a_step_run_by_hand_tracks_into_the_work_dirs_store(playground, tmp_path):
+    """`python -m jobs.promote ... --force` after `make local`, with no MLFLOW_TRACKING_URI:
+    the new version is registered in the work dir's store, as inside a run."""
+    from mlflow.tracking import MlflowClient
+
+    from jobs.tracking import local_uri
+
+    work = Work(tmp_path / "work")
+    shutil.copytree(playground.work, work.root, symlinks=True)
+    (run,) = (p.name for p in work.root.joinpath("runs").iterdir())
+    proc = run_job("promote", "--work-dir", work.root, "--run-id", run, "--dataset", "synthetic", "--force")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"tracking into {local_uri(work)}" in proc.stderr
+    champion = MlflowClient(local_uri(work)).get_model_version_by_alias("fmnist", "champion")
+    assert champion.tags["serving_version"] == "2"

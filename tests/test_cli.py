@@ -12,7 +12,9 @@ from conftest import ROOT, assert_one_line_error, job_env
 
 HEAVY = ("tensorflow", "tf_keras", "tensorflow_datasets", "mlflow")
 JOBS = sorted(
-    path.stem for path in (ROOT / "jobs").glob("*.py") if "parse_args(" in path.read_text() and path.stem != "__init__"
+    path.stem
+    for path in (ROOT / "jobs").glob("*.py")
+    if "parse_args(" in path.read_text() and 'if __name__ == "__main__":' in path.read_text()
 )
 
 

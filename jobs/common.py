@@ -211,6 +211,16 @@ def cpu_count() -> int:
     return cpus
 
 
+def duration(seconds: float) -> str:
+    """4.2 s, 42 s, 3 min 05 s: for people."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s"
+
+
 def available_memory() -> int | None:
     """Bytes this process could still use: MemAvailable within the cgroup's limit on Linux,
     the physical memory elsewhere; None if unknown."""

@@ -10,7 +10,9 @@ FMNIST_PARENT_PID. A job that finds the variable (every job imports this through
 
 The variable is removed at once, so that the job's own children do not take the job for the
 runner. Linux sends the signal when the *thread* that started the job ends: start jobs from a
-thread that outlives them (the runner starts all of them from its main thread). Stopping on a signal (Ctrl-C, SIGTERM) is the runner's part: `stop` below.
+thread that outlives them (the runner starts all of them from its main thread). Stopping on a
+signal (Ctrl-C, SIGTERM) is the runner's part (`jobs.local.Runner.on_signal`); the helpers for
+signalling process groups are below.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from jobs.common import (
     available_memory,
     cpu_count,
     csv_list,
+    duration,
     fraction,
     non_negative_int,
     parser,
@@ -450,19 +451,9 @@ class Runner:
             f"served: {self.s.work.served()}/{promotion['version']} (test accuracy through the server: {served})",
             f"time: {duration(wall)} in all; {stages}",
             f"logs: {self.log_dir()}/; results for scripts: {run_dir / RESULTS_FILE}",
-            "next: make serve, then make predict in another shell; make ui (MLflow), make tensorboard, make status",
+            "next: make serve, then make predict in another terminal; make ui (MLflow), make tensorboard, make status",
         ]
         return "\n".join(lines)
-
-
-def duration(seconds: float) -> str:
-    """4.2 s, 42 s, 3 min 05 s."""
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes} min {rest:02d} s"
 
 
 def check_work_dir(path: Path) -> Path:
@@ -493,8 +484,8 @@ def check_resources(workers: int, worker_mib: int) -> None:
     cpus = cpu_count()
     if workers > 2 * cpus:
         log.warning(
-            "%d workers share %d CPU%s (%.2f each): multi-worker training on one machine only gets slower "
-            "beyond the CPUs (docs/benchmarks.md); WORKERS=%d or fewer is faster here",
+            "%d workers share %d CPU%s (%.2f of a CPU each): beyond the CPUs, more workers on one machine only "
+            "add overhead (docs/benchmarks.md); WORKERS=%d or fewer trains faster here",
             workers,
             cpus,
             "s" if cpus > 1 else "",

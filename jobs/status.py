@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jobs.common import parser, positive_int, run
+from jobs.common import duration, parser, positive_int, run
 from jobs.paths import MODEL_NAME, Work, versions
 
 
@@ -23,11 +23,6 @@ def load(path: Path) -> Any:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def duration(seconds: float) -> str:
-    minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes} min {rest:02d} s" if minutes else f"{seconds:.0f} s"
 
 
 def served_lines(work: Work) -> list[str]:

@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections import deque
@@ -444,9 +445,13 @@ class Runner:
         stages = ", ".join(f"{name} {duration(seconds)}" for name, seconds in self.timings.items())
         lines += [
             "",
-            "train time: the whole training job, from starting its workers to their exit: TensorFlow's start-up,",
-            f"  the epochs ({', '.join(fit) or 'see the logs'} of them in model.fit), saving the model and",
-            "  uploading it to MLflow, and any restarts.",
+            textwrap.fill(
+                "train time: each training job from starting its workers to their exit: TensorFlow's start-up, "
+                f"the epochs (in model.fit: {', '.join(fit) or 'see the logs'}), saving the model, uploading it "
+                "to MLflow, and any restarts.",
+                width=100,
+                subsequent_indent="  ",
+            ),
             f"promotion: {promotion['reason']}",
             f"served: {self.s.work.served()}/{promotion['version']} (test accuracy through the server: {served})",
             f"time: {duration(wall)} in all; {stages}",

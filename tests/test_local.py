@@ -40,7 +40,7 @@ def test_make_local_synthetic(playground):
     assert results["run_id"] == run_dir.name
     for model in ("cnn", "dropout", "batchnorm"):
         assert any(line.startswith(model + " ") for line in proc.stdout.splitlines()), proc.stdout[-2000:]
-    assert "train time: the whole training job" in proc.stdout
+    assert "train time: each training job from starting its workers to their exit" in proc.stdout
     terminal = proc.stdout + proc.stderr
     assert not [line for line in terminal.splitlines() if re.search(r"(^|\] )[a-z_]+=\S+$", line)], terminal[-3000:]
     for noise in ("grpc_server_lib", "absl::InitializeLog"):

@@ -7,18 +7,24 @@ the rest of its run, and carries on: a trained model is worth more than its metr
 holds for promotion too: a version that reached the serving folder stays served even if the
 registry cannot be told (promotion.json then says `registered_version: null`). Only callers
 that cannot work without a store (the local runner creating its experiment) pass `required=True`.
+
+On one machine the store is SQLite under the work dir: `python -m jobs.tracking --work-dir W`
+creates it with the experiment (the local runner does this in a child process, beside ingest,
+so that it never loads MLflow itself).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from jobs.common import JobError
+from jobs.common import JobError, parser, run
+from jobs.paths import Work
 
 log = logging.getLogger("jobs.tracking")
 T = TypeVar("T")
@@ -31,8 +37,8 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
 
 class Tracker:
-    def __init__(self, required: bool = False, attempts: int = 3, backoff: float = 2.0):
-        self.uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    def __init__(self, required: bool = False, attempts: int = 3, backoff: float = 2.0, uri: str | None = None):
+        self.uri = (uri if uri is not None else os.environ.get("MLFLOW_TRACKING_URI", "")).strip()
         self.experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT)
         self.required = required
         self.attempts = attempts
@@ -144,3 +150,36 @@ class Tracker:
             return version.version
 
         return self.call(f"register {name}", create)
+
+
+def local_uri(work: Work) -> str:
+    """The local SQLite store's URI (an absolute path: the jobs may run from anywhere)."""
+    return f"sqlite:///{work.mlflow.resolve() / 'mlflow.db'}"
+
+
+def create_local_store(work: Work) -> str:
+    """Creates the SQLite store under the work dir and the experiment, with its artifacts
+    beside the store (MLflow would otherwise put them in ./mlruns). Returns the URI."""
+    store = work.mlflow.resolve()
+    store.mkdir(parents=True, exist_ok=True)
+    tracker = Tracker(required=True, uri=local_uri(work))
+    if tracker.call("open the store", lambda: tracker.client.get_experiment_by_name(tracker.experiment)) is None:
+        tracker.call(
+            "create the experiment",
+            lambda: tracker.client.create_experiment(
+                tracker.experiment, artifact_location=(store / "artifacts").as_uri()
+            ),
+        )
+    return tracker.uri
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = parser("Create the local MLflow store (SQLite) under a work dir, with the experiment.")
+    p.add_argument("--work-dir", type=Path, required=True, help="the work dir; the store goes to <work-dir>/mlflow")
+    args = p.parse_args(argv)
+    log.info("tracking store ready: %s", create_local_store(Work(args.work_dir)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -97,7 +97,7 @@ class Progress:
                 log.info("resumed from the backup at epoch %d", epoch + 1)
         self._started = time.monotonic()
 
-    def end_epoch(self, epoch: int, logs: dict, lr: float) -> None:
+    def end_epoch(self, epoch: int, logs: dict, lr: float, epochs: int | None = None) -> None:
         seconds = time.monotonic() - self._started
         record = {k: float(v) for k, v in logs.items() if k != "lr"}  # lr: the scheduler's copy
         record.update(
@@ -106,6 +106,7 @@ class Progress:
             seconds=seconds,
             images_per_second=self.images_per_epoch / seconds if seconds else 0.0,
         )
+        log.info("%s", epoch_line(record, epochs))
         self.epochs.append(record)
         write_json(self.candidate.history, {"epochs": self.epochs})
         self.tracker.log_metrics(self.mlflow_run, {k: v for k, v in record.items() if k != "epoch"}, step=epoch)
@@ -121,7 +122,7 @@ class Progress:
 
             def on_epoch_end(self, epoch, logs=None):
                 lr = float(keras.backend.get_value(self.model.optimizer.learning_rate))
-                progress.end_epoch(epoch, logs or {}, lr)
+                progress.end_epoch(epoch, logs or {}, lr, self.params.get("epochs"))
 
         return Callback()
 
@@ -141,6 +142,20 @@ def restart_tags(info: dict) -> dict[str, str]:
     tags = {"restarts": str(count)}
     tags.update({f"restart.{i}": f"{r['ended']}: {r['reason']}" for i, r in enumerate(recorded, 1)})
     return tags
+
+
+def epoch_line(record: dict, epochs: int | None) -> str:
+    """The per-epoch progress line: loss, accuracy, throughput and the time left at this pace."""
+    number = record["epoch"] + 1
+    line = (
+        f"epoch {number}/{epochs or '?'}: loss {record.get('loss', float('nan')):.4f}, "
+        f"accuracy {record.get('accuracy', float('nan')):.4f}, {record['images_per_second']:,.0f} images/s, "
+        f"{record['seconds']:.1f} s"
+    )
+    if epochs and number < epochs:
+        left = round((epochs - number) * record["seconds"])
+        return f"{line}; about {f'{left // 60} min {left % 60:02d} s' if left >= 60 else f'{left} s'} left"
+    return f"{line}; training done, now saving the model (and uploading it to MLflow)"
 
 
 def start_tracking(candidate: Candidate, args, cluster: distributed.Cluster, params: dict):
@@ -235,7 +250,7 @@ def train(args) -> dict:
             epochs=args.epochs,
             steps_per_epoch=steps,
             callbacks=callbacks,
-            verbose=2,
+            verbose=2 if progress is None else 0,  # the chief logs its own line per epoch
         )
         seconds = time.monotonic() - started
 

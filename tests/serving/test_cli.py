@@ -91,8 +91,10 @@ def test_a_file_that_is_no_image(server_url, tmp_path):
 
 def test_client_mistakes_are_one_line(server_url, tmp_path):
     assert "cannot read" in one_line_error(run_predict("--url", server_url, tmp_path / "missing.png"))
-    assert "--check needs --dataset" in one_line_error(run_predict("--url", server_url, "--check"))
-    assert "nothing to do" in one_line_error(run_predict("--url", server_url))
+    # With no dataset given, the served model's is used; here nothing is served or ingested.
+    empty = ("--url", server_url, "--work-dir", tmp_path)
+    assert "no test images to sample" in one_line_error(run_predict(*empty, "--check"))
+    assert "no test images to sample" in one_line_error(run_predict(*empty))
     assert "no dataset" in one_line_error(
         run_predict("--url", server_url, "--work-dir", tmp_path, "--dataset", "nope", "--samples", "2")
     )

@@ -9,7 +9,8 @@ MAKEFLAGS += --no-builtin-rules --warn-undefined-variables
 PYTHON     ?= python3
 VENV       ?= .venv
 WORK_DIR   ?= .work
-DATASET    ?= fashion_mnist
+# Empty: make local uses fashion_mnist, make predict the dataset the served model was trained on.
+DATASET    ?=
 EPOCHS     ?= 5
 WORKERS    ?= 2
 MODELS     ?= cnn,dropout,batchnorm
@@ -85,6 +86,10 @@ predict: venv ## Classify test samples through the server on PORT
 ui: venv ## Open the MLflow UI on the local tracking store
 	hack/mlflow-ui.sh
 
+.PHONY: tensorboard
+tensorboard: venv ## Open TensorBoard on every local run's training logs
+	hack/tensorboard.sh
+
 .PHONY: clean
 clean: ## Delete the local work dir (datasets, runs, models, tracking store)
 	rm -rf -- "$(WORK_DIR)"
@@ -126,7 +131,7 @@ pipeline: ## Submit workflows/e2e.yaml with the current image and watch it
 	hack/pipeline.sh
 
 .PHONY: status
-status: ## One screen: components, last workflow, served version
+status: ## One screen: local runs and served model; with a cluster, its components and workflows
 	hack/status.sh
 
 .PHONY: cluster-ui

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Serves the MLflow UI over the local tracking store that `make local` writes.
+#   WORK_DIR (.work)   the local work dir      MLFLOW_PORT (5000)   port on 127.0.0.1
 set -o errexit -o nounset -o pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -23,15 +24,17 @@ row = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True).execute(
 print(row[0] if row else "")
 PY
 )
+  # Only the UI: no job runner (7 more processes and about 1 GiB), one web worker; quiet about
+  # a deprecation inside MLflow that a user cannot act on.
+  export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
+  export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore:starlette.middleware.wsgi is deprecated}
   echo ">> MLflow UI on ${url} (Ctrl-C stops it)"
   if [[ -n "${experiment}" ]]; then
     echo ">> runs of the experiment: ${url}/#/experiments/${experiment}/runs?workflowType=machine_learning"
   fi
   echo ">> registered model: ${url}/#/models/fmnist (docs/tracking.md: where to look for what)"
-  # Server-side jobs are for GenAI features nothing here uses (about 1.6 GiB in 10 processes).
-  MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
-    exec "${VENV}/bin/mlflow" ui --backend-store-uri "sqlite:///$(cd "$(dirname "${store}")" && pwd)/mlflow.db" \
-      --host 127.0.0.1 --port "${MLFLOW_PORT}"
+  exec "${VENV}/bin/mlflow" ui --backend-store-uri "sqlite:///$(cd "$(dirname "${store}")" && pwd)/mlflow.db" \
+    --host 127.0.0.1 --port "${MLFLOW_PORT}" --workers 1
 }
 
 main "$@"

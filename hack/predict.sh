@@ -1,29 +1,38 @@
 #!/usr/bin/env bash
-# Classifies images through the model server: test samples of DATASET by default, or the
-# files in IMAGES. Extra arguments go to jobs.predict (e.g. --check --min-accuracy 0.8).
-#   URL (http://127.0.0.1:PORT)  the server       WORK_DIR (.work)  the local work dir
-#   DATASET (fashion_mnist)      test samples     SAMPLES (10)      how many
+# Classifies images through the model server: test samples by default, or the files in IMAGES.
+# Extra arguments go to jobs.predict (e.g. --check --min-accuracy 0.8).
+#   URL (http://127.0.0.1:PORT)  the server; unset means the local one (`make serve`), which is
+#                                given up to WAIT seconds to serve the newest version in WORK_DIR
+#   WORK_DIR (.work)             the local work dir    SAMPLES (10)   how many test samples
+#   DATASET                      whose test samples (default: the served model's dataset)
 #   IMAGES                       space-separated PNG/JPEG paths to classify instead
 set -o errexit -o nounset -o pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 VENV=${VENV:-.venv}
 PORT=${PORT:-8501}
-URL=${URL:-http://127.0.0.1:${PORT}}
+URL=${URL:-}
 WORK_DIR=${WORK_DIR:-.work}
-DATASET=${DATASET:-fashion_mnist}
+DATASET=${DATASET:-}
 SAMPLES=${SAMPLES:-10}
 IMAGES=${IMAGES:-}
+WAIT=${WAIT:-60}
 
 main() {
-  local python="${VENV}/bin/python"
+  local args=(--url "${URL:-http://127.0.0.1:${PORT}}" --work-dir "${WORK_DIR}")
+  if [[ -z "${URL}" ]]; then
+    args+=(--wait-version latest --timeout "${WAIT}")
+  fi
   if [[ -n "${IMAGES}" ]]; then
     local images=()
     read -r -a images <<< "${IMAGES}"
-    exec "${python}" -m jobs.predict --url "${URL}" "$@" "${images[@]}"
+    exec "${VENV}/bin/python" -m jobs.predict "${args[@]}" "$@" -- "${images[@]}"
   fi
-  exec "${python}" -m jobs.predict --url "${URL}" --work-dir "${WORK_DIR}" --dataset "${DATASET}" \
-    --samples "${SAMPLES}" "$@"
+  args+=(--samples "${SAMPLES}")
+  if [[ -n "${DATASET}" ]]; then
+    args+=(--dataset "${DATASET}")
+  fi
+  exec "${VENV}/bin/python" -m jobs.predict "${args[@]}" "$@"
 }
 
 main "$@"

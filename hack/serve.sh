@@ -20,7 +20,7 @@ main() {
   fi
   local extra=()
   read -r -a extra <<< "${SERVE_ARGS}"
-  echo ">> serving ${base} on http://${HOST}:${PORT} (try: make predict, or see docs/serving.md)"
+  echo ">> serving ${base} on http://${HOST}:${PORT} (Ctrl-C stops it; make predict in another terminal)"
   exec "${VENV}/bin/python" -m jobs.serve --model-base-path "${base}" --model-name fmnist \
     --host "${HOST}" --port "${PORT}" "${extra[@]}"
 }

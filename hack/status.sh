@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# `make status`: one screen: the components, the last workflows, the served model version.
-#   NAMESPACE
+# `make status`: one screen. Local mode: the served version, the runs and their candidates, the
+# tracking store (jobs/status.py). The cluster: the components, the last workflows, the served
+# model version. By default the local part, then the cluster's when kubectl reaches one.
+#   STATUS (auto | local | cluster)   WORK_DIR (.work)   PORT (8501)   NAMESPACE
 set -o errexit -o nounset -o pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=hack/lib.sh
@@ -8,7 +10,7 @@ source hack/lib.sh
 
 section() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 
-main() {
+cluster_status() {
   require kubectl
   require_cluster
   section "nodes"
@@ -42,6 +44,32 @@ served_model() {
   else
     echo "${pod} does not answer: $(head -n 1 <<<"${out}")"
   fi
+}
+
+local_status() {
+  section "local (${WORK_DIR:-.work})"
+  if [[ ! -x "${VENV:-.venv}/bin/python" ]]; then
+    echo "no virtualenv at ${VENV:-.venv} yet: make local creates it"
+    return 0
+  fi
+  "${VENV:-.venv}/bin/python" -m jobs.status --work-dir "${WORK_DIR:-.work}" --url "http://127.0.0.1:${PORT:-8501}"
+}
+
+main() {
+  case "${STATUS:-auto}" in
+    local) local_status ;;
+    cluster) cluster_status ;;
+    auto)
+      local_status
+      if command -v kubectl >/dev/null 2>&1 && kubectl version --request-timeout=5s >/dev/null 2>&1; then
+        cluster_status
+      else
+        section "cluster"
+        echo "none answers on kubectl's current context (make cluster deploy; STATUS=cluster shows why)"
+      fi
+      ;;
+    *) die "STATUS must be auto, local or cluster, not '${STATUS}'" ;;
+  esac
 }
 
 main "$@"

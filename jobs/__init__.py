@@ -6,3 +6,10 @@ import os
 # These must be set before TensorFlow is first imported, which every job does through here.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# gRPC's start-up lines ("Started server with target: grpc://...", absl's "All log messages
+# before absl::InitializeLog()") from every worker: errors only.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+from jobs import lifecycle  # noqa: E402
+
+lifecycle.follow_parent()  # a job started by the local runner ends when the runner does

@@ -436,7 +436,7 @@ def split_worker(out: Path, steps: int, fit_steps: int, repeats: int, batch: int
 
     cluster = distributed.current()
     configure_threads()
-    strategy = distributed.strategy(cluster, 120.0)  # before any other TF op
+    strategy = distributed.strategy(cluster)  # before any other TF op
     import tensorflow as tf
     import tf_keras as keras
 
@@ -693,6 +693,17 @@ class Http:
             self._sock = self._file = None
 
     def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        """One request; on a kept-alive connection that the server has closed meanwhile (its
+        keep-alive timeout passed) it is sent once more on a new one, as HTTP clients do."""
+        reused = self._sock is not None
+        try:
+            return self._request(method, path, body)
+        except (ConnectionError, BrokenPipeError) as err:
+            if not reused or getattr(err, "answered", False):
+                raise
+            return self._request(method, path, body)
+
+    def _request(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
         if self._sock is None:
             self._connect()
         try:
@@ -701,7 +712,9 @@ class Http:
             while not head.endswith(b"\r\n\r\n"):
                 line = self._file.readline(65536)
                 if not line:
-                    raise ConnectionError("the server closed the connection")
+                    closed = ConnectionError("the server closed the connection")
+                    closed.answered = bool(head)  # type: ignore[attr-defined]
+                    raise closed
                 head += line
             status, length, close = parse_head(head)
             answer = self._file.read(length) if length else b""

@@ -32,9 +32,19 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.after_parse: list[Callable[[argparse.Namespace], None]] = []
+
     def error(self, message: str):
         """One line instead of argparse's usage dump."""
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        for hook in self.after_parse:
+            hook(parsed)
+        return parsed
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -98,6 +108,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = _number(int, text, "a whole number")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     value = _number(float, text, "a number")
     if value <= 0:
@@ -134,6 +151,13 @@ def csv_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
     return parse
 
 
+def path_arg(text: str) -> Path:
+    """A path that is not the empty string (which Path would take for the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty: give a folder")
+    return Path(text)
+
+
 def plain_name(text: str) -> str:
     """A name that is safe as one path component (run ids become folders)."""
     if not text or "/" in text or text in (".", "..") or text.startswith("."):
@@ -151,6 +175,24 @@ def add_run_arguments(p: argparse.ArgumentParser, candidates: Sequence[str] | No
         p.add_argument(
             "--models", type=csv_list(candidates), default=",".join(candidates), help="comma-separated candidates"
         )
+    if isinstance(p, _Parser):
+        p.after_parse.append(track_into_work_dir)
+
+
+def track_into_work_dir(args: argparse.Namespace) -> None:
+    """A step run by hand, with no MLFLOW_TRACKING_URI, tracks into the store that `make local`
+    made in its work dir, if there is one (as the step does inside a local run)."""
+    if os.environ.get("MLFLOW_TRACKING_URI", "").strip():
+        return
+    from jobs.paths import Work
+    from jobs.tracking import local_uri
+
+    work = Work(Path(args.work_dir))
+    if (work.mlflow / "mlflow.db").is_file():
+        os.environ["MLFLOW_TRACKING_URI"] = local_uri(work)
+        log.info(
+            "tracking into %s (the work dir's store; MLFLOW_TRACKING_URI is not set)", os.environ["MLFLOW_TRACKING_URI"]
+        )
 
 
 def cpu_count() -> int:
@@ -167,6 +209,36 @@ def cpu_count() -> int:
         if quota != "max":
             cpus = min(cpus, max(1, -(-int(quota) // int(period))))
     return cpus
+
+
+def duration(seconds: float) -> str:
+    """4.2 s, 42 s, 3 min 05 s: for people."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s"
+
+
+def available_memory() -> int | None:
+    """Bytes this process could still use: MemAvailable within the cgroup's limit on Linux,
+    the physical memory elsewhere; None if unknown."""
+    available = None
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    if available is None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    with contextlib.suppress(OSError, ValueError):
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            room = max(0, int(limit) - used)
+            available = room if available is None else min(available, room)
+    return available
 
 
 def configure_threads() -> int:

@@ -4,21 +4,27 @@ Dense(64, relu) → Dense(10, softmax)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import tf_keras as keras
-from tf_keras import layers
+if TYPE_CHECKING:  # tf_keras is imported where a model is built: `--help` must not load TensorFlow
+    import tf_keras as keras
 
 INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
 
 
 def _head(x):
+    from tf_keras import layers
+
     x = layers.Dense(64, activation="relu")(x)
     return layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
 
 
 def cnn() -> keras.Model:
     """One convolution and a pooling layer: the small baseline."""
+    import tf_keras as keras
+    from tf_keras import layers
+
     inputs = keras.Input(INPUT_SHAPE, name="image")
     x = layers.Conv2D(32, 3, activation="relu")(inputs)
     x = layers.MaxPooling2D(2)(x)
@@ -28,6 +34,9 @@ def cnn() -> keras.Model:
 
 def dropout() -> keras.Model:
     """Three convolutions with dropout before the last."""
+    import tf_keras as keras
+    from tf_keras import layers
+
     inputs = keras.Input(INPUT_SHAPE, name="image")
     x = layers.Conv2D(32, 3, activation="relu")(inputs)
     x = layers.MaxPooling2D(2)(x)
@@ -41,6 +50,9 @@ def dropout() -> keras.Model:
 
 def batchnorm() -> keras.Model:
     """Three convolutions, the first two followed by batch normalisation and a sigmoid."""
+    import tf_keras as keras
+    from tf_keras import layers
+
     inputs = keras.Input(INPUT_SHAPE, name="image")
     x = inputs
     for filters in (32, 64):

@@ -7,6 +7,8 @@
                                    history.json, run.json, eval/
 <work>/runs/<run>/promotion.json   what promotion decided
 <work>/models/<name>/<N>/          served versions, TF Serving's layout
+<work>/mlflow/                     the local MLflow store (mlflow.db, artifacts/) when no
+                                   MLFLOW_TRACKING_URI is set
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ class Work:
 
     def served(self, name: str = MODEL_NAME) -> Path:
         return self.root / "models" / name
+
+    @property
+    def mlflow(self) -> Path:
+        return self.root / "mlflow"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import http.client
 import io
 import json
 import logging
@@ -48,23 +49,37 @@ class Client:
         self.model = model
         self.timeout = timeout
 
-    def _call(self, method: str, path: str, payload: Any = None) -> Any:
+    def _call(self, method: str, path: str, payload: Any = None) -> dict:
+        """One request; the answer must be a JSON object. Every other outcome is one JobError
+        naming the URL: a refused or failed connection, an answer that is not HTTP, a body cut
+        short, a redirect (not followed: a POST would be resent elsewhere), a non-object."""
+        url = self.url + path
         data = None if payload is None else json.dumps(payload).encode("utf-8")
-        request = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
+        request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with _OPENER.open(request, timeout=self.timeout) as response:
                 body = response.read()
         except urllib.error.HTTPError as err:
-            raise ServerError(err.code, _error_text(err.read())) from None
+            if 300 <= err.code < 400:
+                where = err.headers.get("Location", "elsewhere")
+                raise JobError(
+                    f"{url} redirected ({err.code}) to {where}: not followed; give --url the server itself"
+                ) from None
+            raise ServerError(err.code, _error_text(_read_quietly(err)), url) from None
+        except http.client.IncompleteRead as err:
+            raise JobError(f"{url} answered with a body cut short ({len(err.partial)} bytes)") from None
+        except http.client.HTTPException as err:
+            raise JobError(f"{url} did not answer with HTTP ({type(err).__name__})") from None
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
             raise Unreachable(f"cannot reach {self.url}: {reason}") from None
         try:
-            return json.loads(body)
+            answer = json.loads(body)
         except ValueError:
-            raise JobError(f"{self.url}{path} answered with something that is not JSON") from None
+            raise JobError(f"{url} answered with something that is not JSON") from None
+        if not isinstance(answer, dict):
+            raise JobError(f"{url} answered with JSON that is not an object")
+        return answer
 
     def status(self) -> dict:
         return self._call("GET", f"/v1/models/{self.model}")
@@ -79,13 +94,30 @@ class Client:
         predictions = self.predict(payload).get("predictions")
         if not isinstance(predictions, list) or len(predictions) != len(images):
             raise JobError(f"{self.url} answered without one prediction per image")
+        if not all(isinstance(p, dict) for p in predictions):
+            raise JobError(f"{self.url} answered with predictions that are not objects")
         return predictions
 
 
 class ServerError(JobError):
-    def __init__(self, status: int, message: str):
-        super().__init__(f"the server answered {status}: {message}")
+    def __init__(self, status: int, message: str, url: str = ""):
+        super().__init__(f"{url or 'the server'} answered {status}: {message}")
         self.status = status
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # the 3xx reaches the caller as an HTTPError
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
+def _read_quietly(err: urllib.error.HTTPError) -> bytes:
+    try:
+        return err.read()
+    except (http.client.HTTPException, OSError):
+        return b""
 
 
 class Unreachable(JobError):
@@ -120,27 +152,42 @@ def version_arg(text: str) -> str | int:
 
 
 def wait_for_version(client: Client, wanted: int, timeout: float, interval: float = 1.0) -> None:
-    """Polls the model status until `wanted` is AVAILABLE; a load failure ends it early."""
-    deadline = time.monotonic() + timeout
+    """Polls the model status until `wanted` is AVAILABLE; a load failure ends it early.
+    Logs when it starts waiting and when what it sees changes, not on every poll."""
+    started = time.monotonic()
+    deadline = started + timeout
     last = "no answer yet"
+    said = None
     while True:
         try:
             entries = client.status().get("model_version_status") or []
+            entries = [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
             mine = [e for e in entries if str(e.get("version")) == str(wanted)]
             if mine and mine[0].get("state") == "AVAILABLE":
-                log.info("version %d of %s is AVAILABLE at %s", wanted, client.model, client.url)
+                log.info(
+                    "version %d of %s is AVAILABLE at %s (after %.1f s)",
+                    wanted,
+                    client.model,
+                    client.url,
+                    time.monotonic() - started,
+                )
                 return
             if mine and mine[0].get("state") == "END" and mine[0].get("status", {}).get("error_code", "OK") != "OK":
                 raise JobError(f"version {wanted} failed to load: {mine[0]['status'].get('error_message', '')}")
             seen = ", ".join(f"{e.get('version')} {e.get('state')}" for e in entries) or "none"
             last = f"versions reported: {seen}"
-        except (ServerError, Unreachable) as err:
+        except Unreachable as err:
+            last = f"no answer yet: {err}"
+        except ServerError as err:
             last = str(err)
         if time.monotonic() >= deadline:
             raise JobError(
                 f"timed out after {timeout:g}s waiting for {client.model} version {wanted} at {client.url} ({last})"
             )
-        log.info("waiting for version %d (%s)", wanted, last)
+        seen = last.split(":")[0]  # the kind of answer, not its details (one line per change)
+        if seen != said:
+            log.info("waiting up to %g s for version %d at %s (%s)", timeout, wanted, client.url, last)
+            said = seen
         time.sleep(min(interval, max(0.05, deadline - time.monotonic())))
 
 
@@ -190,18 +237,63 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def served_dataset(work: Work, model_name: str) -> tuple[int, str] | None:
+    """The newest served version and the dataset it was trained on (its promotion record)."""
+    found = versions(work.served(model_name))
+    if not found:
+        return None
+    version = max(found)
+    try:
+        return version, str(json.loads((found[version] / "promotion.json").read_text())["dataset"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def sample_dataset(work: Work, model_name: str, asked: str | None) -> str:
+    """The dataset whose test split to sample: the one asked for, else the one the served
+    model was trained on, else the only one ingested. A missing one names the fix."""
+    served = served_dataset(work, model_name)
+    ingested = sorted(p.parent.name for p in (work.root / "data").glob("*/manifest.json"))
+    name = asked or (served[1] if served else (ingested[0] if len(ingested) == 1 else None))
+    if name is None:
+        raise JobError(
+            f"no test images to sample: nothing is served or ingested under {work.root} "
+            "(run make local first, or give --dataset, --work-dir, or image files)"
+        )
+    if name in ingested:
+        if not asked:
+            why = f"the dataset version {served[0]} was trained on" if served else "the only dataset ingested"
+            log.info("test images from %s, %s", name, why)
+        return name
+    hint = (
+        f"the served version {served[0]} was trained on {served[1]}: make predict DATASET={served[1]}"
+        if served and served[1] != name and served[1] in ingested
+        else f"ingest it first: make local DATASET={name} (or python -m jobs.ingest --work-dir {work.root} "
+        f"--dataset {name})"
+    )
+    have = f" (ingested: {', '.join(ingested)})" if ingested else ""
+    raise JobError(f"no dataset {name} under {work.root / 'data'}{have}; {hint}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.url.startswith(("http://", "https://")):
         raise JobError(f"--url must start with http:// or https://, got {args.url!r}")
-    if args.check and not args.dataset:
-        raise JobError("--check needs --dataset (the dataset whose test split is scored)")
     if args.check and args.images:
         raise JobError("--check scores test samples: give either image files or --check, not both")
-    if args.samples and not args.dataset:
-        raise JobError("--samples needs --dataset (the dataset whose test split is sampled)")
+    if args.images and (args.samples or args.dataset):
+        raise JobError("give either image files or test samples (--dataset, --samples), not both")
     client = Client(args.url, args.model_name, args.request_timeout)
     work = Work(args.work_dir)
+    if args.check or args.samples or args.dataset or (not args.images and args.wait_version is None):
+        args.dataset = sample_dataset(work, args.model_name, args.dataset)
+    try:
+        return predict(args, client, work)
+    except Unreachable as err:
+        raise JobError(f"{err} (is the server running? make serve starts it; --url or URL points elsewhere)") from None
+
+
+def predict(args, client: Client, work: Work) -> int:
 
     if args.wait_version is not None:
         wanted = args.wait_version
@@ -211,7 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise JobError(f"no version folders under {work.served(args.model_name)}: promote a model first")
             wanted = found[-1]
         wait_for_version(client, wanted, args.timeout)
-        emit(version=wanted)
+        if not (args.images or args.dataset):  # waiting was the whole job: say what came
+            emit(version=wanted)
 
     if args.images:
         encoded = []
@@ -264,8 +357,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise JobError(f"accuracy {accuracy:.4f} is below --min-accuracy {args.min_accuracy:g}")
         return 0
 
-    if args.wait_version is None:
-        raise JobError("nothing to do: give image files, --dataset [--samples N | --check], or --wait-version")
     return 0
 
 

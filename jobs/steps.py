@@ -19,6 +19,9 @@ from __future__ import annotations
 import dataclasses
 import string
 import sys
+from collections.abc import Sequence
+
+from jobs.common import parser, run
 
 PARAMETERS = ("work_dir", "run_id", "dataset", "epochs", "model", "models", "url", "min_accuracy")
 
@@ -109,8 +112,9 @@ def step(name: str) -> Step:
     return BY_NAME[name]
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Print the steps, in order, as the shell would run them (a reference for readers)."""
+    parser("Print the pipeline's steps, in order, as the shell would run them.").parse_args(argv)
     example = {name: f"<{name}>" for name in PARAMETERS}
     for s in STEPS:
         after = f"  (after {', '.join(s.depends)})" if s.depends else ""
@@ -119,4 +123,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

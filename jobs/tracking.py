@@ -21,6 +21,10 @@ What goes where:
 Whichever step of a pipeline run comes first finds or creates its parent run: under a file
 lock on the shared volume (`<work>/runs/<run>/mlflow.json` records it), after a search for a
 run that an earlier, killed attempt may have created.
+
+On one machine the store is SQLite under the work dir: `python -m jobs.tracking --work-dir W`
+creates it with the experiment (the local runner does this in a child process, beside ingest,
+so that it never loads MLflow itself).
 """
 
 from __future__ import annotations
@@ -30,13 +34,14 @@ import fcntl
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from jobs.common import JobError, read_json, write_json
+from jobs.common import JobError, parser, read_json, run, write_json
 from jobs.paths import Work
 
 log = logging.getLogger("jobs.tracking")
@@ -110,8 +115,8 @@ def refused(err: Exception) -> bool:
 
 
 class Tracker:
-    def __init__(self, required: bool = False, attempts: int = 3, backoff: float = 2.0):
-        self.uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    def __init__(self, required: bool = False, attempts: int = 3, backoff: float = 2.0, uri: str | None = None):
+        self.uri = (uri if uri is not None else os.environ.get("MLFLOW_TRACKING_URI", "")).strip()
         self.experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT)
         self.required = required
         self.attempts = attempts
@@ -373,3 +378,38 @@ class Tracker:
         if not any(str(v.get("version")) == version and v.get("name") == name for v in linked):
             linked.append({"name": name, "version": int(version)})
             self.client.set_logged_model_tags(model_id, {MODEL_VERSIONS_TAG: json.dumps(linked)})
+
+
+def local_uri(work: Work) -> str:
+    """The local SQLite store's URI (an absolute path: the jobs may run from anywhere)."""
+    return f"sqlite:///{work.mlflow.resolve() / 'mlflow.db'}"
+
+
+def create_local_store(work: Work) -> str:
+    """Creates the SQLite store under the work dir and the experiment, with its artifacts
+    beside the store (MLflow would otherwise put them in ./mlruns). Returns the URI."""
+    store = work.mlflow.resolve()
+    store.mkdir(parents=True, exist_ok=True)
+    tracker = Tracker(required=True, uri=local_uri(work))
+    if tracker.call("open the store", lambda: tracker.client.get_experiment_by_name(tracker.experiment)) is None:
+        tracker.call(
+            "create the experiment",
+            lambda: tracker.client.create_experiment(
+                tracker.experiment,
+                artifact_location=(store / "artifacts").as_uri(),
+                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+            ),
+        )
+    return tracker.uri
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = parser("Create the local MLflow store (SQLite) under a work dir, with the experiment.")
+    p.add_argument("--work-dir", type=Path, required=True, help="the work dir; the store goes to <work-dir>/mlflow")
+    args = p.parse_args(argv)
+    log.info("tracking store ready: %s", create_local_store(Work(args.work_dir)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -16,6 +16,11 @@ bit-identical to an uninterrupted one.
 Each epoch also scores the validation split (carved from the training images by ingest), so
 the curves show training and validation; the finished model is logged to MLflow as a
 LoggedModel of the candidate's run, the child of the pipeline run's parent run.
+
+Exit status, for a TFJob with `restartPolicy: ExitCode` and for jobs.local alike: 0 trained;
+1 this worker's own error (bad input, a missing dataset, an unexpected exception), not worth a
+restart; 2 a usage error; 203 (`distributed.EXIT_PEER_LOST`) a lost peer, aborted collectives or
+peers that never started: restart the group, which resumes from the backup.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from jobs import distributed, models
 from jobs.common import (
@@ -39,6 +45,7 @@ from jobs.common import (
     configure_threads,
     emit,
     parser,
+    positive_float,
     positive_int,
     read_json,
     run,
@@ -60,6 +67,15 @@ def op_error_reason(err) -> str:
         if line and not line.startswith(skip):
             lines.append(line)
     return " ".join(lines[:2])[:300] or type(err).__name__
+
+
+def fail(err, what: str) -> NoReturn:
+    """Ends the worker on a TensorFlow error with one line: EXIT_PEER_LOST when a peer was lost
+    or never came (a TFJob with restartPolicy ExitCode recreates the pod), 1 for its own error.
+    At once: with its collectives aborted, TensorFlow's runtime is half torn down, and a normal
+    interpreter shutdown can hang or print tracebacks from its threads."""
+    code = distributed.EXIT_PEER_LOST if distributed.transient(err) else 1
+    abort(f"{what}: {type(err).__name__}: {op_error_reason(err)}", code)
 
 
 def learning_rate(epoch: int, base: float = 1e-3) -> float:
@@ -93,7 +109,7 @@ class Progress:
                 log.info("resumed from the backup at epoch %d", epoch + 1)
         self._started = time.monotonic()
 
-    def end_epoch(self, epoch: int, logs: dict, lr: float) -> None:
+    def end_epoch(self, epoch: int, logs: dict, lr: float, epochs: int | None = None) -> None:
         seconds = time.monotonic() - self._started
         record = {k: float(v) for k, v in logs.items() if k != "lr"}  # lr: the scheduler's copy
         record.update(
@@ -102,6 +118,7 @@ class Progress:
             seconds=seconds,
             images_per_second=self.images_per_epoch / seconds if seconds else 0.0,
         )
+        log.info("%s", epoch_line(record, epochs))
         self.epochs.append(record)
         write_json(self.candidate.history, {"epochs": self.epochs})
         self.tracker.log_metrics(self.mlflow_run, {k: v for k, v in record.items() if k != "epoch"}, step=epoch)
@@ -117,9 +134,40 @@ class Progress:
 
             def on_epoch_end(self, epoch, logs=None):
                 lr = float(keras.backend.get_value(self.model.optimizer.learning_rate))
-                progress.end_epoch(epoch, logs or {}, lr)
+                progress.end_epoch(epoch, logs or {}, lr, self.params.get("epochs"))
 
         return Callback()
+
+
+def record_restart(candidate: Candidate, restart: dict[str, str]) -> None:
+    """Adds a restart of the candidate's training (how a worker ended, and why) to its run.json.
+    jobs.local calls it between attempts; in a cluster the pods' statuses hold the same."""
+    info = read_json(candidate.run_info) if candidate.run_info.exists() else {}
+    write_json(candidate.run_info, {**info, "restarts": [*info.get("restarts", []), restart]})
+
+
+def restart_tags(info: dict) -> dict[str, str]:
+    """MLflow tags saying how many times the training restarted and why: the restarts recorded
+    by a supervisor, or at least the chief's own earlier attempts (a TFJob records no reason)."""
+    recorded = info.get("restarts", [])
+    count = max(len(recorded), info.get("attempts", 1) - 1)
+    tags = {"restarts": str(count)}
+    tags.update({f"restart.{i}": f"{r['ended']}: {r['reason']}" for i, r in enumerate(recorded, 1)})
+    return tags
+
+
+def epoch_line(record: dict, epochs: int | None) -> str:
+    """The per-epoch progress line: loss, accuracy, throughput and the time left at this pace."""
+    number = record["epoch"] + 1
+    line = (
+        f"epoch {number}/{epochs or '?'}: loss {record.get('loss', float('nan')):.4f}, "
+        f"accuracy {record.get('accuracy', float('nan')):.4f}, {record['images_per_second']:,.0f} images/s, "
+        f"{record['seconds']:.1f} s"
+    )
+    if epochs and number < epochs:
+        left = round((epochs - number) * record["seconds"])
+        return f"{line}; about {f'{left // 60} min {left % 60:02d} s' if left >= 60 else f'{left} s'} left"
+    return f"{line}; training done, now saving the model (and uploading it to MLflow)"
 
 
 def start_tracking(candidate: Candidate, args, cluster: distributed.Cluster, params: dict, datasets: dict):
@@ -130,6 +178,7 @@ def start_tracking(candidate: Candidate, args, cluster: distributed.Cluster, par
 
     tracker = Tracker()
     info = read_json(candidate.run_info) if candidate.run_info.exists() else {}
+    info["attempts"] = info.get("attempts", 0) + 1
     mlflow_run = info.get("mlflow_run_id")
     if not mlflow_run:
         parent = tracker.pipeline_run(Work(args.work_dir), args.run_id, {"dataset": args.dataset})
@@ -141,7 +190,9 @@ def start_tracking(candidate: Candidate, args, cluster: distributed.Cluster, par
         tracker.log_params(mlflow_run, params)
         tracker.log_inputs(mlflow_run, datasets)
         tracker.log_inputs(parent, datasets)
-        write_json(candidate.run_info, {**info, "mlflow_run_id": mlflow_run, "params": params})
+        info.update(mlflow_run_id=mlflow_run, params=params)
+    write_json(candidate.run_info, info)
+    tracker.set_tags(mlflow_run, restart_tags(info))
     return tracker, mlflow_run
 
 
@@ -171,8 +222,12 @@ def train(args) -> dict:
         raise JobError(f"no dataset at {dataset_dir}: run the ingest step first")
 
     threads = configure_threads()
-    strategy = distributed.strategy(cluster, args.collective_timeout)  # before any other TF op
     import tensorflow as tf
+
+    try:
+        strategy = distributed.strategy(cluster, args.heartbeat_timeout, args.start_timeout)  # before any other TF op
+    except tf.errors.OpError as err:
+        fail(err, f"{cluster.name} could not form the cluster of {cluster.workers} within {args.start_timeout:g} s")
     import tf_keras as keras
 
     from jobs import data, export
@@ -244,7 +299,7 @@ def train(args) -> dict:
             epochs=args.epochs,
             steps_per_epoch=steps,
             callbacks=callbacks,
-            verbose=2,
+            verbose=2 if progress is None else 0,  # the chief logs its own line per epoch
         )
         seconds = time.monotonic() - started
 
@@ -255,13 +310,10 @@ def train(args) -> dict:
         else:
             export.save(model, scratch / "model")
     except tf.errors.OpError as err:
-        # A lost peer, a collective timeout: say which and exit non-zero (a TFJob restarts us).
-        # Exit at once: with its collectives aborted, TensorFlow's runtime is half torn down,
-        # and a normal interpreter shutdown can hang or print tracebacks from its threads.
         shutil.rmtree(scratch, ignore_errors=True)
         if progress is not None:
             progress.tracker.end_run(progress.mlflow_run, "FAILED")
-        abort(f"training failed on {cluster.name}: {type(err).__name__}: {op_error_reason(err)}")
+        fail(err, f"training failed on {cluster.name}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -276,7 +328,8 @@ def train(args) -> dict:
         result["images_per_second"] = images / trained if trained else 0.0
         info = read_json(candidate.run_info)
         write_json(candidate.run_info, {**info, **result, "epochs_trained": len(progress.epochs)})
-        progress.tracker.log_metrics(progress.mlflow_run, {"train_seconds": seconds})
+        restarts = int(restart_tags(info)["restarts"])
+        progress.tracker.log_metrics(progress.mlflow_run, {"train_seconds": seconds, "restarts": restarts})
         log_model(progress, candidate, args, params, validation.images[:5])
         progress.tracker.log_artifacts(progress.mlflow_run, candidate.tensorboard, "tensorboard")
         progress.tracker.end_run(progress.mlflow_run)
@@ -305,10 +358,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="TensorFlow's op determinism: the same seed gives the same metrics",
     )
     p.add_argument(
-        "--collective-timeout",
-        type=float,
-        default=300.0,
-        help="seconds a collective may wait for a peer before the worker fails (0: forever)",
+        "--heartbeat-timeout",
+        type=positive_float,
+        default=distributed.HEARTBEAT_TIMEOUT,
+        help="seconds without a heartbeat before a worker counts as lost and the others stop",
+    )
+    p.add_argument(
+        "--start-timeout",
+        type=positive_float,
+        default=distributed.START_TIMEOUT,
+        help="seconds the workers wait for each other to start",
     )
     args = p.parse_args(argv)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import shutil
@@ -108,3 +109,77 @@ def mlflow_uri(tmp_path) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     MlflowClient(uri).create_experiment("fmnist", artifact_location=(tmp_path / "artifacts").as_uri())
     return uri
+
+
+# --- a copy of the repository, as a reader has it, where `make local` ran once ------------
+
+# What the commands in a playground run with, to keep them small; the command text itself is
+# what the documentation says. Knobs the Makefile reads (see its head).
+PIPELINE_KNOBS = {
+    "EPOCHS": "2",
+    "INGEST_ARGS": "--train-size 2000 --test-size 500",
+    "TRAIN_ARGS": "--steps-per-epoch 12",
+}
+PIPELINE_COMMAND = "make local DATASET=synthetic"
+
+
+def reader_env(**extra: str) -> dict[str, str]:
+    """A fresh terminal's environment: ours without the test run's own settings, the knobs
+    that `make test` exported, or a path to this checkout's jobs."""
+    makefile = (ROOT / "Makefile").read_text()
+    exported = {name for line in makefile.splitlines() if line.startswith("export ") for name in line.split()[1:]}
+    dropped = {"TF_CONFIG", "MLFLOW_TRACKING_URI", "PYTHONPATH", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", *exported}
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
+    env.update(extra)
+    return env
+
+
+def copy_checkout(target: Path) -> Path:
+    """The repository's files (tracked and new, not ignored) with their times, so that make sees
+    the virtualenv as up to date; `.venv` links to this checkout's."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    names = [n for n in listed.stdout.split("\0") if n] if listed.returncode == 0 else []
+    if not names:  # not a git checkout
+        names = [
+            str(p.relative_to(ROOT))
+            for p in ROOT.rglob("*")
+            if p.is_file() and not {".git", ".venv", ".work", "results", "__pycache__"} & set(p.relative_to(ROOT).parts)
+        ]
+    for name in names:
+        source = ROOT / name
+        if source.is_file() and not source.is_symlink():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    venvs = {".venv": os.environ.get("VENV") or ".venv", ".venv-checkov": ".venv-checkov"}
+    for name, ours in venvs.items():
+        if (ROOT / ours).exists():
+            (target / name).symlink_to((ROOT / ours).resolve())
+    return target
+
+
+@dataclasses.dataclass
+class Playground:
+    root: Path
+    env: dict[str, str]
+    pipeline: subprocess.CompletedProcess  # PIPELINE_COMMAND, run once
+
+    @property
+    def work(self) -> Path:
+        return self.root / ".work"
+
+
+@pytest.fixture(scope="session")
+def playground(tmp_path_factory) -> Playground:
+    """A copy of the repository where the reader's first command, `make local DATASET=synthetic`,
+    ran once (at the sizes of PIPELINE_KNOBS). Shared by the end-to-end and the docs tests."""
+    root = copy_checkout(tmp_path_factory.mktemp("playground") / "fmnist")
+    env = reader_env(**PIPELINE_KNOBS)
+    proc = subprocess.run(
+        ["bash", "-c", PIPELINE_COMMAND], cwd=root, env=env, capture_output=True, text=True, timeout=1200
+    )
+    return Playground(root, env, proc)

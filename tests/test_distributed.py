@@ -8,7 +8,7 @@ import pytest
 from conftest import assert_one_line_error, run_job
 
 from jobs.common import JobError
-from jobs.distributed import Cluster, parse_tf_config, tf_config
+from jobs.distributed import EXIT_PEER_LOST, Cluster, parse_tf_config, retryable, tf_config
 
 
 def operator_config(workers: int, index: int) -> str:
@@ -66,6 +66,7 @@ def test_local_tf_config_matches_the_operator_shape():
         ('{"cluster": {"worker": "a:1"}, "task": {"type": "worker", "index": 0}}', "list of 'host:port'"),
         ('{"cluster": {"worker": ["nohost"]}, "task": {"type": "worker", "index": 0}}', "list of 'host:port'"),
         ('{"cluster": {"ps": ["a:1"]}, "task": {"type": "ps", "index": 0}}', "not supported"),
+        ('{"cluster": {"chief": ["a:1", "b:1"]}, "task": {"type": "chief", "index": 0}}', "exactly one address"),
     ],
 )
 def test_malformed_tf_config(text, message):
@@ -89,16 +90,46 @@ def test_train_with_malformed_tf_config_writes_nothing(ingested):
         TF_CONFIG='{"cluster": {"worker": ["a:1"]}, "task": {"index": 5}',
     )
     assert_one_line_error(proc, "TF_CONFIG")
+    assert proc.returncode == 1, "its own error: a TFJob with restartPolicy ExitCode fails, no retry"
     assert not (ingested / "runs").exists()
 
 
 def test_train_unknown_model(ingested):
     proc = run_job("train", "--work-dir", ingested, "--run-id", "r", "--dataset", "synthetic", "--model", "resnet")
     assert_one_line_error(proc, "invalid choice: 'resnet'")
+    assert proc.returncode == 2, "a usage error"
     assert not (ingested / "runs").exists()
 
 
 def test_train_missing_dataset(work):
     proc = run_job("train", "--work-dir", work, "--run-id", "r", "--dataset", "synthetic", "--model", "cnn")
     assert_one_line_error(proc, "no dataset at", "ingest")
+    assert proc.returncode == 1
     assert not work.exists()
+
+
+@pytest.mark.parametrize(
+    "returncode, retried",
+    [(0, False), (1, False), (2, False), (127, False), (128, True), (EXIT_PEER_LOST, True), (255, True), (-9, True)],
+)
+def test_retryable_exits_are_those_restart_policy_exit_code_retries(returncode, retried):
+    """The training operator's ExitCode policy recreates pods that exit 128-255 (a container
+    killed by signal N exits 128+N; subprocess reports -N) and fails the job on 1-127."""
+    assert retryable(returncode) is retried
+
+
+def test_the_peer_lost_exit_is_retryable_and_not_a_signal():
+    assert 128 <= EXIT_PEER_LOST <= 255 and retryable(EXIT_PEER_LOST)
+    assert EXIT_PEER_LOST - 128 == 75, "EX_TEMPFAIL moved into the retryable range"
+    assert EXIT_PEER_LOST > 128 + 64, "above every signal number, so never read as killed by a signal"
+
+
+def test_lost_peers_and_aborted_collectives_are_transient_other_errors_are_not():
+    import tensorflow as tf
+
+    from jobs.distributed import transient
+
+    lost = [tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError]
+    own = [tf.errors.InvalidArgumentError, tf.errors.ResourceExhaustedError, tf.errors.InternalError]
+    assert all(transient(kind(None, None, "x")) for kind in [*lost, tf.errors.CancelledError])
+    assert not any(transient(kind(None, None, "x")) for kind in own)

@@ -71,7 +71,8 @@ def run_without_tools(tmp_path: Path, *argv: str, **env) -> subprocess.Completed
         capture_output=True,
         text=True,
         timeout=60,
-        env={"PATH": str(bin_dir), "HOME": str(tmp_path), "VENV": "/nonexistent", **env},
+        # STATUS=cluster: make status's cluster part (by default it shows local mode first).
+        env={"PATH": str(bin_dir), "HOME": str(tmp_path), "VENV": "/nonexistent", "STATUS": "cluster", **env},
     )
 
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from .conftest import ROOT, encode, env, local_only, one_line_error, run_predict
 
@@ -90,8 +91,10 @@ def test_a_file_that_is_no_image(server_url, tmp_path):
 
 def test_client_mistakes_are_one_line(server_url, tmp_path):
     assert "cannot read" in one_line_error(run_predict("--url", server_url, tmp_path / "missing.png"))
-    assert "--check needs --dataset" in one_line_error(run_predict("--url", server_url, "--check"))
-    assert "nothing to do" in one_line_error(run_predict("--url", server_url))
+    # With no dataset given, the served model's is used; here nothing is served or ingested.
+    empty = ("--url", server_url, "--work-dir", tmp_path)
+    assert "no test images to sample" in one_line_error(run_predict(*empty, "--check"))
+    assert "no test images to sample" in one_line_error(run_predict(*empty))
     assert "no dataset" in one_line_error(
         run_predict("--url", server_url, "--work-dir", tmp_path, "--dataset", "nope", "--samples", "2")
     )
@@ -145,3 +148,71 @@ def test_serve_says_when_the_port_is_taken(server_url, serving_work):
         timeout=300,
     )
     assert "cannot listen" in one_line_error(proc)
+
+
+class FakeServer:
+    """A loopback TCP server that answers every connection with the same canned bytes."""
+
+    def __init__(self, answer: bytes):
+        import socket
+        import threading
+
+        self.answer = answer
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                try:
+                    conn.recv(65536)
+                    conn.sendall(self.answer)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def http_answer(status: str, body: bytes, *headers: str, length: int | None = None) -> bytes:
+    lines = [f"HTTP/1.1 {status}", "Content-Type: application/json", *headers]
+    lines.append(f"Content-Length: {len(body) if length is None else length}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+@pytest.mark.parametrize(
+    "answer,needle",
+    [
+        (b"SSH-2.0-OpenSSH_9.6\r\n", "did not answer with HTTP"),
+        (http_answer("200 OK", b'{"predictions": [', length=1000), "cut short"),
+        (http_answer("200 OK", b"[1, 2, 3]"), "not an object"),
+        (http_answer("200 OK", b'{"predictions": [1]}'), "not objects"),
+        (http_answer("302 Found", b"", "Location: http://127.0.0.1:9/elsewhere"), "redirected (302)"),
+        (http_answer("500 Internal Server Error", b"<html>oops</html>"), "answered 500: <html>oops</html>"),
+    ],
+    ids=["not-http", "truncated", "json-list", "prediction-not-object", "redirect", "html-error"],
+)
+def test_a_strange_answer_is_one_line_naming_the_url(tmp_path, answer, needle):
+    image = tmp_path / "a.png"
+    image.write_bytes(encode(np.zeros((28, 28), np.uint8)))
+    server = FakeServer(answer)
+    try:
+        line = one_line_error(run_predict("--url", server.url, image))
+        assert needle in line, line
+        if needle not in ("not objects",):
+            assert f"{server.url}/v1/models/fmnist:predict" in line, line
+        waited = one_line_error(run_predict("--url", server.url, "--wait-version", "1", "--timeout", "1"))
+        assert server.url in waited, waited
+    finally:
+        server.close()

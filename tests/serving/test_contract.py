@@ -252,12 +252,44 @@ def test_unknown_model_or_version_is_404(http, path):
     assert_serves(http)
 
 
+@pytest.mark.parametrize(
+    "version",
+    [
+        "%D9%A1",  # ARABIC-INDIC DIGIT ONE: not an ASCII digit
+        "%EF%BC%91",  # FULLWIDTH DIGIT ONE
+        "1.0",
+        "-1",
+        "99999999999999999999",  # over 64 bits
+        "9" * 4301,  # past Python's int() digit limit
+    ],
+)
+def test_a_version_that_is_not_ascii_digits_within_64_bits_is_400(http, version):
+    for method, path in (
+        ("POST", f"/v1/models/{MODEL}/versions/{version}:predict"),
+        ("GET", f"/v1/models/{MODEL}/versions/{version}"),
+        ("GET", f"/v1/models/{MODEL}/versions/{version}/metadata"),
+    ):
+        response = http.request(method, path, json=reference_request(reference_jpeg()) if method == "POST" else None)
+        assert response.status_code == 400, (path[:80], response.status_code, response.text[:200])
+        assert isinstance(response.json()["error"], str)
+    assert_serves(http)
+
+
+def test_paths_match_as_tf_serving_matches_them(http):
+    """TF Serving's path patterns are case-insensitive; the verb after the colon is not."""
+    request = reference_request(reference_jpeg())
+    assert http.post(f"/V1/Models/{MODEL}:predict", json=request).status_code == 200
+    response = http.post(f"/v1/models/{MODEL}:PREDICT", json=request)
+    assert response.status_code == 400 and "Malformed request" in response.json()["error"]
+    assert http.post(f"/v1/models/{MODEL.upper()}:predict", json=request).status_code == 404  # names are exact
+
+
 @local_only
 def test_oversized_body_is_413(http):
-    from jobs.serve import DEFAULT_MAX_BODY_BYTES
+    from jobs.serving.limits import Limits
 
     response = http.post(
-        PREDICT, content=b" " * (DEFAULT_MAX_BODY_BYTES + 1), headers={"content-type": "application/json"}
+        PREDICT, content=b" " * (Limits().max_body_bytes + 1), headers={"content-type": "application/json"}
     )
     assert response.status_code == 413
     assert "limit" in response.json()["error"]
@@ -266,9 +298,9 @@ def test_oversized_body_is_413(http):
 
 @local_only
 def test_oversized_image_is_400(http):
-    from jobs.serve import DEFAULT_MAX_IMAGE_PIXELS
+    from jobs.serving.limits import Limits
 
-    side = int(DEFAULT_MAX_IMAGE_PIXELS**0.5) + 1
+    side = int(Limits().max_image_pixels ** 0.5) + 1
     huge = encode(np.zeros((side, side), np.uint8), "PNG")  # compresses to a few KiB
     response = http.post(PREDICT, json=reference_request(huge))
     assert response.status_code == 400, response.text

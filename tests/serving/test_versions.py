@@ -125,3 +125,24 @@ def test_promotion_while_requests_flow(own_server, trained_model):
     with httpx.Client(base_url=server.url, timeout=60) as client:
         response = client.post(f"/v1/models/{MODEL}/versions/2:predict", json=body)
         assert response.status_code == 200, response.text
+
+
+def test_a_version_copied_in_two_steps_is_served_once_whole(own_server, trained_model):
+    """Copied by hand: first the graph (and an empty variables folder), later the variables.
+    The first load fails; once the files are all there the version is served, no restart."""
+    server = own_server.start(expect_version=1)
+    target = own_server.base / "2"
+    (target / "variables").mkdir(parents=True)
+    for item in trained_model.iterdir():
+        if item.is_file():
+            shutil.copy2(item, target / item.name)
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        wait_until(lambda: served_versions(client).get("2", {}).get("state") == "END", what="version 2 to fail")
+        failed = served_versions(client)["2"]["status"]
+        assert failed["error_code"] != "OK"
+        assert str(own_server.base) not in failed["error_message"], failed  # no server paths in answers
+        for item in (trained_model / "variables").iterdir():
+            shutil.copy2(item, target / "variables" / item.name)  # the folder "2" itself does not change
+        wait_until(lambda: states(client).get("2") == "AVAILABLE", what="version 2 once whole")
+        assert_serves(client)
+    assert "failed to load" in own_server.log() and "Traceback" not in own_server.log()

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Serves TensorBoard over every run's training logs (<WORK_DIR>/runs/<run>/<model>/tensorboard).
+#   WORK_DIR (.work)   the local work dir      TENSORBOARD_PORT (6006)   port on 127.0.0.1
+set -o errexit -o nounset -o pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+VENV=${VENV:-.venv}
+WORK_DIR=${WORK_DIR:-.work}
+TENSORBOARD_PORT=${TENSORBOARD_PORT:-6006}
+
+die() { echo "error: $*" >&2; exit 1; }
+
+main() {
+  local logs="${WORK_DIR}/runs"
+  [[ -d "${logs}" ]] || die "no runs under ${logs}: run 'make local' first (or set WORK_DIR)"
+  # tensorboard 2.20 imports pkg_resources, which setuptools 81 and later no longer have.
+  "${VENV}/bin/python" -c 'import pkg_resources' 2>/dev/null \
+    || die "tensorboard needs pkg_resources, which ${VENV}'s setuptools lacks: run 'make venv' (it pins setuptools 80)"
+  # Its start-up notes (CUDA, CPU flags, the pkg_resources deprecation) are of no use here.
+  export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+  export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore:pkg_resources is deprecated}
+  echo ">> TensorBoard on http://127.0.0.1:${TENSORBOARD_PORT} over ${logs} (Ctrl-C stops it)"
+  exec "${VENV}/bin/tensorboard" --logdir "${logs}" --host 127.0.0.1 --port "${TENSORBOARD_PORT}"
+}
+
+main "$@"

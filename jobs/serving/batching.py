@@ -1,0 +1,291 @@
+"""Predict work on worker threads: a bounded queue, fair interleaving, merged calls.
+
+Each request becomes a `Work`: its instances cut into chunks of at most `max_batch`
+instances and `chunk_pixels` decoded pixels. A free worker takes the next chunk of the work
+that has had the least done so far (oldest first among equals), so a one-image request is
+not stuck behind a heavy one, and adds the next chunks of other works for the same version
+and signature up to the same bounds: that merging is where a 2-core machine gets its
+throughput under concurrency, and an idle server adds no waiting time. Heavy chunks (over
+`light_pixels`) may occupy every worker but one, so a light request always finds one free.
+
+Admission is bounded by the decoded pixels of the work waiting or running (a 503 past it),
+counted apart for light requests (each at most `light_pixels`) and heavy ones, so that heavy
+requests filling the queue do not turn light ones away. Work whose deadline has passed or
+whose client has gone is dropped before its next chunk. If a merged call fails on its input,
+the batch is split in halves until the failing instance is found: it fails its own request,
+named by index, and the rest are answered.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from jobs.serving import servable as servables
+from jobs.serving.errors import INTERNAL, ApiError, bad_request, deadline_exceeded, overloaded, short_error
+from jobs.serving.limits import LIGHT_PIXELS, RETRY_AFTER_SECONDS
+from jobs.serving.servable import Servable, Signature
+
+log = logging.getLogger("jobs.serve")
+
+_sequence = itertools.count()
+
+
+class Gone(Exception):
+    """The client of a work went away; nobody waits for its answer."""
+
+
+class Work:
+    """One request's predict work."""
+
+    def __init__(
+        self,
+        servable: Servable,
+        signature: Signature,
+        inputs: dict[str, np.ndarray],
+        costs: np.ndarray,
+        where: str,
+        deadline: float,
+        timeout: float,
+    ):
+        self.servable = servable
+        self.signature = signature
+        self.inputs = inputs
+        self.costs = costs  # decoded pixels per instance
+        self.size = len(costs)
+        self.cost = int(costs.sum())
+        self.where = where  # "instances" or "inputs", to name a failing instance
+        self.deadline = deadline
+        self.timeout = timeout
+        self.future: concurrent.futures.Future = concurrent.futures.Future()
+        self.sequence = next(_sequence)
+        self.chunks: collections.deque[tuple[int, int]] = collections.deque()
+        self.parts: dict[int, dict[str, np.ndarray]] = {}
+        self.running = 0
+        self.attained = 0
+        self.done = False
+
+    def cut(self, max_instances: int, max_pixels: int) -> None:
+        start = 0
+        while start < self.size:
+            end, pixels = start, 0
+            while (
+                end < self.size
+                and end - start < max_instances
+                and (end == start or pixels + self.costs[end] <= max_pixels)
+            ):
+                pixels += int(self.costs[end])
+                end += 1
+            self.chunks.append((start, end))
+            start = end
+
+    def slice(self, start: int, end: int) -> dict[str, np.ndarray]:
+        return {name: value[start:end] for name, value in self.inputs.items()}
+
+
+Item = tuple[Work, int, int]  # a work's instances [start, end) in a batch
+
+
+class Scheduler:
+    def __init__(
+        self,
+        threads: int,
+        max_batch: int,
+        chunk_pixels: int,
+        max_queued_pixels: int,
+        light_pixels: int = LIGHT_PIXELS,
+        on_batch: Callable[[int], None] | None = None,
+        call: Callable[[Signature, dict[str, np.ndarray]], dict[str, np.ndarray]] = servables.call,
+        client_error: Callable[[BaseException], bool] = servables.is_client_error,
+    ):
+        self.max_batch = max_batch
+        self.chunk_pixels = chunk_pixels
+        self.max_queued_pixels = max_queued_pixels
+        self.light_pixels = light_pixels
+        self._on_batch = on_batch or (lambda size: None)
+        self._call = call
+        self._client_error = client_error
+        self._works: list[Work] = []
+        self._queued = {True: 0, False: 0}  # heavy?: pixels of work waiting or running
+        self._heavy_running = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self._threads = [threading.Thread(target=self._loop, name=f"predict-{i}", daemon=True) for i in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def queued_pixels(self) -> int:
+        return self._queued[True] + self._queued[False]
+
+    def submit(self, work: Work) -> concurrent.futures.Future:
+        work.cut(self.max_batch, self.chunk_pixels)
+        with self._cond:
+            if self._closed:
+                raise overloaded("The server is shutting down", RETRY_AFTER_SECONDS)
+            heavy = work.cost > self.light_pixels
+            queued = self._queued[heavy]
+            if queued and queued + work.cost > self.max_queued_pixels:
+                raise overloaded(
+                    f"The server is busy: {queued} pixels of work are queued "
+                    f"(limit {self.max_queued_pixels}); retry later",
+                    RETRY_AFTER_SECONDS,
+                )
+            self._works.append(work)
+            self._queued[heavy] += work.cost
+            self._cond.notify()
+        return work.future
+
+    def cancel(self, work: Work) -> None:
+        """Drops what is left of a work whose client has gone."""
+        with self._cond:
+            self._finish(work, Gone())
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            for work in list(self._works):
+                self._finish(work, ApiError(503, "The server is shutting down"))
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    # Worker side (all state below is changed under self._cond).
+
+    def _finish(self, work: Work, error: BaseException | None = None) -> None:
+        if work.done:
+            return
+        work.done = True
+        work.chunks.clear()
+        self._works.remove(work)
+        self._queued[work.cost > self.light_pixels] -= work.cost
+        if error is not None:
+            if not work.future.done():
+                work.future.set_exception(error)
+            return
+        names = work.parts[0].keys()
+        starts = sorted(work.parts)
+        outputs = {name: np.concatenate([work.parts[s][name] for s in starts]) for name in names}
+        if not work.future.done():  # its waiter may have given up (and cancelled it) just now
+            work.future.set_result(outputs)
+
+    def _next_pixels(self, work: Work) -> int:
+        start, end = work.chunks[0]
+        return int(work.costs[start:end].sum())
+
+    def _take(self) -> tuple[list[Item], bool] | None:
+        """The next batch, and whether it is heavy. Heavy chunks (over LIGHT_PIXELS) may hold
+        all workers but one, so that a light request always finds one free."""
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for work in [w for w in self._works if w.chunks and now > w.deadline]:
+                    self._finish(work, deadline_exceeded(work.timeout))
+                ready = [w for w in self._works if w.chunks]
+                heavy_ok = self._heavy_running < max(1, len(self._threads) - 1)
+                if not heavy_ok:
+                    ready = [w for w in ready if self._next_pixels(w) <= self.light_pixels]
+                if ready:
+                    break
+                if self._closed:
+                    return None
+                self._cond.wait()
+            ready.sort(key=lambda w: (w.attained, w.sequence))
+            first = ready[0]
+            batch: list[Item] = []
+            instances = pixels = 0
+            heavy = False
+            for work in ready:
+                if work.servable is not first.servable or work.signature is not first.signature:
+                    continue
+                chunk_pixels = self._next_pixels(work)
+                start, end = work.chunks[0]
+                if batch and (instances + end - start > self.max_batch or pixels + chunk_pixels > self.chunk_pixels):
+                    continue
+                if batch and heavy != (chunk_pixels > self.light_pixels):
+                    continue  # heavy and light chunks run apart
+                heavy = chunk_pixels > self.light_pixels
+                work.chunks.popleft()
+                work.running += 1
+                work.attained += chunk_pixels
+                batch.append((work, start, end))
+                instances += end - start
+                pixels += chunk_pixels
+            if heavy:
+                self._heavy_running += 1
+            return batch, heavy
+
+    def _loop(self) -> None:
+        while True:
+            taken = self._take()
+            if taken is None:
+                return
+            batch, heavy = taken
+            try:
+                self._run(batch)
+            except Exception:  # a fault of the server: every request in the batch gets a 500
+                log.exception("signature %s failed", getattr(batch[0][0].signature, "name", "?"))
+                with self._cond:
+                    for work, _, _ in batch:
+                        self._finish(work, ApiError(500, INTERNAL))
+            with self._cond:
+                for work, _, _ in batch:
+                    work.running -= 1
+                    if not work.done and not work.chunks and work.running == 0:
+                        self._finish(work)
+                if heavy:
+                    self._heavy_running -= 1
+                    self._cond.notify_all()
+            del batch, taken  # do not hold a retired version while waiting for the next job
+
+    def _run(self, batch: list[Item]) -> None:
+        with self._cond:
+            batch = [item for item in batch if not item[0].done]
+        if not batch:
+            return
+        first = batch[0][0]
+        inputs = {
+            name: np.concatenate([work.inputs[name][start:end] for work, start, end in batch])
+            if len(batch) > 1
+            else first.inputs[name][batch[0][1] : batch[0][2]]
+            for name in first.inputs
+        }
+        try:
+            outputs = self._call(first.signature, inputs)
+        except Exception as err:
+            if not self._client_error(err):
+                raise
+            self._bisect(batch, err)
+            return
+        self._on_batch(sum(end - start for _, start, end in batch))
+        with self._cond:
+            offset = 0
+            for work, start, end in batch:
+                count = end - start
+                work.parts[start] = {name: value[offset : offset + count] for name, value in outputs.items()}
+                offset += count
+
+    def _bisect(self, batch: list[Item], err: Exception) -> None:
+        """A call failed on its input: find the instance by halves; the others still run."""
+        if len(batch) == 1 and batch[0][2] - batch[0][1] == 1:
+            work, start, _ = batch[0]
+            with self._cond:
+                self._finish(work, bad_request(f"{work.where}[{start}]: {short_error(err)}"))
+            return
+        items = _halves_of_one(batch[0]) if len(batch) == 1 else batch
+        half = len(items) // 2
+        for part in (items[:half], items[half:]):
+            self._run(part)
+
+
+def _halves_of_one(item: Item) -> list[Item]:
+    work, start, end = item
+    middle = (start + end) // 2
+    return [(work, start, middle), (work, middle, end)]

@@ -1,0 +1,184 @@
+"""Connections: uvicorn's h11 protocol with the bounds it lacks.
+
+uvicorn closes a connection that is idle *after* a response (`timeout_keep_alive`), but not
+one that never sends a byte, nor one that sends half a request head and stops (slowloris), and
+it accepts any number of connections (`limit_concurrency` answers 503 per request, yet keeps
+every connection open). So here:
+
+- a new connection gets the keep-alive timeout too, until its first byte;
+- a request head must be complete within `header_timeout` of the connection becoming ready
+  for one (else 408 and close; a connection that sent nothing is just closed);
+- past `max_connections` open connections a new one is answered 503 with Retry-After and
+  closed;
+- when the server closes a connection whose request body it has not read (an early 413, 503
+  or 408), it first half-closes and reads and drops up to DRAIN_BYTES for up to DRAIN_SECONDS,
+  as reverse proxies do (lingering close), so the client reads the answer instead of a reset.
+
+The body's own time limit is the app's (it reads the body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from jobs.serving.app import LOST
+from jobs.serving.errors import ApiError
+from jobs.serving.limits import DRAIN_BYTES, DRAIN_SECONDS, RETRY_AFTER_SECONDS, Limits
+from jobs.serving.response import encode_error
+
+log = logging.getLogger("jobs.serve")
+
+
+def raw_answer(error: ApiError) -> bytes:
+    """A complete HTTP/1.1 answer for an error, written outside any request cycle."""
+    from http import HTTPStatus
+
+    body = encode_error(error.message)
+    head = [f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}", "content-type: application/json"]
+    head += [f"{name}: {value}" for name, value in error.headers.items()]
+    head += ["connection: close", f"content-length: {len(body)}", "", ""]
+    return "\r\n".join(head).encode("latin-1") + body
+
+
+class ConnectionStats:
+    def __init__(self):
+        self.open = 0
+        self.rejected = 0
+        self.timed_out = 0
+
+
+class _Transport:
+    """The connection's transport, whose close() lets the client read the answer first."""
+
+    def __init__(self, protocol: BoundedH11Protocol, transport: asyncio.Transport):
+        self._protocol = protocol
+        self._transport = transport
+
+    def __getattr__(self, name):
+        return getattr(self._transport, name)
+
+    def close(self) -> None:
+        self._protocol.close_lingering()
+
+
+def protocol_class(limits: Limits, stats: ConnectionStats) -> type[H11Protocol]:
+    """An h11 protocol class for uvicorn (`Config(http=...)`) holding `limits`."""
+    return type("BoundedH11Protocol", (BoundedH11Protocol,), {"limits": limits, "stats": stats})
+
+
+class BoundedH11Protocol(H11Protocol):
+    limits: Limits
+    stats: ConnectionStats
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._raw = transport
+        self._rejected = len(self.connections) >= self.limits.max_connections
+        self._lingering = False
+        self._lost = False
+        self._drained = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._head_cycle = None
+        if self._rejected:
+            self.stats.rejected += 1
+            self.transport = transport
+            limit = self.limits.max_connections
+            error = ApiError(
+                503, f"Too many connections (limit {limit}); retry later", {"retry-after": str(RETRY_AFTER_SECONDS)}
+            )
+            transport.write(raw_answer(error))
+            self._start_lingering()
+            return
+        self.stats.open += 1
+        self._lost_future = self.loop.create_future()  # set when the connection is lost: see app.LOST
+        super().connection_made(_Transport(self, transport))  # type: ignore[arg-type]
+        # uvicorn arms its keep-alive timer only after a response: a silent new connection too.
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._cancel_timers()
+        if self._rejected:
+            return
+        self.stats.open -= 1
+        if not self._lost_future.done():
+            self._lost_future.set_result(None)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering or self._rejected:
+            self._drained += len(data)
+            if self._drained > DRAIN_BYTES:
+                self._raw.close()
+            return
+        super().data_received(data)
+        if self._head_timer is not None and self.cycle is not self._head_cycle:
+            self._head_timer.cancel()  # a request head arrived
+            self._head_timer = None
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.scope is not None and LOST not in self.scope:
+            self.scope[LOST] = self._lost_future  # the app's task has not started yet
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self._lingering and not self._raw.is_closing():
+            self._arm_head_timer()
+
+    # Timers and lingering close.
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._head_cycle = self.cycle
+        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._lingering or self._raw.is_closing() or self.cycle is not self._head_cycle:
+            return
+        self.stats.timed_out += 1
+        partial = bool(self.conn.trailing_data[0]) or self.conn.their_state is not h11.IDLE
+        if partial:
+            limit = self.limits.header_timeout
+            self._raw.write(raw_answer(ApiError(408, f"The request head did not arrive within {limit:g} s")))
+        self._raw.close()
+
+    def close_lingering(self) -> None:
+        """Closes; if the client may still be sending a body we did not read, half-closes first
+        and reads and drops what comes, within bounds."""
+        if self._lingering:
+            return
+        if not self._lost and self.conn.their_state is h11.SEND_BODY:
+            self._start_lingering()
+            return
+        self._cancel_timers()
+        self._raw.close()
+
+    def _start_lingering(self) -> None:
+        self._lingering = True
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        self._unset_keepalive_if_required()
+        if self._raw.can_write_eof():
+            self._raw.write_eof()
+        self._raw.resume_reading()
+        self._linger_timer = self.loop.call_later(DRAIN_SECONDS, self._raw.close)
+
+    def eof_received(self) -> bool | None:
+        if self._lingering or self._rejected:
+            self._raw.close()
+        return None
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._head_timer, self._linger_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._linger_timer = None

@@ -1,0 +1,228 @@
+"""The work queue without TensorFlow: a fake signature call records what it is given.
+
+Merged calls, the search for a failing instance, fair interleaving of heavy and light work,
+the bounded queue, deadlines and dropping the work of a client that has gone."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from jobs.serving.batching import Gone, Scheduler, Work
+from jobs.serving.errors import ApiError
+
+SERVABLE, SIGNATURE = object(), object()
+
+
+class Calls:
+    """A signature call: doubles `x`, fails on a negative value, and can be held at a gate."""
+
+    def __init__(self):
+        self.sizes: list[int] = []
+        self.values: list[list[int]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.lock = threading.Lock()
+
+    def __call__(self, signature, inputs):
+        with self.lock:
+            self.sizes.append(len(inputs["x"]))
+            self.values.append(inputs["x"].tolist())
+        self.entered.set()
+        assert self.gate.wait(30)
+        if (inputs["x"] < 0).any():
+            raise ValueError("negative")
+        return {"y": inputs["x"] * 2}
+
+
+def work(values, costs=None, deadline=None, where="instances") -> Work:
+    values = np.asarray(values)
+    costs = np.full(len(values), 1, np.int64) if costs is None else np.asarray(costs, np.int64)
+    return Work(SERVABLE, SIGNATURE, {"x": values}, costs, where, deadline or time.monotonic() + 30, 30.0)
+
+
+def scheduler(calls: Calls, threads=1, max_batch=64, chunk_pixels=1000, max_queued=10**9, light=100) -> Scheduler:
+    return Scheduler(
+        threads,
+        max_batch,
+        chunk_pixels,
+        max_queued,
+        light,
+        call=calls,
+        client_error=lambda e: isinstance(e, ValueError),
+    )
+
+
+def hold_first_call(calls: Calls, sched: Scheduler) -> concurrent.futures.Future:
+    """Occupies the worker with a one-instance call held at the gate."""
+    calls.gate.clear()
+    calls.entered.clear()
+    future = sched.submit(work([1000]))
+    assert calls.entered.wait(10)
+    return future
+
+
+def test_waiting_requests_are_merged_and_split_back():
+    calls = Calls()
+    sched = scheduler(calls)
+    try:
+        held = hold_first_call(calls, sched)
+        futures = [sched.submit(work([i, i + 1])) for i in range(0, 20, 2)]
+        calls.gate.set()
+        assert held.result(10)["y"].tolist() == [2000]
+        for i, future in zip(range(0, 20, 2), futures, strict=True):
+            assert future.result(10)["y"].tolist() == [2 * i, 2 * i + 2]
+        assert calls.sizes == [1, 20]  # one call for the ten waiting requests
+    finally:
+        sched.close()
+
+
+def test_a_failing_instance_is_found_by_halves():
+    """32 one-image requests merged into one call, one of them bad: the bad one gets a 400,
+    the others their answers, in about 2 log2(32) merged calls rather than 32 single ones."""
+    calls = Calls()
+    sched = scheduler(calls)
+    try:
+        held = hold_first_call(calls, sched)
+        futures = [sched.submit(work([-1 if i == 13 else i])) for i in range(32)]
+        calls.gate.set()
+        held.result(10)
+        for i, future in enumerate(futures):
+            if i == 13:
+                with pytest.raises(ApiError) as err:
+                    future.result(10)
+                assert err.value.status == 400 and err.value.message == "instances[0]: negative"
+            else:
+                assert future.result(10)["y"].tolist() == [2 * i]
+        merged = calls.sizes[1:]
+        assert merged[0] == 32 and len(merged) <= 2 * 5 + 1, merged
+        assert sum(1 for values in calls.values[1:] if len(values) == 1 and values[0] >= 0) <= 5, calls.values
+    finally:
+        sched.close()
+
+
+def test_the_failing_instance_of_a_request_is_named_by_its_index():
+    calls = Calls()
+    sched = scheduler(calls)
+    try:
+        held = hold_first_call(calls, sched)
+        good = sched.submit(work([1, 2, 3]))
+        bad = sched.submit(work([5, 6, -7, 8], where="inputs"))
+        calls.gate.set()
+        held.result(10)
+        assert good.result(10)["y"].tolist() == [2, 4, 6]
+        with pytest.raises(ApiError) as err:
+            bad.result(10)
+        assert err.value.message == "inputs[2]: negative"
+    finally:
+        sched.close()
+
+
+def test_a_light_request_passes_a_heavy_one():
+    """A heavy request (many chunks) in the queue first, a light one after: the light one runs
+    after at most the chunk that is running."""
+    calls = Calls()
+    sched = scheduler(calls, chunk_pixels=100, light=1000)
+    try:
+        hold_first_call(calls, sched)
+        heavy = sched.submit(work(list(range(100, 110)), costs=[100] * 10))  # ten chunks
+        light = sched.submit(work([7]))
+        calls.gate.set()
+        assert light.result(10)["y"].tolist() == [14]
+        assert heavy.result(10)["y"].tolist() == [2 * v for v in range(100, 110)]
+        order = [v[0] for v in calls.values]
+        assert order.index(7) <= 2, order  # held call, at most one heavy chunk, then the light one
+    finally:
+        sched.close()
+
+
+def test_heavy_work_leaves_a_worker_for_light_work():
+    calls = Calls()
+    sched = scheduler(calls, threads=2, chunk_pixels=10_000, light=100)
+    try:
+        calls.gate.clear()
+        heavy = [sched.submit(work([1000 + i], costs=[5000])) for i in range(2)]
+        assert calls.entered.wait(10)
+        time.sleep(0.2)  # time for the second worker to take a heavy chunk, were it allowed to
+        assert len(calls.sizes) == 1, calls.values
+        calls.gate.set()  # (the gate is shared: the light call must not wait on it)
+        light = sched.submit(work([3]))
+        assert light.result(10)["y"].tolist() == [6]
+        for future in heavy:
+            future.result(10)
+    finally:
+        sched.close()
+
+
+def test_a_full_queue_is_a_503_with_retry_after():
+    calls = Calls()
+    sched = scheduler(calls, max_queued=1500)
+    try:
+        held = hold_first_call(calls, sched)  # costs 1
+        queued = sched.submit(work([1, 2], costs=[700, 700]))
+        with pytest.raises(ApiError) as err:
+            sched.submit(work([3], costs=[200]))
+        assert err.value.status == 503 and err.value.headers["retry-after"].isdigit()
+        calls.gate.set()
+        held.result(10)
+        queued.result(10)
+        assert sched.submit(work([3], costs=[200])).result(10)["y"].tolist() == [6]  # room again
+    finally:
+        sched.close()
+
+
+def test_heavy_work_filling_the_queue_does_not_turn_light_work_away():
+    calls = Calls()
+    sched = scheduler(calls, max_queued=1500, light=100)
+    try:
+        held = hold_first_call(calls, sched)
+        queued = sched.submit(work([1, 2], costs=[700, 700]))
+        with pytest.raises(ApiError):
+            sched.submit(work([3], costs=[200]))  # heavy: no room
+        light = sched.submit(work([4], costs=[50]))  # light: its own room
+        calls.gate.set()
+        for future in (held, queued, light):
+            future.result(10)
+    finally:
+        sched.close()
+
+
+def test_work_past_its_deadline_is_dropped_with_504():
+    calls = Calls()
+    sched = scheduler(calls)
+    try:
+        held = hold_first_call(calls, sched)
+        late = sched.submit(work([1, 2, 3], deadline=time.monotonic() + 0.05))
+        time.sleep(0.1)
+        calls.gate.set()
+        held.result(10)
+        with pytest.raises(ApiError) as err:
+            late.result(10)
+        assert err.value.status == 504
+        assert all(1 not in v for v in calls.values), calls.values  # never run
+    finally:
+        sched.close()
+
+
+def test_the_work_of_a_client_that_has_gone_is_dropped():
+    calls = Calls()
+    sched = scheduler(calls, chunk_pixels=1, light=1000)
+    try:
+        calls.gate.clear()
+        first = work(list(range(10)))  # ten one-instance chunks
+        future = sched.submit(first)
+        assert calls.entered.wait(10)
+        sched.cancel(first)
+        calls.gate.set()
+        with pytest.raises(Gone):
+            future.result(10)
+        time.sleep(0.2)
+        assert calls.values == [[0]], calls.values  # only the chunk that was running
+        assert sched.queued_pixels == 0
+    finally:
+        sched.close()

@@ -5,6 +5,8 @@ network; with neither, every test that needs them is skipped with the reason."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
 import re
 
 import pytest
@@ -40,12 +42,15 @@ TARGETS = (
 
 @pytest.fixture(scope="session")
 def rendered(upstream) -> dict[str, list[dict]]:
-    return {
-        name: render.render(
-            target, components, images={"fmnist-jobs": SAMPLE_TAG} if components else None, mirror=upstream
-        )
-        for name, target, components in TARGETS
-    }
+    """Every target, rendered once for the session (kubectl runs side by side, one per CPU)."""
+
+    def one(target: str, components: tuple[str, ...]) -> list[dict]:
+        images = {"fmnist-jobs": SAMPLE_TAG} if components else None
+        return render.render(target, components, images=images, mirror=upstream)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        futures = {name: pool.submit(one, target, components) for name, target, components in TARGETS}
+        return {name: future.result() for name, future in futures.items()}
 
 
 @pytest.fixture(scope="session")

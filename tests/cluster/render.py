@@ -9,6 +9,7 @@ Without a mirror the URLs are used as they are, which needs network.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -131,4 +132,16 @@ def render(
         )
         if proc.returncode:
             raise AssertionError(f"kustomize {target} {components}: {proc.stderr.strip()}")
-        return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+        return [doc for doc in map(parse, DOCUMENT.split(proc.stdout)) if doc]
+
+
+# kustomize separates objects by a `---` line; inside a block scalar such a line is indented.
+DOCUMENT = re.compile(r"^---[ \t]*$", re.M)
+
+
+@functools.cache
+def parse(text: str):
+    """One object, parsed with libyaml and once per distinct text: the same upstream CRDs (about
+    12 MB of YAML) are in most renders, and parsing them is most of a render's time. The objects
+    are shared between renders, so callers must not change them."""
+    return yaml.load(text, Loader=yaml.CSafeLoader)

@@ -276,7 +276,9 @@ class Runner:
         restartPolicy ExitCode, when one is killed or exits 128-255 (a TFJob recreates only that
         pod; its peers then exit 203 within the heartbeat timeout and are recreated in turn).
         Each restart is recorded in the candidate's run.json, where the chief reports it to MLflow."""
-        argv = self.command(step, model=model)
+        # Each worker gives up by itself after as many starts as the runner would allow.
+        attempts = ["--max-attempts", str(self.s.max_restarts + 1)]
+        argv = step.command(self.s.python, **self.params(model=model)) + attempts + self.s.extra.get(step.name, [])
         threads = str(max(1, cpu_count() // self.s.workers))
         candidate = self.s.work.candidate(self.s.run_id, model)
         self.restarts[model] = []

@@ -213,10 +213,31 @@ def log_model(progress: Progress, candidate: Candidate, args, params: dict, exam
         write_json(candidate.run_info, {**read_json(candidate.run_info), "model_id": model_id})
 
 
+def count_attempt(candidate: Candidate, cluster: distributed.Cluster, max_attempts: int) -> int:
+    """Counts this worker's start for the candidate on the shared volume and returns the count;
+    past `max_attempts` the worker gives up with exit 1. A TFJob with restartPolicy ExitCode
+    recreates a worker that exits 128-255 however often it happens (the operator's
+    backoffLimit counts only restarts in place), so a worker killed on every attempt (out of
+    memory, say) would otherwise retry until the job's deadline: exit 1 fails the job for good."""
+    path = candidate.root / "attempts" / f"{cluster.name}.json"
+    attempts = (read_json(path).get("attempts", 0) if path.exists() else 0) + 1
+    if attempts > max_attempts:
+        raise JobError(
+            f"{cluster.name} of {candidate.name} has started {max_attempts} times already "
+            f"(--max-attempts {max_attempts}); each earlier attempt was killed or lost a peer: "
+            "see the earlier workers' logs and their exit statuses"
+        )
+    write_json(path, {"attempts": attempts})
+    return attempts
+
+
 def train(args) -> dict:
     cluster = distributed.current()
     work = Work(args.work_dir)
     candidate = work.candidate(args.run_id, args.model)
+    attempt = count_attempt(candidate, cluster, args.max_attempts)
+    if attempt > 1:
+        log.info("%s: attempt %d of at most %d", cluster.name, attempt, args.max_attempts)
     dataset_dir = work.dataset(args.dataset)
     if not (dataset_dir / "manifest.json").exists():
         raise JobError(f"no dataset at {dataset_dir}: run the ingest step first")
@@ -356,6 +377,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="TensorFlow's op determinism: the same seed gives the same metrics",
+    )
+    p.add_argument(
+        "--max-attempts",
+        type=positive_int,
+        default=4,
+        help="starts of one worker for one candidate (counted on the work volume) before it gives up with exit 1",
     )
     p.add_argument(
         "--heartbeat-timeout",

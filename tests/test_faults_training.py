@@ -328,3 +328,26 @@ def test_peer_that_never_starts_fails_both_sides(dataset_work, capsys):
         assert proc.returncode == EXIT_PEER_LOST, result.stderr[-2000:]
         with capsys.disabled():
             print(f"\n[peer never started] {name} gave up {seconds[name]:.1f} s after its launch: {error}")
+
+
+@pytest.mark.slow
+def test_a_worker_recreated_past_its_attempts_fails_for_good(dataset_work, capsys):
+    """A TFJob with restartPolicy ExitCode recreates a worker that exits 128-255 however often
+    (the operator's backoffLimit counts only restarts in place). A worker counts its starts on
+    the work volume: past --max-attempts it exits 1, which fails the job for good, at once and
+    before loading TensorFlow. Here worker 1's peer never starts, so every attempt is lost."""
+    codes, errors = [], []
+    for _ in range(3):
+        started = time.monotonic()
+        procs, logs = start_workers(dataset_work, "recreated", (1,), "--start-timeout", "3", "--max-attempts", "2")
+        wait_exit(procs[0], 180, "worker-1 whose peer never started")
+        codes.append(procs[0].returncode)
+        errors.append((stderr_of(logs[0]), time.monotonic() - started))
+    assert codes == [EXIT_PEER_LOST, EXIT_PEER_LOST, 1], codes
+    stderr, seconds = errors[-1]
+    error = assert_one_line_error(
+        subprocess.CompletedProcess([], 1, "", stderr), "worker-1 of cnn has started 2 times already (--max-attempts 2)"
+    )
+    assert seconds < 10, f"giving up took {seconds:.1f} s: it should come before TensorFlow loads"
+    with capsys.disabled():
+        print(f"\n[attempts] worker-1 exits {codes}; the third start gave up in {seconds:.1f} s: {error}")

@@ -20,7 +20,23 @@ main() {
   export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
   export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore:pkg_resources is deprecated}
   echo ">> TensorBoard on http://127.0.0.1:${TENSORBOARD_PORT} over ${logs} (Ctrl-C stops it)"
-  exec "${VENV}/bin/tensorboard" --logdir "${logs}" --host 127.0.0.1 --port "${TENSORBOARD_PORT}"
+  # One process (--load_fast=false: no separate data server), stopped within seconds however
+  # busy it is: on Ctrl-C it gets SIGTERM, and SIGKILL if it is still there 5 s later.
+  "${VENV}/bin/tensorboard" --logdir "${logs}" --host 127.0.0.1 --port "${TENSORBOARD_PORT}" --load_fast=false &
+  local pid=$!
+  trap 'stop "${pid}"' INT TERM HUP
+  wait "${pid}"
+}
+
+stop() {
+  local pid=$1
+  kill -TERM "${pid}" 2>/dev/null || exit 130
+  for _ in $(seq 50); do
+    kill -0 "${pid}" 2>/dev/null || exit 130
+    sleep 0.1
+  done
+  kill -KILL "${pid}" 2>/dev/null
+  exit 130
 }
 
 main "$@"

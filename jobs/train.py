@@ -235,12 +235,12 @@ def train(args) -> dict:
     cluster = distributed.current()
     work = Work(args.work_dir)
     candidate = work.candidate(args.run_id, args.model)
-    attempt = count_attempt(candidate, cluster, args.max_attempts)
-    if attempt > 1:
-        log.info("%s: attempt %d of at most %d", cluster.name, attempt, args.max_attempts)
     dataset_dir = work.dataset(args.dataset)
     if not (dataset_dir / "manifest.json").exists():
         raise JobError(f"no dataset at {dataset_dir}: run the ingest step first")
+    attempt = count_attempt(candidate, cluster, args.max_attempts)
+    if attempt > 1:
+        log.info("%s: attempt %d of at most %d", cluster.name, attempt, args.max_attempts)
 
     threads = configure_threads()
     import tensorflow as tf

@@ -24,7 +24,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jobs.common import JobError, atomic_dir, read_json, write_json
+from jobs.cli import JobError
+from jobs.files import atomic_dir, read_json, write_json
 
 log = logging.getLogger("jobs.data")
 
@@ -40,6 +41,8 @@ CLASS_NAMES = (
     "Bag",
     "Ankle boot",
 )
+# Where the images come from (jobs.ingest --dataset): the dataset names of the pipeline.
+SOURCES = ("fashion_mnist", "idx", "synthetic")
 SPLITS = ("train", "test")
 MODEL_SPLITS = ("train", "validation", "test")
 IMAGE_SHAPE = (28, 28)

@@ -20,18 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from jobs import models, report
-from jobs.common import (
-    JobError,
-    add_run_arguments,
-    atomic_dir,
-    configure_threads,
-    emit,
-    parser,
-    read_json,
-    run,
-    write_json,
-)
+from jobs.cli import JobError, add_run_arguments, emit, parser, run
+from jobs.cpus import configure_threads
 from jobs.data import CLASS_NAMES
+from jobs.files import atomic_dir, read_json, write_json
 from jobs.paths import Candidate, Work
 
 log = logging.getLogger("jobs.evaluate")

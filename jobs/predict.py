@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs.common import JobError, emit, fraction, parser, positive_float, positive_int, run
+from jobs.cli import JobError, emit, fraction, parser, positive_float, positive_int, run
 from jobs.paths import MODEL_NAME, Work, versions
 
 log = logging.getLogger("jobs.predict")

@@ -19,38 +19,25 @@ candidate's run records the comparison. `<work>/runs/<run>/promotion.json` has i
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from jobs import models, serving_config
-from jobs.common import JobError, add_run_arguments, atomic_dir, emit, fraction, parser, read_json, run, write_json
+from jobs.cli import JobError, add_run_arguments, emit, fraction, parser, run
+from jobs.files import atomic_dir, locked, read_json, write_json
 from jobs.paths import MODEL_NAME, Work, versions
 from jobs.selection import DEFAULT_MIN_GAIN, DEFAULT_SIGNIFICANCE, Gate, best_candidate, decide, mcnemar
 
 log = logging.getLogger("jobs.promote")
 
 ALIAS = "champion"
-
-
-@contextlib.contextmanager
-def locked(base: Path) -> Iterator[None]:
-    """An exclusive lock over the model base path, held across choose-number-copy-rename."""
-    base.mkdir(parents=True, exist_ok=True)
-    with open(base / ".promote.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def evaluation(work: Work, run_id: str, name: str) -> dict:
@@ -192,7 +179,7 @@ def promote(work: Work, run_id: str, dataset: str, names: Sequence[str], force: 
     test = splits["test"]
     chosen_correct = correct(candidate.model, test)
     base = work.served()
-    with locked(base):
+    with locked(base / ".promote.lock"):  # held across choose-number-copy-rename
         current = max(versions(base), default=None)
         served = served_correct(base / str(current), test) if current is not None else None
         comparison = mcnemar(chosen_correct, served) if served is not None else None

@@ -188,8 +188,8 @@ def summary(result: Mapping) -> str:
 
 def write_report(work, result: Mapping, names: Sequence[str]) -> Path:
     """`<work>/runs/<run>/report.md`: the candidates, their figures, the decision, the plots."""
-    from jobs.common import read_json
     from jobs.data import read_manifest
+    from jobs.files import read_json
 
     run_id, dataset = result["run_id"], result["dataset"]
     manifest = read_manifest(work.dataset(dataset)) or {}

@@ -22,7 +22,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from jobs.common import JobError, fsync_dir
+from jobs.cli import JobError
+from jobs.files import fsync_dir
 from jobs.paths import MODEL_NAME, Work
 
 FILE_NAME = "serving.config"

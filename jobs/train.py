@@ -37,20 +37,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from jobs import distributed, models
-from jobs.common import (
-    JobError,
-    abort,
-    add_run_arguments,
-    atomic_dir,
-    configure_threads,
-    emit,
-    parser,
-    positive_float,
-    positive_int,
-    read_json,
-    run,
-    write_json,
-)
+from jobs.cli import JobError, abort, add_run_arguments, emit, parser, positive_float, positive_int, run
+from jobs.cpus import configure_threads
+from jobs.files import atomic_dir, read_json, write_json
 from jobs.paths import Candidate, Work
 
 log = logging.getLogger("jobs.train")

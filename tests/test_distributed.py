@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import assert_one_line_error, run_job
 
-from jobs.common import JobError
+from jobs.cli import JobError
 from jobs.distributed import EXIT_PEER_LOST, Cluster, parse_tf_config, retryable, tf_config
 
 

@@ -16,7 +16,7 @@ import pytest
 from conftest import run_job
 from faultlib import MlflowServer, finished_epochs, kill_tree, start_job, wait_for
 
-from jobs.common import write_json
+from jobs.files import write_json
 from jobs.paths import Work
 
 TRAIN = ("--dataset", "synthetic", "--model", "cnn", "--steps-per-epoch", "5")

@@ -13,7 +13,7 @@ from conftest import ROOT, copy_model, run_job
 from faultlib import kill_tree, start_job, wait_for
 
 from jobs import data
-from jobs.common import write_json
+from jobs.files import write_json
 from jobs.ingest import ingest
 from jobs.paths import Work, versions
 

@@ -28,7 +28,7 @@ import psutil
 import pytest
 import yaml
 
-from jobs.local import free_ports
+from jobs.processes import free_ports
 from tests.cluster import workflow
 
 ROOT = workflow.ROOT

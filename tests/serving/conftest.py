@@ -23,7 +23,7 @@ import httpx
 import numpy as np
 import pytest
 
-from jobs.local import free_ports
+from jobs.processes import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVING_URL = os.environ.get("SERVING_URL", "").rstrip("/")

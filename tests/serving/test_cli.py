@@ -103,7 +103,7 @@ def test_client_mistakes_are_one_line(server_url, tmp_path):
 
 
 def test_unreachable_server_is_one_line(tmp_path):
-    from jobs.local import free_ports
+    from jobs.processes import free_ports
 
     proc = run_predict(
         "--url", f"http://127.0.0.1:{free_ports(1)[0]}", "--work-dir", tmp_path, "--wait-version", "1", "--timeout", "1"

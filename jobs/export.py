@@ -24,10 +24,6 @@ import tensorflow as tf
 
 from jobs.data import CLASS_NAMES, IMAGE_SHAPE, to_model_input
 
-SIGNATURES = ("serving_default", "pixels")
-OUTPUTS = ("probabilities", "class_id", "class_name")
-
-
 WORK_SIDE = 128  # larger images are brought down to this side, on their own channels, first
 
 

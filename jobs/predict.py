@@ -22,6 +22,7 @@ import io
 import json
 import logging
 import re
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -361,4 +362,4 @@ def predict(args, client: Client, work: Work) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run(main))
+    sys.exit(run(main))

@@ -145,6 +145,13 @@ def restart_tags(info: dict) -> dict[str, str]:
     return tags
 
 
+def images_per_second(epochs: Sequence[dict]) -> float:
+    """Images/s over epoch records (`{"seconds", "images_per_second"}`, as in history.json):
+    every image trained on, over the time spent on them; 0 for no time."""
+    seconds = sum(e["seconds"] for e in epochs)
+    return sum(e["images_per_second"] * e["seconds"] for e in epochs) / seconds if seconds else 0.0
+
+
 def epoch_line(record: dict, epochs: int | None) -> str:
     """The per-epoch progress line: loss, accuracy, throughput and the time left at this pace."""
     number = record["epoch"] + 1
@@ -159,7 +166,7 @@ def epoch_line(record: dict, epochs: int | None) -> str:
     return f"{line}; training done, now saving the model (and uploading it to MLflow)"
 
 
-def start_tracking(candidate: Candidate, args, cluster: distributed.Cluster, params: dict, datasets: dict):
+def start_tracking(candidate: Candidate, args, params: dict, datasets: dict):
     """The chief's MLflow run, a child of the pipeline run's parent run, named after the
     candidate; reused when a restarted chief finds it in run.json. `datasets`: the MLflow
     dataset inputs (train, validation) it trains on."""
@@ -298,7 +305,7 @@ def train(args) -> dict:
         ]
         if cluster.is_chief:
             datasets = dataset_inputs(args.dataset, dataset_dir, records, manifest["source"])
-            tracker, mlflow_run = start_tracking(candidate, args, cluster, params, datasets)
+            tracker, mlflow_run = start_tracking(candidate, args, params, datasets)
             progress = Progress(candidate, tracker, mlflow_run, steps * global_batch)
             callbacks.append(progress.callback())
 
@@ -331,11 +338,8 @@ def train(args) -> dict:
     result = {"train_seconds": seconds, "accuracy": last.get("accuracy", 0.0), "loss": last.get("loss", 0.0)}
     result.update({k: last[k] for k in ("val_accuracy", "val_loss") if k in last})
     if progress is not None:
-        redone = progress.first_epoch or 0
-        result["resumed_at_epoch"] = redone
-        trained = sum(e["seconds"] for e in progress.epochs)
-        images = sum(e["images_per_second"] * e["seconds"] for e in progress.epochs)
-        result["images_per_second"] = images / trained if trained else 0.0
+        result["resumed_at_epoch"] = progress.first_epoch or 0
+        result["images_per_second"] = images_per_second(progress.epochs)
         info = read_json(candidate.run_info)
         write_json(candidate.run_info, {**info, **result, "epochs_trained": len(progress.epochs)})
         restarts = int(restart_tags(info)["restarts"])

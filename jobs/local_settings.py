@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--run-id", type=plain_name, default=time.strftime("local-%Y%m%d-%H%M%S"), help="names this run's folder"
     )
-    p.add_argument("--min-accuracy", type=fraction, default=0.7, help="the smoke check's threshold")
+    p.add_argument("--min-accuracy", type=fraction, default=0.8, help="the smoke check's threshold")
     p.add_argument(
         "--max-restarts",
         type=non_negative_int,

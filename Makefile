@@ -123,8 +123,17 @@ clean: ## Delete the local work dir (datasets, runs, models, tracking store)
 
 ##@ Tests and benchmarks
 
+.PHONY: lint
+lint: venv-dev ## Lint: ruff check and format check, shellcheck, yamllint (seconds)
+	hack/lint.sh
+
+.PHONY: fmt
+fmt: venv-dev ## Format the Python and fix what ruff can
+	hack/lint.sh fix
+
 .PHONY: test
-test: venv-dev ## Run every test (offline; about 13 minutes on 2 cores)
+test: venv-dev ## Lint, then run every test (offline; about 13 minutes on 2 cores)
+	hack/lint.sh
 	hack/test.sh
 
 .PHONY: test-fast

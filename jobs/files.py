@@ -66,15 +66,15 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def write_json(path: Path, payload: Any) -> None:
-    """Writes JSON atomically (temp file + rename)."""
+def write_text(path: Path, text: str, mode: int | None = None) -> None:
+    """Replaces `path` with `text` in one rename (temp file, fsynced): readers see the old file
+    or the new one. `mode`: the file's permissions (default: 0o666 less the umask)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, 0o666 & ~_umask() if mode is None else mode)
         with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True)
-            handle.write("\n")
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -82,6 +82,11 @@ def write_json(path: Path, payload: Any) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Writes JSON atomically (temp file + rename)."""
+    write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: Path) -> Any:

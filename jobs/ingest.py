@@ -71,11 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--work-dir", type=Path, required=True, help="the shared volume")
     p.add_argument("--dataset", choices=data.SOURCES, default="fashion_mnist", help="where the images come from")
-    p.add_argument(
-        "--idx-dir",
-        type=Path,
-        help="with --dataset idx: the folder holding the *-ubyte.gz files (default: <work-dir>/idx)",
-    )
+    idx_help = "with --dataset idx: the folder holding the *-ubyte.gz files (default: <work-dir>/idx)"
+    p.add_argument("--idx-dir", type=Path, help=idx_help)
     p.add_argument("--train-size", type=positive_int, default=12_000, help="with --dataset synthetic")
     p.add_argument("--test-size", type=positive_int, default=2_000, help="with --dataset synthetic")
     p.add_argument("--seed", type=int, default=0, help="with --dataset synthetic")

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from jobs import distributed, lifecycle, local_settings, processes, steps, summary, train
+from jobs import distributed, lifecycle, local_settings, processes, run_info, steps, summary
 from jobs.cli import JobError, run
 from jobs.cpus import cpu_count
 from jobs.local_settings import Settings
@@ -167,7 +167,7 @@ class Runner:
                 raise JobError(f"training {model} failed after {restarts} restart(s)\n{failed.describe_failure()}")
             restart = {"ended": ended, "reason": failed.reason()}
             self.restarts[model].append(restart)
-            train.record_restart(candidate, restart)
+            run_info.record_restart(candidate, restart)
             log.warning(
                 "%s: %s (%s); restarting the group (%d/%d)",
                 model,

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs import models, serving_config
+from jobs import models, run_info, serving_config
 from jobs.cli import JobError, add_run_arguments, emit, fraction, parser, run
 from jobs.files import atomic_dir, locked, read_json, write_json
 from jobs.paths import MODEL_NAME, Work, versions
@@ -190,7 +190,7 @@ def promote(work: Work, run_id: str, dataset: str, names: Sequence[str], force: 
             ", ".join(f"{k} {v:.4f}" for k, v in validation_scores.items()),
             decision.reason,
         )
-        info = read_json(candidate.run_info) if candidate.run_info.exists() else {}
+        info = run_info.read(candidate)
         result = {
             "run_id": run_id,
             "dataset": dataset,

@@ -188,8 +188,8 @@ def summary(result: Mapping) -> str:
 
 def write_report(work, result: Mapping, names: Sequence[str]) -> Path:
     """`<work>/runs/<run>/report.md`: the candidates, their figures, the decision, the plots."""
+    from jobs import run_info
     from jobs.data import read_manifest
-    from jobs.files import read_json
 
     run_id, dataset = result["run_id"], result["dataset"]
     manifest = read_manifest(work.dataset(dataset)) or {}
@@ -207,7 +207,7 @@ def write_report(work, result: Mapping, names: Sequence[str]) -> Path:
     ]
     for name in names:
         candidate = work.candidate(run_id, name)
-        info = read_json(candidate.run_info) if candidate.run_info.exists() else {}
+        info = run_info.read(candidate)
         params = info.get("params", {})
         mark = f"**{name}** (chosen)" if name == result["model"] else name
         rows.append(

@@ -31,3 +31,12 @@ def test_only_the_leaving_benchmark_imports_jobs_common():
         and re.search(r"jobs\.common\b|from jobs import .*\bcommon\b", path.read_text())
     ]
     assert not users, f"import from jobs.cli, jobs.cpus or jobs.files instead: {users}"
+
+
+def test_the_readme_tree_lists_every_module_of_jobs():
+    readme = (ROOT / "README.md").read_text()
+    tree = readme[readme.index("## Repository") : readme.index("## Tests and what was verified how")]
+    listed = set(re.findall(r"^  ([\w/]+(?:\.py|/)) ", tree, re.M))
+    present = {p.name for p in JOBS.glob("*.py") if p.name != "__init__.py"}
+    present |= {f"{p.name}/" for p in JOBS.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert listed == present, f"README.md's tree: missing {present - listed}, gone {listed - present}"

@@ -6,7 +6,6 @@ server needs. The local runner and the benchmarks start every child through here
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shlex
 import signal
@@ -90,14 +89,7 @@ class Process:
 
     def kill(self, grace: float = 5.0) -> None:
         """SIGTERM the process group, then SIGKILL what is left after `grace` seconds."""
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(timeout=grace)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        self.wait()
+        stop([self], grace)
 
     def ended(self) -> str:
         """How it ended: "exited with N" or "killed by SIGNAME"."""
@@ -120,13 +112,14 @@ class Process:
 
 def stop(processes: Sequence[Process], grace: float) -> None:
     """Ends processes and their process groups together: SIGTERM, then SIGKILL after `grace`
-    seconds; returns when all are reaped."""
+    seconds (to every group: what a leader that has exited left behind too); returns when all
+    are reaped."""
     alive = [p for p in processes if p.poll() is None]
     lifecycle.signal_groups((p.popen.pid for p in alive), signal.SIGTERM)
     deadline = time.monotonic() + grace
     while any(p.poll() is None for p in alive) and time.monotonic() < deadline:
         time.sleep(0.05)
-    lifecycle.signal_groups((p.popen.pid for p in alive if p.poll() is None), signal.SIGKILL)
+    lifecycle.signal_groups((p.popen.pid for p in processes), signal.SIGKILL)
     for process in processes:
         process.wait()
 

@@ -167,8 +167,43 @@ def track(work: Work, tracker, result: dict, gate: Gate, force: bool) -> None:
     tracker.set_tags(parent, tags)
 
 
+def mcnemar_record(comparison) -> dict:
+    """The test's figures as promotion.json keeps them."""
+    fields = ("candidate_only", "served_only", "images", "both", "statistic", "p_value", "p_value_two_sided", "gain")
+    return {field: getattr(comparison, field) for field in fields}
+
+
+def write_outputs(work: Work, tracker, parent: str | None, result: dict, names: Sequence[str]) -> None:
+    """promotion.json, the candidates' plot and report.md in the run's folder, and on the
+    pipeline's MLflow run, which ends here."""
+    from jobs import report
+
+    run_id, dataset, best = result["run_id"], result["dataset"], result["model"]
+    run_dir = work.run(run_id)
+    plots = run_dir / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    title = f"{', '.join(names)} on {dataset}, run {run_id}: accuracy"
+    candidates_png = plots / ".candidates.png"
+    report.plot_comparison(
+        {name: {"validation": result["scores"][name], "test": result["test_scores"][name]} for name in names},
+        result["served_accuracy"],
+        best,
+        title,
+        candidates_png,
+        served_version=result["served_version"],
+    )
+    os.replace(candidates_png, plots / "candidates.png")
+    write_json(run_dir / "promotion.json", result)
+    report.write_report(work, result, names)
+    tracker.log_artifact(parent, run_dir / "report.md")
+    tracker.log_artifact(parent, run_dir / "promotion.json")
+    tracker.log_artifacts(parent, plots, "plots")
+    tracker.set_tags(parent, {"mlflow.note.content": report.summary(result)})
+    tracker.end_run(parent)
+
+
 def promote(work: Work, run_id: str, dataset: str, names: Sequence[str], force: bool, gate: Gate) -> dict:
-    from jobs import data, report
+    from jobs import data
     from jobs.tracking import Tracker
 
     evaluations = {name: evaluation(work, run_id, name) for name in names}
@@ -212,16 +247,7 @@ def promote(work: Work, run_id: str, dataset: str, names: Sequence[str], force: 
             "model_id": info.get("model_id"),
         }
         if comparison is not None:
-            result["mcnemar"] = {
-                "candidate_only": comparison.candidate_only,
-                "served_only": comparison.served_only,
-                "images": comparison.images,
-                "both": comparison.both,
-                "statistic": comparison.statistic,
-                "p_value": comparison.p_value,
-                "p_value_two_sided": comparison.p_value_two_sided,
-                "gain": comparison.gain,
-            }
+            result["mcnemar"] = mcnemar_record(comparison)
         if decision.promote:
             record = {
                 "run_id": run_id,
@@ -239,27 +265,7 @@ def promote(work: Work, run_id: str, dataset: str, names: Sequence[str], force: 
     parent = tracker.pipeline_run(work, run_id, {"dataset": dataset})
     result["mlflow_parent_run_id"] = parent
     track(work, tracker, result, gate, force)
-    run_dir = work.run(run_id)
-    plots = run_dir / "plots"
-    plots.mkdir(parents=True, exist_ok=True)
-    title = f"{', '.join(names)} on {dataset}, run {run_id}: accuracy"
-    candidates_png = plots / ".candidates.png"
-    report.plot_comparison(
-        {name: {"validation": validation_scores[name], "test": result["test_scores"][name]} for name in names},
-        result["served_accuracy"],
-        best,
-        title,
-        candidates_png,
-        served_version=result["served_version"],
-    )
-    os.replace(candidates_png, plots / "candidates.png")
-    write_json(run_dir / "promotion.json", result)
-    report.write_report(work, result, names)
-    tracker.log_artifact(parent, run_dir / "report.md")
-    tracker.log_artifact(parent, run_dir / "promotion.json")
-    tracker.log_artifacts(parent, plots, "plots")
-    tracker.set_tags(parent, {"mlflow.note.content": report.summary(result)})
-    tracker.end_run(parent)
+    write_outputs(work, tracker, parent, result, names)
     return result
 
 

@@ -5,35 +5,57 @@ SHELL := bash
 .DEFAULT_GOAL := help
 MAKEFLAGS += --no-builtin-rules --warn-undefined-variables
 
-# Knobs: override on the command line, e.g. make local DATASET=synthetic EPOCHS=2
+# Knobs: override on the command line, e.g. make local DATASET=synthetic EPOCHS=2. Each is
+# declared here once, with the `# knob:` line that `make help` prints; the scripts and jobs
+# read it from the environment. An empty pipeline knob leaves the job's own default in force
+# (python -m jobs.local --help; on Kubernetes, workflows/e2e.yaml's parameters).
+# knob: the Python that creates the virtualenv (3.11 or 3.12)
 PYTHON     ?= python3
+# knob: the virtualenv
 VENV       ?= .venv
+# knob: datasets, runs, served models, the MLflow store (gitignored)
 WORK_DIR   ?= .work
-# Empty: make local uses fashion_mnist, make predict the dataset the served model was trained on.
+# knob: fashion_mnist, idx or synthetic (empty: make local fashion_mnist, make predict the served model's)
 DATASET    ?=
-EPOCHS     ?= 5
-WORKERS    ?= 2
-MODELS     ?= cnn,dropout,batchnorm
+# knob: epochs per candidate (empty: 5)
+EPOCHS     ?=
+# knob: worker processes (TFJob replicas) per candidate (empty: 2)
+WORKERS    ?=
+# knob: the candidates, comma-separated (empty: cnn,dropout,batchnorm)
+MODELS     ?=
+# knob: the smoke check's threshold on test accuracy through the server (empty: 0.8)
+MIN_ACCURACY ?=
+# knob: gate (promote only a candidate better than the served one beyond noise) or force (empty: gate)
+PROMOTE    ?=
+# knob: extra flags for every ingest command of make local
 INGEST_ARGS ?=
+# knob: extra flags for every train command of make local
 TRAIN_ARGS ?=
-# gate: promote only a candidate better than the served one beyond noise; force: promote anyway.
-PROMOTE    ?= gate
+# knob: the port of make serve and make predict
 PORT       ?= 8501
+# knob: the k3d cluster's name
 CLUSTER    ?= fmnist
+# knob: the namespace of the app (as kustomize/overlays/local installs it)
 NAMESPACE  ?= fmnist
+# knob: the jobs image's repository
 IMAGE_REPO ?= fmnist-jobs
-MIN_ACCURACY ?= 0.8
+# knob: kustomize components for make deploy, comma-separated (gpu, arm64-serving)
 COMPONENTS ?=
-# Read by the jobs and scripts, not by make.
-export PYTHON VENV WORK_DIR DATASET EPOCHS WORKERS MODELS INGEST_ARGS TRAIN_ARGS PROMOTE PORT CLUSTER NAMESPACE IMAGE_REPO MIN_ACCURACY COMPONENTS
-# Cluster knobs: nodes of the k3d cluster, the GPU image, pushing to a registry, the overlay.
+# knob: nodes of the k3d cluster (3: three nodes sharing a host folder)
 NODES      ?= 1
+# knob: 1: build the GPU image (<image>-gpu)
 GPU        ?= 0
+# knob: 1: push the image to REGISTRY instead of importing it into k3d
 PUSH       ?= 0
+# knob: the registry make image PUSH=1 pushes to
 REGISTRY   ?=
+# knob: the overlay make deploy applies: local, local-nodes, cluster (empty: by NODES)
 OVERLAY    ?=
+# knob: the storage class of the shared volume (OVERLAY=cluster)
 STORAGE_CLASS ?=
-export NODES GPU PUSH REGISTRY OVERLAY STORAGE_CLASS
+# Every knob, from the lines above; read by the jobs and scripts, not by make.
+KNOBS := $(shell sed -n 's/^\([A-Z_]*\) *?=.*/\1/p' $(firstword $(MAKEFILE_LIST)))
+export $(KNOBS)
 
 # hack/venv.sh notes it when PYTHON asks for another interpreter than the existing venv has.
 export PYTHON_ASKED := $(if $(filter command line environment%,$(origin PYTHON)),$(PYTHON))
@@ -46,9 +68,14 @@ DEV_ENV  := $(VENV)/.stamp-dev
 
 .PHONY: help
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m [KNOB=value ...]  knobs: PYTHON VENV WORK_DIR DATASET EPOCHS WORKERS MODELS INGEST_ARGS TRAIN_ARGS PROMOTE PORT CLUSTER NAMESPACE IMAGE_REPO MIN_ACCURACY COMPONENTS NODES GPU PUSH REGISTRY OVERLAY STORAGE_CLASS\n"} \
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m [KNOB=value ...]\n"} \
 	  /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2 } \
 	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+	@printf '\n\033[1mKnobs\033[0m (make <target> KNOB=value; [the default])\n'
+	@awk '/^# knob: / { what = substr($$0, 9); next } \
+	  what != "" && match($$0, /^[A-Z_]+ *\?= */) { name = $$1; value = substr($$0, RLENGTH + 1); \
+	    printf "  \033[36m%-14s\033[0m %s%s\n", name, what, (value == "" ? "" : " [" value "]") } \
+	  { what = "" }' $(firstword $(MAKEFILE_LIST))
 
 .PHONY: venv
 venv: $(JOBS_ENV) ## Create or update .venv with what the pipeline needs (hashed locks)
@@ -96,8 +123,17 @@ clean: ## Delete the local work dir (datasets, runs, models, tracking store)
 
 ##@ Tests and benchmarks
 
+.PHONY: lint
+lint: venv-dev ## Lint: ruff check and format check, shellcheck, yamllint (seconds)
+	hack/lint.sh
+
+.PHONY: fmt
+fmt: venv-dev ## Format the Python and fix what ruff can
+	hack/lint.sh fix
+
 .PHONY: test
-test: venv-dev ## Run every test (offline; about 13 minutes on 2 cores)
+test: venv-dev ## Lint, then run every test (offline; about 13 minutes on 2 cores)
+	hack/lint.sh
 	hack/test.sh
 
 .PHONY: test-fast

@@ -1,18 +1,14 @@
 #!/usr/bin/env bash
 # `make pipeline`: submit workflows/e2e.yaml with the image `make image` built for this tree,
 # then follow it until it ends (PIPELINE_TIMEOUT); on failure print what went wrong.
-#   DATASET EPOCHS WORKERS MODELS (as for make local), MIN_ACCURACY (optional),
+#   DATASET EPOCHS WORKERS MODELS MIN_ACCURACY (as for make local): each one set becomes the
+#   workflow parameter of that name, an empty one leaves workflows/e2e.yaml's default;
 #   IMAGE (default: [REGISTRY/]IMAGE_REPO tagged for this tree), NAMESPACE, PIPELINE_TIMEOUT (seconds, 7200)
 set -o errexit -o nounset -o pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=hack/lib.sh
 source hack/lib.sh
 
-DATASET=${DATASET:-fashion_mnist}
-EPOCHS=${EPOCHS:-5}
-WORKERS=${WORKERS:-2}
-MODELS=${MODELS:-cnn,dropout,batchnorm}
-MIN_ACCURACY=${MIN_ACCURACY:-}
 PIPELINE_TIMEOUT=${PIPELINE_TIMEOUT:-7200}
 IMAGE=${IMAGE:-}
 
@@ -29,11 +25,13 @@ main() {
     [[ "${recorded}" == "${IMAGE}" ]] \
       || die "${IMAGE}${suffix} (this tree) was not imported into the cluster (last import: ${recorded:+${recorded}${suffix}}${recorded:-none}): run 'make image${hint}'"
   fi
-  local args=(-p "image=${IMAGE}" -p "dataset=${DATASET}" -p "epochs=${EPOCHS}" -p "workers=${WORKERS}" -p "models=${MODELS}")
-  [[ -z "${MIN_ACCURACY}" ]] || args+=(-p "min-accuracy=${MIN_ACCURACY}")
+  local args=(-p "image=${IMAGE}") knob set=""
+  for knob in DATASET EPOCHS WORKERS MODELS MIN_ACCURACY; do
+    [[ -z "${!knob:-}" ]] || { args+=(-p "$(tr '[:upper:]_' '[:lower:]-' <<< "${knob}")=${!knob}"); set+=" ${knob}=${!knob}"; }
+  done
   local name
   name=$(argo submit -n "${NAMESPACE}" workflows/e2e.yaml "${args[@]}" -o name)
-  info "submitted ${name} (${IMAGE}, ${DATASET}, ${EPOCHS} epochs, ${WORKERS} workers, ${MODELS})"
+  info "submitted ${name} (${IMAGE};${set:- the defaults of workflows/e2e.yaml})"
   info "follow it: argo watch -n ${NAMESPACE} ${name}   or the UI: make cluster-ui"
   follow_workflow "${name}" "${PIPELINE_TIMEOUT}"
   argo get -n "${NAMESPACE}" "${name}"

@@ -24,22 +24,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jobs.common import JobError, atomic_dir, read_json, write_json
+from jobs.cli import JobError
+from jobs.files import atomic_dir, read_json, write_json
 
 log = logging.getLogger("jobs.data")
 
-CLASS_NAMES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
+CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+# Where the images come from (jobs.ingest --dataset): the dataset names of the pipeline.
+SOURCES = ("fashion_mnist", "idx", "synthetic")
 SPLITS = ("train", "test")
 MODEL_SPLITS = ("train", "validation", "test")
 IMAGE_SHAPE = (28, 28)
@@ -80,8 +72,8 @@ def synthetic(train_size: int = 12_000, test_size: int = 2_000, seed: int = 0) -
     """Deterministic, learnable images: each class is a smooth random template; every sample
     is its class template shifted by up to two pixels, scaled, and noised."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:28, 0:28].astype(np.float32)
-    templates = np.zeros((len(CLASS_NAMES), 28, 28), np.float32)
+    yy, xx = np.mgrid[0 : IMAGE_SHAPE[0], 0 : IMAGE_SHAPE[1]].astype(np.float32)
+    templates = np.zeros((len(CLASS_NAMES), *IMAGE_SHAPE), np.float32)
     for c in range(len(CLASS_NAMES)):
         for _ in range(4):
             cy, cx = rng.uniform(6, 22, size=2)

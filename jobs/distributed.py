@@ -15,7 +15,7 @@ import dataclasses
 import json
 import os
 
-from jobs.common import JobError
+from jobs.cli import JobError
 
 # The exit status of a worker that lost a peer, or whose peers never joined: a transient fault,
 # worth a restart. EX_TEMPFAIL (75, "temporary failure, try again" in sysexits.h) moved into

@@ -19,19 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs import models, report
-from jobs.common import (
-    JobError,
-    add_run_arguments,
-    atomic_dir,
-    configure_threads,
-    emit,
-    parser,
-    read_json,
-    run,
-    write_json,
-)
+from jobs import models, report, run_info
+from jobs.cli import JobError, add_run_arguments, emit, parser, run
+from jobs.cpus import configure_threads
 from jobs.data import CLASS_NAMES
+from jobs.files import atomic_dir, read_json, write_json
 from jobs.paths import Candidate, Work
 
 log = logging.getLogger("jobs.evaluate")
@@ -100,7 +92,7 @@ def evaluate(candidate: Candidate, splits: dict, tracker, datasets: dict, label:
         if history:
             report.plot_curves(history, f"{candidate.name} on {label}", tmp / "training_curves.png")
 
-    info = read_json(candidate.run_info) if candidate.run_info.exists() else {}
+    info = run_info.read(candidate)
     mlflow_run, model_id = info.get("mlflow_run_id"), info.get("model_id")
     step = max((e["epoch"] for e in history), default=0)
     tracker.log_metrics(

@@ -24,10 +24,7 @@ import tensorflow as tf
 
 from jobs.data import CLASS_NAMES, IMAGE_SHAPE, to_model_input
 
-SIGNATURES = ("serving_default", "pixels")
-OUTPUTS = ("probabilities", "class_id", "class_name")
-
-
+SIDE = IMAGE_SHAPE[0]  # Fashion-MNIST's images are square
 WORK_SIDE = 128  # larger images are brought down to this side, on their own channels, first
 
 
@@ -134,10 +131,12 @@ def fashion_mnist_like(pixels: tf.Tensor) -> tf.Tensor:
         crop = distance[top:bottom, left:right]
         crop = crop * (255.0 / tf.maximum(tf.reduce_max(crop), 1.0))
         side = tf.cast(tf.maximum(bottom - top, right - left), tf.float32)
-        size = tf.cast(tf.round(tf.cast(tf.stack([bottom - top, right - left]), tf.float32) * 28.0 / side), tf.int32)
-        size = tf.clip_by_value(size, 1, 28)
+        size = tf.cast(
+            tf.round(tf.cast(tf.stack([bottom - top, right - left]), tf.float32) * float(SIDE) / side), tf.int32
+        )
+        size = tf.clip_by_value(size, 1, SIDE)
         small = tf.image.resize(crop[:, :, None], size, antialias=True)
-        return tf.image.pad_to_bounding_box(small, (28 - size[0]) // 2, (28 - size[1]) // 2, 28, 28)
+        return tf.image.pad_to_bounding_box(small, (SIDE - size[0]) // 2, (SIDE - size[1]) // 2, SIDE, SIDE)
 
     result = tf.cond(
         plain,

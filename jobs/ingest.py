@@ -15,12 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jobs import data
-from jobs.common import emit, fraction, parser, positive_int, run
+from jobs.cli import emit, fraction, parser, positive_int, run
 from jobs.paths import Work
 
 log = logging.getLogger("jobs.ingest")
-
-SOURCES = ("fashion_mnist", "idx", "synthetic")
 
 
 def open_fraction(text: str) -> float:
@@ -72,12 +70,9 @@ def ingest(work: Work, settings: dict, dataset: str, validation: dict | None = N
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--work-dir", type=Path, required=True, help="the shared volume")
-    p.add_argument("--dataset", choices=SOURCES, default="fashion_mnist", help="where the images come from")
-    p.add_argument(
-        "--idx-dir",
-        type=Path,
-        help="with --dataset idx: the folder holding the *-ubyte.gz files (default: <work-dir>/idx)",
-    )
+    p.add_argument("--dataset", choices=data.SOURCES, default="fashion_mnist", help="where the images come from")
+    idx_help = "with --dataset idx: the folder holding the *-ubyte.gz files (default: <work-dir>/idx)"
+    p.add_argument("--idx-dir", type=Path, help=idx_help)
     p.add_argument("--train-size", type=positive_int, default=12_000, help="with --dataset synthetic")
     p.add_argument("--test-size", type=positive_int, default=2_000, help="with --dataset synthetic")
     p.add_argument("--seed", type=int, default=0, help="with --dataset synthetic")

@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from jobs.data import CLASS_NAMES, IMAGE_SHAPE
+
 if TYPE_CHECKING:  # tf_keras is imported where a model is built: `--help` must not load TensorFlow
     import tf_keras as keras
 
-INPUT_SHAPE = (28, 28, 1)
-NUM_CLASSES = 10
+INPUT_SHAPE = (*IMAGE_SHAPE, 1)
+NUM_CLASSES = len(CLASS_NAMES)
 
 
 def _head(x):

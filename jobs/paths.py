@@ -44,9 +44,18 @@ class Work:
     def served(self, name: str = MODEL_NAME) -> Path:
         return self.root / "models" / name
 
+    def mlflow_parent(self, run_id: str) -> Path:
+        """Where a pipeline run keeps the id of its parent MLflow run."""
+        return self.run(run_id) / "mlflow.json"
+
     @property
     def mlflow(self) -> Path:
         return self.root / "mlflow"
+
+    @property
+    def mlflow_uri(self) -> str:
+        """The local SQLite store's URI (an absolute path: the jobs may run from anywhere)."""
+        return f"sqlite:///{self.mlflow.resolve() / 'mlflow.db'}"
 
 
 @dataclasses.dataclass(frozen=True)

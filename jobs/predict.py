@@ -18,20 +18,21 @@ from __future__ import annotations
 import argparse
 import base64
 import http.client
-import io
 import json
 import logging
 import re
+import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from jobs.common import JobError, emit, fraction, parser, positive_float, positive_int, run
+from jobs import png
+from jobs.cli import JobError, emit, fraction, parser, positive_float, positive_int, run
 from jobs.paths import MODEL_NAME, Work, versions
 
 log = logging.getLogger("jobs.predict")
@@ -131,14 +132,6 @@ def _error_text(body: bytes) -> str:
         return body.decode("utf-8", "replace").strip()[:300] or "(no body)"
 
 
-def encode_png(pixels: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(pixels, np.uint8), mode="L").save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 def version_arg(text: str) -> str | int:
     if text == "latest":
         return text
@@ -151,29 +144,43 @@ def version_arg(text: str) -> str | int:
     return value
 
 
-def wait_for_version(client: Client, wanted: int, timeout: float, interval: float = 1.0) -> None:
-    """Polls the model status until `wanted` is AVAILABLE; a load failure ends it early.
-    Logs when it starts waiting and when what it sees changes, not on every poll."""
+def wait_for_version(
+    client: Client,
+    wanted: int | None,
+    timeout: float,
+    interval: float = 1.0,
+    check: Callable[[], None] | None = None,
+) -> int:
+    """Polls the model status until version `wanted` (None: any version) is AVAILABLE and
+    returns it; a load failure ends it early, and so does `check` (called before each poll,
+    e.g. to raise when the server's process has exited). Logs when it starts waiting and when
+    what it sees changes, not on every poll."""
     started = time.monotonic()
     deadline = started + timeout
+    what = f"version {wanted}" if wanted is not None else "a version"
     last = "no answer yet"
     said = None
     while True:
+        if check is not None:
+            check()
         try:
             entries = client.status().get("model_version_status") or []
             entries = [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
-            mine = [e for e in entries if str(e.get("version")) == str(wanted)]
-            if mine and mine[0].get("state") == "AVAILABLE":
+            mine = [e for e in entries if wanted is None or str(e.get("version")) == str(wanted)]
+            ready = [e for e in mine if e.get("state") == "AVAILABLE"]
+            if ready:
+                version = int(ready[0].get("version"))
                 log.info(
                     "version %d of %s is AVAILABLE at %s (after %.1f s)",
-                    wanted,
+                    version,
                     client.model,
                     client.url,
                     time.monotonic() - started,
                 )
-                return
-            if mine and mine[0].get("state") == "END" and mine[0].get("status", {}).get("error_code", "OK") != "OK":
-                raise JobError(f"version {wanted} failed to load: {mine[0]['status'].get('error_message', '')}")
+                return version
+            ended = mine[0] if wanted is not None and mine and mine[0].get("state") == "END" else {}
+            if ended.get("status", {}).get("error_code", "OK") != "OK":
+                raise JobError(f"version {wanted} failed to load: {ended['status'].get('error_message', '')}")
             seen = ", ".join(f"{e.get('version')} {e.get('state')}" for e in entries) or "none"
             last = f"versions reported: {seen}"
         except Unreachable as err:
@@ -181,12 +188,10 @@ def wait_for_version(client: Client, wanted: int, timeout: float, interval: floa
         except ServerError as err:
             last = str(err)
         if time.monotonic() >= deadline:
-            raise JobError(
-                f"timed out after {timeout:g}s waiting for {client.model} version {wanted} at {client.url} ({last})"
-            )
+            raise JobError(f"timed out after {timeout:g}s waiting for {client.model} {what} at {client.url} ({last})")
         seen = last.split(":")[0]  # the kind of answer, not its details (one line per change)
         if seen != said:
-            log.info("waiting up to %g s for version %d at %s (%s)", timeout, wanted, client.url, last)
+            log.info("waiting up to %g s for %s at %s (%s)", timeout, what, client.url, last)
             said = seen
         time.sleep(min(interval, max(0.05, deadline - time.monotonic())))
 
@@ -294,71 +299,78 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def predict(args, client: Client, work: Work) -> int:
-
+    """The three modes in turn: wait for a version, then classify files or test samples."""
     if args.wait_version is not None:
-        wanted = args.wait_version
-        if wanted == "latest":
-            found = list(versions(work.served(args.model_name)))
-            if not found:
-                raise JobError(f"no version folders under {work.served(args.model_name)}: promote a model first")
-            wanted = found[-1]
-        wait_for_version(client, wanted, args.timeout)
+        wanted = wait_version(args, client, work)
         if not (args.images or args.dataset):  # waiting was the whole job: say what came
             emit(version=wanted)
-
     if args.images:
-        encoded = []
-        for path in args.images:
-            try:
-                encoded.append(path.read_bytes())
-            except OSError as err:
-                raise JobError(f"cannot read {path}: {err.strerror}") from None
-        for start in range(0, len(encoded), args.batch_size):
-            batch = args.images[start : start + args.batch_size]
-            try:
-                predictions = client.classify(encoded[start : start + args.batch_size])
-            except ServerError as err:
-                # The server numbers the instances; name the file instead.
-                raise JobError(
-                    re.sub(
-                        r"instances\[(\d+)\]",
-                        lambda m, batch=batch: str(batch[int(m[1])]) if int(m[1]) < len(batch) else m[0],
-                        str(err),
-                    )
-                ) from None
-            for path, prediction in zip(batch, predictions, strict=True):
-                show(str(path), prediction)
-        return 0
-
-    if args.dataset:
-        from jobs import data
-
-        test = data.load(work.dataset(args.dataset), splits=("test",))["test"]
-        wanted_samples = args.samples or (DEFAULT_CHECK_SAMPLES if args.check else DEFAULT_SHOW_SAMPLES)
-        count = min(wanted_samples, len(test.labels))
-        if count == 0:
-            raise JobError(f"the test split of {args.dataset} is empty")
-        images = [encode_png(test.images[i]) for i in range(count)]
-        labels = test.labels[:count].astype(int)
-        started = time.monotonic()
-        predictions = classify_in_batches(client, images, args.batch_size)
-        elapsed = time.monotonic() - started
-        predicted = np.array([int(p.get("class_id", -1)) for p in predictions])
-        if not args.check:
-            from jobs.data import CLASS_NAMES
-
-            for i, prediction in enumerate(predictions):
-                show(f"sample {i} (label {CLASS_NAMES[labels[i]]})", prediction)
-            return 0
-        accuracy = float(np.mean(predicted == labels))
-        log.info("scored %d samples in %.1fs through %s", count, elapsed, args.url)
-        emit(accuracy=accuracy, samples=count)
-        if accuracy < args.min_accuracy:
-            raise JobError(f"accuracy {accuracy:.4f} is below --min-accuracy {args.min_accuracy:g}")
-        return 0
-
+        classify_files(args, client)
+    elif args.dataset:
+        classify_samples(args, client, work)
     return 0
 
 
+def wait_version(args, client: Client, work: Work) -> int:
+    wanted = args.wait_version
+    if wanted == "latest":
+        found = list(versions(work.served(args.model_name)))
+        if not found:
+            raise JobError(f"no version folders under {work.served(args.model_name)}: promote a model first")
+        wanted = found[-1]
+    wait_for_version(client, wanted, args.timeout)
+    return wanted
+
+
+def classify_files(args, client: Client) -> None:
+    encoded = []
+    for path in args.images:
+        try:
+            encoded.append(path.read_bytes())
+        except OSError as err:
+            raise JobError(f"cannot read {path}: {err.strerror}") from None
+    for start in range(0, len(encoded), args.batch_size):
+        batch = args.images[start : start + args.batch_size]
+        try:
+            predictions = client.classify(encoded[start : start + args.batch_size])
+        except ServerError as err:
+            # The server numbers the instances; name the file instead.
+            raise JobError(
+                re.sub(
+                    r"instances\[(\d+)\]",
+                    lambda m, batch=batch: str(batch[int(m[1])]) if int(m[1]) < len(batch) else m[0],
+                    str(err),
+                )
+            ) from None
+        for path, prediction in zip(batch, predictions, strict=True):
+            show(str(path), prediction)
+
+
+def classify_samples(args, client: Client, work: Work) -> None:
+    """Test samples of args.dataset: shown, or with --check scored against --min-accuracy."""
+    from jobs import data
+
+    test = data.load(work.dataset(args.dataset), splits=("test",))["test"]
+    wanted_samples = args.samples or (DEFAULT_CHECK_SAMPLES if args.check else DEFAULT_SHOW_SAMPLES)
+    count = min(wanted_samples, len(test.labels))
+    if count == 0:
+        raise JobError(f"the test split of {args.dataset} is empty")
+    images = [png.encode(test.images[i]) for i in range(count)]
+    labels = test.labels[:count].astype(int)
+    started = time.monotonic()
+    predictions = classify_in_batches(client, images, args.batch_size)
+    elapsed = time.monotonic() - started
+    predicted = np.array([int(p.get("class_id", -1)) for p in predictions])
+    if not args.check:
+        for i, prediction in enumerate(predictions):
+            show(f"sample {i} (label {data.CLASS_NAMES[labels[i]]})", prediction)
+        return
+    accuracy = float(np.mean(predicted == labels))
+    log.info("scored %d samples in %.1fs through %s", count, elapsed, args.url)
+    emit(accuracy=accuracy, samples=count)
+    if accuracy < args.min_accuracy:
+        raise JobError(f"accuracy {accuracy:.4f} is below --min-accuracy {args.min_accuracy:g}")
+
+
 if __name__ == "__main__":
-    raise SystemExit(run(main))
+    sys.exit(run(main))

@@ -19,38 +19,25 @@ candidate's run records the comparison. `<work>/runs/<run>/promotion.json` has i
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from jobs import models, serving_config
-from jobs.common import JobError, add_run_arguments, atomic_dir, emit, fraction, parser, read_json, run, write_json
+from jobs import models, run_info, serving_config
+from jobs.cli import JobError, add_run_arguments, emit, fraction, parser, run
+from jobs.files import atomic_dir, locked, read_json, write_json
 from jobs.paths import MODEL_NAME, Work, versions
 from jobs.selection import DEFAULT_MIN_GAIN, DEFAULT_SIGNIFICANCE, Gate, best_candidate, decide, mcnemar
 
 log = logging.getLogger("jobs.promote")
 
 ALIAS = "champion"
-
-
-@contextlib.contextmanager
-def locked(base: Path) -> Iterator[None]:
-    """An exclusive lock over the model base path, held across choose-number-copy-rename."""
-    base.mkdir(parents=True, exist_ok=True)
-    with open(base / ".promote.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def evaluation(work: Work, run_id: str, name: str) -> dict:
@@ -180,8 +167,43 @@ def track(work: Work, tracker, result: dict, gate: Gate, force: bool) -> None:
     tracker.set_tags(parent, tags)
 
 
+def mcnemar_record(comparison) -> dict:
+    """The test's figures as promotion.json keeps them."""
+    fields = ("candidate_only", "served_only", "images", "both", "statistic", "p_value", "p_value_two_sided", "gain")
+    return {field: getattr(comparison, field) for field in fields}
+
+
+def write_outputs(work: Work, tracker, parent: str | None, result: dict, names: Sequence[str]) -> None:
+    """promotion.json, the candidates' plot and report.md in the run's folder, and on the
+    pipeline's MLflow run, which ends here."""
+    from jobs import report
+
+    run_id, dataset, best = result["run_id"], result["dataset"], result["model"]
+    run_dir = work.run(run_id)
+    plots = run_dir / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    title = f"{', '.join(names)} on {dataset}, run {run_id}: accuracy"
+    candidates_png = plots / ".candidates.png"
+    report.plot_comparison(
+        {name: {"validation": result["scores"][name], "test": result["test_scores"][name]} for name in names},
+        result["served_accuracy"],
+        best,
+        title,
+        candidates_png,
+        served_version=result["served_version"],
+    )
+    os.replace(candidates_png, plots / "candidates.png")
+    write_json(run_dir / "promotion.json", result)
+    report.write_report(work, result, names)
+    tracker.log_artifact(parent, run_dir / "report.md")
+    tracker.log_artifact(parent, run_dir / "promotion.json")
+    tracker.log_artifacts(parent, plots, "plots")
+    tracker.set_tags(parent, {"mlflow.note.content": report.summary(result)})
+    tracker.end_run(parent)
+
+
 def promote(work: Work, run_id: str, dataset: str, names: Sequence[str], force: bool, gate: Gate) -> dict:
-    from jobs import data, report
+    from jobs import data
     from jobs.tracking import Tracker
 
     evaluations = {name: evaluation(work, run_id, name) for name in names}
@@ -192,7 +214,7 @@ def promote(work: Work, run_id: str, dataset: str, names: Sequence[str], force: 
     test = splits["test"]
     chosen_correct = correct(candidate.model, test)
     base = work.served()
-    with locked(base):
+    with locked(base / ".promote.lock"):  # held across choose-number-copy-rename
         current = max(versions(base), default=None)
         served = served_correct(base / str(current), test) if current is not None else None
         comparison = mcnemar(chosen_correct, served) if served is not None else None
@@ -203,7 +225,7 @@ def promote(work: Work, run_id: str, dataset: str, names: Sequence[str], force: 
             ", ".join(f"{k} {v:.4f}" for k, v in validation_scores.items()),
             decision.reason,
         )
-        info = read_json(candidate.run_info) if candidate.run_info.exists() else {}
+        info = run_info.read(candidate)
         result = {
             "run_id": run_id,
             "dataset": dataset,
@@ -225,16 +247,7 @@ def promote(work: Work, run_id: str, dataset: str, names: Sequence[str], force: 
             "model_id": info.get("model_id"),
         }
         if comparison is not None:
-            result["mcnemar"] = {
-                "candidate_only": comparison.candidate_only,
-                "served_only": comparison.served_only,
-                "images": comparison.images,
-                "both": comparison.both,
-                "statistic": comparison.statistic,
-                "p_value": comparison.p_value,
-                "p_value_two_sided": comparison.p_value_two_sided,
-                "gain": comparison.gain,
-            }
+            result["mcnemar"] = mcnemar_record(comparison)
         if decision.promote:
             record = {
                 "run_id": run_id,
@@ -252,27 +265,7 @@ def promote(work: Work, run_id: str, dataset: str, names: Sequence[str], force: 
     parent = tracker.pipeline_run(work, run_id, {"dataset": dataset})
     result["mlflow_parent_run_id"] = parent
     track(work, tracker, result, gate, force)
-    run_dir = work.run(run_id)
-    plots = run_dir / "plots"
-    plots.mkdir(parents=True, exist_ok=True)
-    title = f"{', '.join(names)} on {dataset}, run {run_id}: accuracy"
-    candidates_png = plots / ".candidates.png"
-    report.plot_comparison(
-        {name: {"validation": validation_scores[name], "test": result["test_scores"][name]} for name in names},
-        result["served_accuracy"],
-        best,
-        title,
-        candidates_png,
-        served_version=result["served_version"],
-    )
-    os.replace(candidates_png, plots / "candidates.png")
-    write_json(run_dir / "promotion.json", result)
-    report.write_report(work, result, names)
-    tracker.log_artifact(parent, run_dir / "report.md")
-    tracker.log_artifact(parent, run_dir / "promotion.json")
-    tracker.log_artifacts(parent, plots, "plots")
-    tracker.set_tags(parent, {"mlflow.note.content": report.summary(result)})
-    tracker.end_run(parent)
+    write_outputs(work, tracker, parent, result, names)
     return result
 
 

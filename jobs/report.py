@@ -188,26 +188,42 @@ def summary(result: Mapping) -> str:
 
 def write_report(work, result: Mapping, names: Sequence[str]) -> Path:
     """`<work>/runs/<run>/report.md`: the candidates, their figures, the decision, the plots."""
-    from jobs.common import read_json
+    run_id = result["run_id"]
+    lines = [f"# Pipeline run {run_id}", ""]
+    lines += dataset_lines(work, result["dataset"])
+    lines += candidate_lines(work, result, names)
+    lines += decision_lines(result)
+    lines += plot_lines(work.run(run_id) / "plots")
+    path = work.run(run_id) / "report.md"
+    tmp = path.with_name(".report.md.tmp")
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, path)
+    return path
+
+
+def dataset_lines(work, dataset: str) -> list[str]:
     from jobs.data import read_manifest
 
-    run_id, dataset = result["run_id"], result["dataset"]
     manifest = read_manifest(work.dataset(dataset)) or {}
     splits = manifest.get("splits", {})
-    lines = [f"# Pipeline run {run_id}", ""]
-    if splits:
-        sizes = ", ".join(
-            f"{name} {splits[name]['examples']:,} images (digest `{splits[name]['digest']}`)"
-            for name in ("train", "validation", "test")
-            if name in splits
-        )
-        lines += [f"Dataset **{dataset}** ({manifest.get('source', {}).get('name', dataset)}): {sizes}.", ""]
+    if not splits:
+        return []
+    sizes = ", ".join(
+        f"{name} {splits[name]['examples']:,} images (digest `{splits[name]['digest']}`)"
+        for name in ("train", "validation", "test")
+        if name in splits
+    )
+    return [f"Dataset **{dataset}** ({manifest.get('source', {}).get('name', dataset)}): {sizes}.", ""]
+
+
+def candidate_lines(work, result: Mapping, names: Sequence[str]) -> list[str]:
+    from jobs import run_info
+
     rows = [
         ("candidate", "validation accuracy", "test accuracy", "epochs", "workers", "seed", "train time", "MLflow run")
     ]
     for name in names:
-        candidate = work.candidate(run_id, name)
-        info = read_json(candidate.run_info) if candidate.run_info.exists() else {}
+        info = run_info.read(work.candidate(result["run_id"], name))
         params = info.get("params", {})
         mark = f"**{name}** (chosen)" if name == result["model"] else name
         rows.append(
@@ -222,7 +238,7 @@ def write_report(work, result: Mapping, names: Sequence[str]) -> Path:
                 f"`{info['mlflow_run_id']}`" if info.get("mlflow_run_id") else "untracked",
             )
         )
-    lines += [
+    return [
         "## Candidates",
         "",
         markdown_table(rows),
@@ -230,7 +246,10 @@ def write_report(work, result: Mapping, names: Sequence[str]) -> Path:
         "Chosen on validation accuracy; test accuracy is the final score.",
         "",
     ]
-    lines += [f"## Decision: {result['decision']}", "", result["reason"] + ".", ""]
+
+
+def decision_lines(result: Mapping) -> list[str]:
+    lines = [f"## Decision: {result['decision']}", "", result["reason"] + ".", ""]
     comparison = result.get("mcnemar")
     if comparison:
         gate = result["gate"]
@@ -256,8 +275,11 @@ def write_report(work, result: Mapping, names: Sequence[str]) -> Path:
         else ""
     )
     lines += [f"Served now: version {result['version']}{registered}.", ""]
-    lines += ["## Plots", ""]
-    plots = work.run(run_id) / "plots"
+    return lines
+
+
+def plot_lines(plots: Path) -> list[str]:
+    lines = ["## Plots", ""]
     captions = {
         "candidates.png": "Accuracy of every candidate on the validation and test splits",
         "per_class.png": "Per-class test accuracy of every candidate",
@@ -271,8 +293,4 @@ def write_report(work, result: Mapping, names: Sequence[str]) -> Path:
         "curves), `eval/confusion_matrix.png` (test split).",
         "",
     ]
-    path = work.run(run_id) / "report.md"
-    tmp = path.with_name(".report.md.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, path)
-    return path
+    return lines

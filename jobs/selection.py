@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from jobs.common import JobError
+from jobs.cli import JobError
 
 DEFAULT_SIGNIFICANCE = 0.05
 DEFAULT_MIN_GAIN = 0.0

@@ -6,8 +6,10 @@ point, kept under the name that `jobs.local`, `make serve` and the arm64 serving
 
 from __future__ import annotations
 
-from jobs.common import run
+import sys
+
+from jobs.cli import run
 from jobs.serving.cli import main
 
 if __name__ == "__main__":
-    raise SystemExit(run(main))
+    sys.exit(run(main))

@@ -15,14 +15,12 @@ so that a rollback or a canary can pin a version per server (each server reads i
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from jobs.common import JobError, fsync_dir
+from jobs.cli import JobError
+from jobs.files import fsync_dir, write_text
 from jobs.paths import MODEL_NAME, Work
 
 FILE_NAME = "serving.config"
@@ -81,19 +79,7 @@ def render(models: Sequence[Model]) -> str:
 
 def write(target: Path, text: str) -> None:
     """Replaces `target` with `text` in one rename: readers see the old file or the new one."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_text(target, text, mode=0o644)
     fsync_dir(target.parent)
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jobs.common import duration, parser, positive_int, run
+from jobs.cli import duration, parser, positive_int, run
 from jobs.paths import MODEL_NAME, Work, versions
 
 

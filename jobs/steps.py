@@ -21,7 +21,7 @@ import string
 import sys
 from collections.abc import Sequence
 
-from jobs.common import parser, run
+from jobs.cli import parser, run
 
 PARAMETERS = ("work_dir", "run_id", "dataset", "epochs", "model", "models", "url", "min_accuracy")
 

@@ -29,19 +29,19 @@ so that it never loads MLflow itself).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from jobs.common import JobError, parser, read_json, run, write_json
+from jobs.cli import JobError, parser, run
+from jobs.data import IMAGE_SHAPE
+from jobs.files import locked, read_json, write_json
 from jobs.paths import Work
 
 log = logging.getLogger("jobs.tracking")
@@ -62,22 +62,6 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
 
-def parent_record(work: Work, run_id: str) -> Path:
-    """Where a pipeline run keeps the id of its parent MLflow run."""
-    return work.run(run_id) / "mlflow.json"
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def dataset_inputs(dataset: str, folder: Path, records: dict[str, dict], source: dict) -> dict[str, Any]:
     """MLflow dataset entities for a pipeline's splits, from the ingest manifest's records
     (`{split: {"examples", "digest"}}`), keyed by split."""
@@ -87,7 +71,7 @@ def dataset_inputs(dataset: str, folder: Path, records: dict[str, dict], source:
         return json.dumps([{"type": "tensor", "tensor-spec": {"dtype": dtype, "shape": shape}}])
 
     schema = json.dumps(
-        {"mlflow_tensorspec": {"features": tensor("uint8", [-1, 28, 28]), "targets": tensor("uint8", [-1])}}
+        {"mlflow_tensorspec": {"features": tensor("uint8", [-1, *IMAGE_SHAPE]), "targets": tensor("uint8", [-1])}}
     )
     entities = {}
     for split, record in records.items():
@@ -198,8 +182,8 @@ class Tracker:
         """The parent run of pipeline run `run_id`: recorded, found, or created, once."""
         if not self.enabled:
             return None
-        record = parent_record(work, run_id)
-        with _locked(record.with_name(".mlflow.lock")):
+        record = work.mlflow_parent(run_id)
+        with locked(record.with_name(".mlflow.lock")):
             if record.exists():
                 return read_json(record).get("mlflow_run_id")
             experiment_id = self.experiment_id()
@@ -380,17 +364,12 @@ class Tracker:
             self.client.set_logged_model_tags(model_id, {MODEL_VERSIONS_TAG: json.dumps(linked)})
 
 
-def local_uri(work: Work) -> str:
-    """The local SQLite store's URI (an absolute path: the jobs may run from anywhere)."""
-    return f"sqlite:///{work.mlflow.resolve() / 'mlflow.db'}"
-
-
 def create_local_store(work: Work) -> str:
     """Creates the SQLite store under the work dir and the experiment, with its artifacts
     beside the store (MLflow would otherwise put them in ./mlruns). Returns the URI."""
     store = work.mlflow.resolve()
     store.mkdir(parents=True, exist_ok=True)
-    tracker = Tracker(required=True, uri=local_uri(work))
+    tracker = Tracker(required=True, uri=work.mlflow_uri)
     if tracker.call("open the store", lambda: tracker.client.get_experiment_by_name(tracker.experiment)) is None:
         tracker.call(
             "create the experiment",

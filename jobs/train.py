@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import shutil
 import sys
 import tempfile
@@ -36,37 +35,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from jobs import distributed, models
-from jobs.common import (
-    JobError,
-    abort,
-    add_run_arguments,
-    atomic_dir,
-    configure_threads,
-    emit,
-    parser,
-    positive_float,
-    positive_int,
-    read_json,
-    run,
-    write_json,
-)
+from jobs import data, distributed, models, run_info, tf_errors
+from jobs.cli import JobError, abort, add_run_arguments, emit, parser, positive_float, positive_int, run
+from jobs.cpus import configure_threads
+from jobs.files import atomic_dir, read_json, write_json
 from jobs.paths import Candidate, Work
 
 log = logging.getLogger("jobs.train")
-
-
-def op_error_reason(err) -> str:
-    """The telling part of a TensorFlow error in one line: not its first line, which for a
-    lost peer is only "Graph execution error:", but the cause (a reset connection, a peer
-    that stopped sending heartbeats, a deadline), without node names and stack notes."""
-    skip = ("Graph execution error", "Detected at node", "File ", "[[", "<stack", "Additional GRPC", ":UNKNOWN:")
-    lines = []
-    for line in (err.message or "").splitlines():
-        line = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", line).strip()
-        if line and not line.startswith(skip):
-            lines.append(line)
-    return " ".join(lines[:2])[:300] or type(err).__name__
 
 
 def fail(err, what: str) -> NoReturn:
@@ -75,7 +50,7 @@ def fail(err, what: str) -> NoReturn:
     At once: with its collectives aborted, TensorFlow's runtime is half torn down, and a normal
     interpreter shutdown can hang or print tracebacks from its threads."""
     code = distributed.EXIT_PEER_LOST if distributed.transient(err) else 1
-    abort(f"{what}: {type(err).__name__}: {op_error_reason(err)}", code)
+    abort(f"{what}: {type(err).__name__}: {tf_errors.reason(err, lines=2, limit=300)}", code)
 
 
 def learning_rate(epoch: int, base: float = 1e-3) -> float:
@@ -139,21 +114,11 @@ class Progress:
         return Callback()
 
 
-def record_restart(candidate: Candidate, restart: dict[str, str]) -> None:
-    """Adds a restart of the candidate's training (how a worker ended, and why) to its run.json.
-    jobs.local calls it between attempts; in a cluster the pods' statuses hold the same."""
-    info = read_json(candidate.run_info) if candidate.run_info.exists() else {}
-    write_json(candidate.run_info, {**info, "restarts": [*info.get("restarts", []), restart]})
-
-
-def restart_tags(info: dict) -> dict[str, str]:
-    """MLflow tags saying how many times the training restarted and why: the restarts recorded
-    by a supervisor, or at least the chief's own earlier attempts (a TFJob records no reason)."""
-    recorded = info.get("restarts", [])
-    count = max(len(recorded), info.get("attempts", 1) - 1)
-    tags = {"restarts": str(count)}
-    tags.update({f"restart.{i}": f"{r['ended']}: {r['reason']}" for i, r in enumerate(recorded, 1)})
-    return tags
+def images_per_second(epochs: Sequence[dict]) -> float:
+    """Images/s over epoch records (`{"seconds", "images_per_second"}`, as in history.json):
+    every image trained on, over the time spent on them; 0 for no time."""
+    seconds = sum(e["seconds"] for e in epochs)
+    return sum(e["images_per_second"] * e["seconds"] for e in epochs) / seconds if seconds else 0.0
 
 
 def epoch_line(record: dict, epochs: int | None) -> str:
@@ -170,14 +135,14 @@ def epoch_line(record: dict, epochs: int | None) -> str:
     return f"{line}; training done, now saving the model (and uploading it to MLflow)"
 
 
-def start_tracking(candidate: Candidate, args, cluster: distributed.Cluster, params: dict, datasets: dict):
+def start_tracking(candidate: Candidate, args, params: dict, datasets: dict):
     """The chief's MLflow run, a child of the pipeline run's parent run, named after the
     candidate; reused when a restarted chief finds it in run.json. `datasets`: the MLflow
     dataset inputs (train, validation) it trains on."""
     from jobs.tracking import Tracker
 
     tracker = Tracker()
-    info = read_json(candidate.run_info) if candidate.run_info.exists() else {}
+    info = run_info.read(candidate)
     info["attempts"] = info.get("attempts", 0) + 1
     mlflow_run = info.get("mlflow_run_id")
     if not mlflow_run:
@@ -192,7 +157,7 @@ def start_tracking(candidate: Candidate, args, cluster: distributed.Cluster, par
         tracker.log_inputs(parent, datasets)
         info.update(mlflow_run_id=mlflow_run, params=params)
     write_json(candidate.run_info, info)
-    tracker.set_tags(mlflow_run, restart_tags(info))
+    tracker.set_tags(mlflow_run, run_info.restart_tags(info))
     return tracker, mlflow_run
 
 
@@ -213,22 +178,71 @@ def log_model(progress: Progress, candidate: Candidate, args, params: dict, exam
         write_json(candidate.run_info, {**read_json(candidate.run_info), "model_id": model_id})
 
 
-def count_attempt(candidate: Candidate, cluster: distributed.Cluster, max_attempts: int) -> int:
-    """Counts this worker's start for the candidate on the shared volume and returns the count;
-    past `max_attempts` the worker gives up with exit 1. A TFJob with restartPolicy ExitCode
-    recreates a worker that exits 128-255 however often it happens (the operator's
-    backoffLimit counts only restarts in place), so a worker killed on every attempt (out of
-    memory, say) would otherwise retry until the job's deadline: exit 1 fails the job for good."""
-    path = candidate.root / "attempts" / f"{cluster.name}.json"
-    attempts = (read_json(path).get("attempts", 0) if path.exists() else 0) + 1
-    if attempts > max_attempts:
-        raise JobError(
-            f"{cluster.name} of {candidate.name} has started {max_attempts} times already "
-            f"(--max-attempts {max_attempts}); each earlier attempt was killed or lost a peer: "
-            "see the earlier workers' logs and their exit statuses"
-        )
-    write_json(path, {"attempts": attempts})
-    return attempts
+def run_params(args, cluster: distributed.Cluster, steps: int, threads: int, records: dict, manifest: dict) -> dict:
+    """The training run's parameters, as logged and tracked."""
+    split = manifest.get("validation", data.DEFAULT_VALIDATION)
+    return {
+        "model": args.model,
+        "dataset": args.dataset,
+        "epochs": args.epochs,
+        "workers": cluster.workers,
+        "batch_per_worker": args.batch_per_worker,
+        "global_batch": args.batch_per_worker * cluster.workers,
+        "steps_per_epoch": steps,
+        "steps_per_execution": args.steps_per_execution,
+        "base_learning_rate": args.learning_rate,
+        "threads": threads,
+        "seed": args.seed,
+        "deterministic": args.deterministic,
+        "train_examples": records["train"]["examples"],
+        "validation_examples": records["validation"]["examples"],
+        "validation_fraction": split["fraction"],
+        "validation_split_seed": split["seed"],
+    }
+
+
+def compiled(args, steps: int):
+    """The candidate's model, compiled (inside the strategy's scope)."""
+    import tf_keras as keras
+
+    model = models.build(args.model)
+    model.compile(
+        optimizer=keras.optimizers.Adam(args.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        # Several steps per call into the runtime: fewer per-step syncs of the loss and
+        # metrics between workers (make bench measured about 15% per step with 10).
+        steps_per_execution=min(args.steps_per_execution, steps),
+    )
+    return model
+
+
+def clear_leftovers(candidate: Candidate, cluster: distributed.Cluster) -> None:
+    """What a killed attempt of this worker left: its scratch dir (and the chief's half-saved model)."""
+    leftovers = [f".{cluster.name}-*"] + ([".model.tmp-*", ".model.old-*"] if cluster.is_chief else [])
+    for stale in (path for pattern in leftovers for path in candidate.root.glob(pattern)):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def results(history, seconds: float) -> dict:
+    """The last epoch's figures and the time in model.fit."""
+    last = {k: float(v[-1]) for k, v in history.history.items() if v}
+    result = {"train_seconds": seconds, "accuracy": last.get("accuracy", 0.0), "loss": last.get("loss", 0.0)}
+    result.update({k: last[k] for k in ("val_accuracy", "val_loss") if k in last})
+    return result
+
+
+def finish_tracking(progress: Progress, candidate: Candidate, args, params: dict, result: dict, example) -> None:
+    """The chief's end: the results in run.json, the run's last metrics, the model, the logs."""
+    result["resumed_at_epoch"] = progress.first_epoch or 0
+    result["images_per_second"] = images_per_second(progress.epochs)
+    info = read_json(candidate.run_info)
+    write_json(candidate.run_info, {**info, **result, "epochs_trained": len(progress.epochs)})
+    restarts = int(run_info.restart_tags(info)["restarts"])
+    progress.tracker.log_metrics(progress.mlflow_run, {"train_seconds": result["train_seconds"], "restarts": restarts})
+    log_model(progress, candidate, args, params, example)
+    progress.tracker.log_artifacts(progress.mlflow_run, candidate.tensorboard, "tensorboard")
+    progress.tracker.end_run(progress.mlflow_run)
 
 
 def train(args) -> dict:
@@ -238,7 +252,7 @@ def train(args) -> dict:
     dataset_dir = work.dataset(args.dataset)
     if not (dataset_dir / "manifest.json").exists():
         raise JobError(f"no dataset at {dataset_dir}: run the ingest step first")
-    attempt = count_attempt(candidate, cluster, args.max_attempts)
+    attempt = run_info.count_attempt(candidate, cluster.name, args.max_attempts)
     if attempt > 1:
         log.info("%s: attempt %d of at most %d", cluster.name, attempt, args.max_attempts)
 
@@ -251,7 +265,7 @@ def train(args) -> dict:
         fail(err, f"{cluster.name} could not form the cluster of {cluster.workers} within {args.start_timeout:g} s")
     import tf_keras as keras
 
-    from jobs import data, export
+    from jobs import export
     from jobs.tracking import dataset_inputs
 
     keras.utils.set_random_seed(args.seed)  # initial weights, dropout, shuffling
@@ -262,43 +276,13 @@ def train(args) -> dict:
     manifest = data.read_manifest(dataset_dir)
     global_batch = args.batch_per_worker * cluster.workers
     steps = args.steps_per_epoch or max(1, len(train_split.labels) // global_batch)
-    split = manifest.get("validation", data.DEFAULT_VALIDATION)
-    params = {
-        "model": args.model,
-        "dataset": args.dataset,
-        "epochs": args.epochs,
-        "workers": cluster.workers,
-        "batch_per_worker": args.batch_per_worker,
-        "global_batch": global_batch,
-        "steps_per_epoch": steps,
-        "steps_per_execution": args.steps_per_execution,
-        "base_learning_rate": args.learning_rate,
-        "threads": threads,
-        "seed": args.seed,
-        "deterministic": args.deterministic,
-        "train_examples": records["train"]["examples"],
-        "validation_examples": records["validation"]["examples"],
-        "validation_fraction": split["fraction"],
-        "validation_split_seed": split["seed"],
-    }
+    params = run_params(args, cluster, steps, threads, records, manifest)
     log.info("%s on %s of %d: %s", args.model, cluster.name, cluster.workers, params)
     candidate.root.mkdir(parents=True, exist_ok=True)
 
     with strategy.scope():
-        model = models.build(args.model)
-        model.compile(
-            optimizer=keras.optimizers.Adam(args.learning_rate),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-            # Several steps per call into the runtime: fewer per-step syncs of the loss and
-            # metrics between workers (make bench measured about 15% per step with 10).
-            steps_per_execution=min(args.steps_per_execution, steps),
-        )
-
-    # Left by a killed attempt of this worker: its scratch dir (and the chief's half-saved model).
-    leftovers = [f".{cluster.name}-*"] + ([".model.tmp-*", ".model.old-*"] if cluster.is_chief else [])
-    for stale in (path for pattern in leftovers for path in candidate.root.glob(pattern)):
-        shutil.rmtree(stale, ignore_errors=True)
+        model = compiled(args, steps)
+    clear_leftovers(candidate, cluster)
     scratch = Path(tempfile.mkdtemp(prefix=f".{cluster.name}-", dir=candidate.root))
     progress = None
     try:
@@ -309,7 +293,7 @@ def train(args) -> dict:
         ]
         if cluster.is_chief:
             datasets = dataset_inputs(args.dataset, dataset_dir, records, manifest["source"])
-            tracker, mlflow_run = start_tracking(candidate, args, cluster, params, datasets)
+            tracker, mlflow_run = start_tracking(candidate, args, params, datasets)
             progress = Progress(candidate, tracker, mlflow_run, steps * global_batch)
             callbacks.append(progress.callback())
 
@@ -338,22 +322,9 @@ def train(args) -> dict:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    last = {k: float(v[-1]) for k, v in history.history.items() if v}
-    result = {"train_seconds": seconds, "accuracy": last.get("accuracy", 0.0), "loss": last.get("loss", 0.0)}
-    result.update({k: last[k] for k in ("val_accuracy", "val_loss") if k in last})
+    result = results(history, seconds)
     if progress is not None:
-        redone = progress.first_epoch or 0
-        result["resumed_at_epoch"] = redone
-        trained = sum(e["seconds"] for e in progress.epochs)
-        images = sum(e["images_per_second"] * e["seconds"] for e in progress.epochs)
-        result["images_per_second"] = images / trained if trained else 0.0
-        info = read_json(candidate.run_info)
-        write_json(candidate.run_info, {**info, **result, "epochs_trained": len(progress.epochs)})
-        restarts = int(restart_tags(info)["restarts"])
-        progress.tracker.log_metrics(progress.mlflow_run, {"train_seconds": seconds, "restarts": restarts})
-        log_model(progress, candidate, args, params, validation.images[:5])
-        progress.tracker.log_artifacts(progress.mlflow_run, candidate.tensorboard, "tensorboard")
-        progress.tracker.end_run(progress.mlflow_run)
+        finish_tracking(progress, candidate, args, params, result, validation.images[:5])
     return result
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -123,11 +124,24 @@ PIPELINE_KNOBS = {
 PIPELINE_COMMAND = "make local DATASET=synthetic"
 
 
+def makefile_knobs() -> dict[str, tuple[str, str]]:
+    """The Makefile's knobs, name: (default, what it is), from the `# knob:` line above each
+    `NAME ?= default` (what `make help` prints and the Makefile exports)."""
+    knobs, what = {}, None
+    for line in (ROOT / "Makefile").read_text().splitlines():
+        match = re.fullmatch(r"([A-Z_]+) *\?= *(.*)", line)
+        if match and what is not None:
+            knobs[match[1]] = (match[2].strip(), what)
+        what = line.removeprefix("# knob: ") if line.startswith("# knob: ") else None
+    return knobs
+
+
 def reader_env(**extra: str) -> dict[str, str]:
     """A fresh terminal's environment: ours without the test run's own settings, the knobs
     that `make test` exported, or a path to this checkout's jobs."""
     makefile = (ROOT / "Makefile").read_text()
     exported = {name for line in makefile.splitlines() if line.startswith("export ") for name in line.split()[1:]}
+    exported |= set(makefile_knobs())
     dropped = {"TF_CONFIG", "MLFLOW_TRACKING_URI", "PYTHONPATH", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", *exported}
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(extra)

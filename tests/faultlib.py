@@ -17,7 +17,7 @@ import httpx
 import psutil
 from conftest import ROOT, job_env
 
-from jobs.local import free_ports
+from jobs.processes import free_ports
 
 MLFLOW = Path(sys.executable).with_name("mlflow")
 
@@ -149,3 +149,19 @@ class MlflowServer:
 
     def tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+
+def promote_cnn(work_root: Path, run_id: str) -> list:
+    """The arguments of jobs.promote forcing candidate cnn of run `run_id` on synthetic data."""
+    return [
+        "promote",
+        "--work-dir",
+        work_root,
+        "--run-id",
+        run_id,
+        "--dataset",
+        "synthetic",
+        "--models",
+        "cnn",
+        "--force",
+    ]

@@ -11,7 +11,7 @@ import pytest
 from conftest import assert_one_line_error, run_job
 
 from jobs import data
-from jobs.common import JobError
+from jobs.cli import JobError
 from jobs.paths import Work
 
 # --- synthetic -----------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import assert_one_line_error, run_job
 
-from jobs.common import JobError
+from jobs.cli import JobError
 from jobs.distributed import EXIT_PEER_LOST, Cluster, parse_tf_config, retryable, tf_config
 
 
@@ -75,20 +75,9 @@ def test_malformed_tf_config(text, message):
 
 
 def test_train_with_malformed_tf_config_writes_nothing(ingested):
-    proc = run_job(
-        "train",
-        "--work-dir",
-        ingested,
-        "--run-id",
-        "r",
-        "--dataset",
-        "synthetic",
-        "--model",
-        "cnn",
-        "--epochs",
-        "1",
-        TF_CONFIG='{"cluster": {"worker": ["a:1"]}, "task": {"index": 5}',
-    )
+    where = ("--work-dir", ingested, "--run-id", "r", "--dataset", "synthetic")
+    tf_config = '{"cluster": {"worker": ["a:1"]}, "task": {"index": 5}'
+    proc = run_job("train", *where, "--model", "cnn", "--epochs", "1", TF_CONFIG=tf_config)
     assert_one_line_error(proc, "TF_CONFIG")
     assert proc.returncode == 1, "its own error: a TFJob with restartPolicy ExitCode fails, no retry"
     assert not (ingested / "runs").exists()

@@ -14,9 +14,9 @@ import time
 
 import pytest
 from conftest import run_job
-from faultlib import MlflowServer, finished_epochs, kill_tree, start_job, wait_for
+from faultlib import MlflowServer, finished_epochs, kill_tree, promote_cnn, start_job, wait_for
 
-from jobs.common import write_json
+from jobs.files import write_json
 from jobs.paths import Work
 
 TRAIN = ("--dataset", "synthetic", "--model", "cnn", "--steps-per-epoch", "5")
@@ -39,19 +39,7 @@ def train(work: Work, run_id: str, epochs: int, uri: str, **env: str):
 
 def promote(work: Work, run_id: str, uri: str):
     write_json(work.candidate(run_id, "cnn").eval / "metrics.json", {"accuracy": 0.5, "validation": {"accuracy": 0.5}})
-    return run_job(
-        "promote",
-        "--work-dir",
-        work.root,
-        "--run-id",
-        run_id,
-        "--dataset",
-        "synthetic",
-        "--models",
-        "cnn",
-        "--force",
-        MLFLOW_TRACKING_URI=uri,
-    )
+    return run_job(*promote_cnn(work.root, run_id), MLFLOW_TRACKING_URI=uri)
 
 
 def run_id_of(work: Work, run_id: str) -> str:

@@ -18,11 +18,12 @@ import pytest
 from conftest import ROOT, assert_one_line_error, job_env
 from faultlib import alive, finished_epochs, wait_for
 
-from jobs import data, steps
-from jobs.common import JobError
+from jobs import data, steps, summary
+from jobs.cli import JobError
 from jobs.distributed import EXIT_PEER_LOST, tf_config
-from jobs.local import Runner, Settings, free_ports
+from jobs.local import Runner, Settings
 from jobs.paths import Work
+from jobs.processes import free_ports
 
 EPOCHS = 5
 STEPS = "10"  # per epoch: about 1.5 s each on two workers here, so an epoch has a middle
@@ -120,7 +121,9 @@ def test_worker_killed_mid_training_resumes_from_backup(runner_env, dataset_work
     [restart] = runner.restarts["cnn"]
     assert restart["ended"] == "worker-0 killed by SIGKILL"
     assert restart["reason"], "the last meaningful line of the killed worker"
-    assert f"restart 1 of cnn: worker-0 killed by SIGKILL: {restart['reason']}" in runner.restart_lines()
+    assert f"restart 1 of cnn: worker-0 killed by SIGKILL: {restart['reason']}" in summary.restart_lines(
+        runner.restarts
+    )
     # Resumed, not restarted from epoch 1: every finished epoch was kept (the backup is saved
     # before history.json, so a kill between the two can make the backup one epoch ahead).
     assert resumed_at >= 1

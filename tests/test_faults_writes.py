@@ -10,10 +10,10 @@ import time
 
 import pytest
 from conftest import ROOT, copy_model, run_job
-from faultlib import kill_tree, start_job, wait_for
+from faultlib import kill_tree, promote_cnn, start_job, wait_for
 
 from jobs import data
-from jobs.common import write_json
+from jobs.files import write_json
 from jobs.ingest import ingest
 from jobs.paths import Work, versions
 
@@ -38,6 +38,21 @@ def temp_dirs(folder, name: str) -> list:
     return sorted(folder.glob(f".{name}.tmp-*")) if folder.is_dir() else []
 
 
+def start_big_ingest(work: Work, tmp_path):
+    """A big synthetic ingest on a slow disk, returned once it writes its temp dir."""
+    target = work.dataset("synthetic")
+    args = ("--work-dir", work.root, "--dataset", "synthetic", *BIG)
+    proc = start_job("ingest", *args, log=tmp_path / "ingest.log", **slow_disk(tmp_path))
+    try:
+        wait_for(
+            lambda: temp_dirs(target.parent, "synthetic") or proc.poll() is not None, 300, "ingest to start writing"
+        )
+    except BaseException:
+        kill_tree(proc)
+        raise
+    return proc
+
+
 @pytest.mark.slow
 def test_ingest_killed_mid_write_leaves_the_old_dataset_whole(tmp_path):
     work = Work(tmp_path / "work")
@@ -46,20 +61,8 @@ def test_ingest_killed_mid_write_leaves_the_old_dataset_whole(tmp_path):
     target = work.dataset("synthetic")
     before = data.read_manifest(target)
 
-    proc = start_job(
-        "ingest",
-        "--work-dir",
-        work.root,
-        "--dataset",
-        "synthetic",
-        *BIG,
-        log=tmp_path / "ingest.log",
-        **slow_disk(tmp_path),
-    )
+    proc = start_big_ingest(work, tmp_path)
     try:
-        wait_for(
-            lambda: temp_dirs(target.parent, "synthetic") or proc.poll() is not None, 300, "ingest to start writing"
-        )
         assert proc.poll() is None, f"ingest ended before the kill:\n{(tmp_path / 'ingest.log').read_text()}"
     finally:
         kill_tree(proc)
@@ -81,20 +84,8 @@ def test_ingest_killed_mid_write_leaves_the_old_dataset_whole(tmp_path):
 def test_ingest_killed_before_any_dataset_leaves_none(tmp_path):
     work = Work(tmp_path / "work")
     target = work.dataset("synthetic")
-    proc = start_job(
-        "ingest",
-        "--work-dir",
-        work.root,
-        "--dataset",
-        "synthetic",
-        *BIG,
-        log=tmp_path / "ingest.log",
-        **slow_disk(tmp_path),
-    )
+    proc = start_big_ingest(work, tmp_path)
     try:
-        wait_for(
-            lambda: temp_dirs(target.parent, "synthetic") or proc.poll() is not None, 300, "ingest to start writing"
-        )
         assert proc.poll() is None, "ingest ended before the kill"
     finally:
         kill_tree(proc)
@@ -194,19 +185,7 @@ def test_concurrent_promotions_take_distinct_whole_versions(ingested, trained_mo
     try:
         for _ in range(3):
             procs = [
-                start_job(
-                    "promote",
-                    "--work-dir",
-                    work.root,
-                    "--run-id",
-                    run_id,
-                    "--dataset",
-                    "synthetic",
-                    "--models",
-                    "cnn",
-                    "--force",
-                    log=work.root / f"promote-{run_id}.log",
-                )
+                start_job(*promote_cnn(work.root, run_id), log=work.root / f"promote-{run_id}.log")
                 for run_id in ("p0", "p1")
             ]
             for proc in procs:

@@ -101,21 +101,8 @@ def test_runner_commands_are_the_steps(tmp_path):
     runner = Runner(settings)
     runner.url = "http://127.0.0.1:1"
     train = runner.command(steps.step("train"), model="cnn")
-    assert train == [
-        "py",
-        "-m",
-        "jobs.train",
-        "--work-dir",
-        str(tmp_path),
-        "--run-id",
-        "r",
-        "--dataset",
-        "synthetic",
-        "--model",
-        "cnn",
-        "--epochs",
-        "3",
-    ]
+    run = ["--work-dir", str(tmp_path), "--run-id", "r", "--dataset", "synthetic"]
+    assert train == ["py", "-m", "jobs.train", *run, "--model", "cnn", "--epochs", "3"]
     assert runner.command(steps.step("ingest"))[-2:] == ["--train-size", "10"]
     for step in steps.STEPS:
         assert step.parameters() <= set(steps.PARAMETERS), step.name

@@ -13,9 +13,9 @@ import urllib.request
 import pytest
 from conftest import ROOT, job_env, run_job
 
-from jobs.common import write_json
-from jobs.local import free_ports
+from jobs.files import write_json
 from jobs.paths import Work
+from jobs.processes import free_ports
 
 
 @pytest.fixture
@@ -108,13 +108,11 @@ def test_a_step_run_by_hand_tracks_into_the_work_dirs_store(playground, tmp_path
     the new version is registered in the work dir's store, as inside a run."""
     from mlflow.tracking import MlflowClient
 
-    from jobs.tracking import local_uri
-
     work = Work(tmp_path / "work")
     shutil.copytree(playground.work, work.root, symlinks=True)
     (run,) = (p.name for p in work.root.joinpath("runs").iterdir())
     proc = run_job("promote", "--work-dir", work.root, "--run-id", run, "--dataset", "synthetic", "--force")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"tracking into {local_uri(work)}" in proc.stderr
-    champion = MlflowClient(local_uri(work)).get_model_version_by_alias("fmnist", "champion")
+    assert f"tracking into {work.mlflow_uri}" in proc.stderr
+    champion = MlflowClient(work.mlflow_uri).get_model_version_by_alias("fmnist", "champion")
     assert champion.tags["serving_version"] == "2"

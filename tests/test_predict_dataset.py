@@ -7,7 +7,8 @@ import pytest
 from conftest import assert_one_line_error, run_job
 
 from jobs import data
-from jobs.common import JobError, write_json
+from jobs.cli import JobError
+from jobs.files import write_json
 from jobs.paths import Work
 from jobs.predict import sample_dataset
 

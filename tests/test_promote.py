@@ -8,7 +8,7 @@ import json
 import pytest
 from conftest import assert_one_line_error, copy_model, run_job
 
-from jobs.common import write_json
+from jobs.files import write_json
 from jobs.paths import Work, versions
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from jobs import report
-from jobs.common import write_json
 from jobs.data import CLASS_NAMES
+from jobs.files import write_json
 from jobs.paths import Work
 
 HISTORY = [

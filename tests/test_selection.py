@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from jobs.common import JobError
+from jobs.cli import JobError
 from jobs.selection import Gate, McNemar, best_candidate, binomial_tail, decide, mcnemar
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jobs import serving_config
-from jobs.common import JobError
+from jobs.cli import JobError
 from jobs.paths import Work
 
 

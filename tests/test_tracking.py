@@ -25,8 +25,8 @@ from conftest import ROOT, job_env, run_job
 from faultlib import MlflowServer
 
 from jobs.distributed import tf_config
-from jobs.local import free_ports
 from jobs.paths import Work
+from jobs.processes import free_ports
 
 EXPERIMENT = "fmnist"
 TRAIN = ("--dataset", "synthetic", "--epochs", "2", "--steps-per-epoch", "6", "--batch-per-worker", "32")

@@ -11,8 +11,8 @@ import pytest
 from conftest import ROOT, encode, job_env
 
 from jobs.distributed import tf_config
-from jobs.local import free_ports
 from jobs.paths import Work
+from jobs.processes import free_ports
 
 
 def train_cluster(work_dir, workers: int, *extra: str, **env: str) -> list[subprocess.CompletedProcess]:

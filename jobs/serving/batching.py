@@ -28,8 +28,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from jobs import tf_errors
 from jobs.serving import servable as servables
-from jobs.serving.errors import INTERNAL, ApiError, bad_request, deadline_exceeded, overloaded, short_error
+from jobs.serving.errors import INTERNAL, ApiError, bad_request, deadline_exceeded, overloaded
 from jobs.serving.limits import LIGHT_PIXELS, RETRY_AFTER_SECONDS
 from jobs.serving.servable import Servable, Signature
 
@@ -277,7 +278,7 @@ class Scheduler:
         if len(batch) == 1 and batch[0][2] - batch[0][1] == 1:
             work, start, _ = batch[0]
             with self._cond:
-                self._finish(work, bad_request(f"{work.where}[{start}]: {short_error(err)}"))
+                self._finish(work, bad_request(f"{work.where}[{start}]: {tf_errors.reason(err)}"))
             return
         items = _halves_of_one(batch[0]) if len(batch) == 1 else batch
         half = len(items) // 2

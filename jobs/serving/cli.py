@@ -8,7 +8,7 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
-from jobs.common import JobError, parser, port_number, positive_float, positive_int
+from jobs.cli import JobError, parser, port_number, positive_float, positive_int
 from jobs.paths import MODEL_NAME
 from jobs.serving import limits as limits_module
 from jobs.serving.app import Settings, create_app
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_can_listen(args.host, args.port)  # before the slow TensorFlow import
     import uvicorn
 
-    from jobs.common import configure_threads
+    from jobs.cpus import configure_threads
 
     threads = configure_threads()
     log.info("TensorFlow uses %d CPU threads", threads)

@@ -40,16 +40,7 @@ def deadline_exceeded(seconds: float) -> ApiError:
 
 INTERNAL = "Internal error (see the server log)"
 
-_NOISE = ("Graph execution error", "Detected at node", "[[{{node", "<stack traces", "Op:__inference", "{{function_node")
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[\w.@+-]+/)*[\w.@+-]+")
-
-
-def short_error(err: BaseException) -> str:
-    """One line from a TensorFlow error: its message without node names and stack notes."""
-    text = getattr(err, "message", None) or str(err) or type(err).__name__
-    lines = [line.strip() for line in text.splitlines()]
-    kept = [line for line in lines if line and not line.startswith(_NOISE)]
-    return " ".join(kept or lines)[:500]
 
 
 def without_paths(text: str, folder: str) -> str:

@@ -4,7 +4,6 @@ metadata TF Serving prints for it, and how a signature is called with numpy inpu
 from __future__ import annotations
 
 import dataclasses
-import io
 import threading
 from pathlib import Path
 from typing import Any
@@ -85,11 +84,10 @@ def signature_metadata(path: Path) -> dict:
 def _warmup_value(spec: TensorSpec) -> np.ndarray:
     shape = tuple(1 if dim is None else dim for dim in spec.shape)
     if spec.is_string:
-        from PIL import Image
+        from jobs import png
+        from jobs.data import IMAGE_SHAPE
 
-        buffer = io.BytesIO()
-        Image.new("L", (28, 28)).save(buffer, "PNG")
-        return np.full(shape, buffer.getvalue(), dtype=object)
+        return np.full(shape, png.encode(np.zeros(IMAGE_SHAPE, np.uint8)), dtype=object)
     return np.zeros(shape, spec.dtype)
 
 

@@ -23,9 +23,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from jobs import tf_errors
 from jobs.paths import versions
 from jobs.serving import servable as servables
-from jobs.serving.errors import not_found, short_error, without_paths
+from jobs.serving.errors import not_found, without_paths
 from jobs.serving.servable import Servable
 
 log = logging.getLogger("jobs.serve")
@@ -204,7 +205,7 @@ class ModelManager:
         previous = self._failed.get(version)
         attempts = (previous.attempts + 1) if previous and previous.fingerprint == print_ else 1
         self._failed[version] = Failure(print_, attempts, time.monotonic() + self.retry_seconds)
-        reason = short_error(err)
+        reason = tf_errors.reason(err)
         # The status is for clients: no server paths in it; the log keeps them.
         message = f"failed to load version {version}: {without_paths(reason, str(path))}"
         with self._lock:

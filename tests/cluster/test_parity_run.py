@@ -28,7 +28,7 @@ import psutil
 import pytest
 import yaml
 
-from jobs.local import free_ports
+from jobs.processes import free_ports, server_argv
 from tests.cluster import workflow
 
 ROOT = workflow.ROOT
@@ -180,19 +180,7 @@ def server(tmp_path):
     [port] = free_ports(1)
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 (the server writes it until killed)
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jobs.serve",
-            "--model-base-path",
-            str(work / "models" / "fmnist"),
-            "--model-name",
-            "fmnist",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        server_argv(sys.executable, work / "models" / "fmnist", port),
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,

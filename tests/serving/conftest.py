@@ -23,7 +23,7 @@ import httpx
 import numpy as np
 import pytest
 
-from jobs.local import free_ports
+from jobs.processes import free_ports, server_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVING_URL = os.environ.get("SERVING_URL", "").rstrip("/")
@@ -69,22 +69,7 @@ class LocalServer:
             self.url = f"http://127.0.0.1:{port}"
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "jobs.serve",
-                        "--model-base-path",
-                        str(self.base),
-                        "--model-name",
-                        "fmnist",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                        "--poll-seconds",
-                        "0.2",
-                        *self.extra,
-                    ],
+                    [*server_argv(sys.executable, self.base, port), "--poll-seconds", "0.2", *self.extra],
                     cwd=ROOT,
                     env=env(),
                     stdout=log,

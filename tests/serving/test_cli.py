@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+from jobs.processes import server_argv
+
 from .conftest import ROOT, encode, env, local_only, one_line_error, run_predict
 
 
@@ -18,21 +20,15 @@ def test_wait_for_the_latest_version(server_url, serving_work):
     assert "version=1" in proc.stdout.splitlines()
 
 
+def check(server_url, serving_work, min_accuracy: str, samples: str):
+    """jobs.predict --check on the synthetic test split through the server."""
+    where = ("--url", server_url, "--work-dir", serving_work, "--dataset", "synthetic")
+    return run_predict(*where, "--check", "--min-accuracy", min_accuracy, "--samples", samples)
+
+
 @local_only
 def test_check_scores_the_test_split(server_url, serving_work):
-    proc = run_predict(
-        "--url",
-        server_url,
-        "--work-dir",
-        serving_work,
-        "--dataset",
-        "synthetic",
-        "--check",
-        "--min-accuracy",
-        "0.5",
-        "--samples",
-        "300",
-    )
+    proc = check(server_url, serving_work, "0.5", "300")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert "samples=300" in lines
@@ -42,19 +38,7 @@ def test_check_scores_the_test_split(server_url, serving_work):
 
 @local_only
 def test_check_fails_below_the_threshold(server_url, serving_work):
-    proc = run_predict(
-        "--url",
-        server_url,
-        "--work-dir",
-        serving_work,
-        "--dataset",
-        "synthetic",
-        "--check",
-        "--min-accuracy",
-        "1",
-        "--samples",
-        "200",
-    )
+    proc = check(server_url, serving_work, "1", "200")
     if "accuracy=1\n" in proc.stdout:  # a perfect score cannot fail the highest threshold
         return
     assert "below --min-accuracy" in one_line_error(proc)
@@ -103,7 +87,7 @@ def test_client_mistakes_are_one_line(server_url, tmp_path):
 
 
 def test_unreachable_server_is_one_line(tmp_path):
-    from jobs.local import free_ports
+    from jobs.processes import free_ports
 
     proc = run_predict(
         "--url", f"http://127.0.0.1:{free_ports(1)[0]}", "--work-dir", tmp_path, "--wait-version", "1", "--timeout", "1"
@@ -114,39 +98,19 @@ def test_unreachable_server_is_one_line(tmp_path):
     assert "cannot reach" in one_line_error(run_predict("--url", f"http://127.0.0.1:{free_ports(1)[0]}", image))
 
 
+def run_serve(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout)
+
+
 def test_serve_refuses_a_missing_model_base_path(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "jobs.serve", "--model-base-path", str(tmp_path / "none"), "--port", "0"],
-        cwd=ROOT,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert "is not a folder" in one_line_error(proc)
+    argv = [sys.executable, "-m", "jobs.serve", "--model-base-path", str(tmp_path / "none"), "--port", "0"]
+    assert "is not a folder" in one_line_error(run_serve(argv, timeout=120))
 
 
 @local_only
 def test_serve_says_when_the_port_is_taken(server_url, serving_work):
     port = server_url.rsplit(":", 1)[1]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jobs.serve",
-            "--model-base-path",
-            str(serving_work / "models" / "fmnist"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            port,
-        ],
-        cwd=ROOT,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_serve(server_argv(sys.executable, serving_work / "models" / "fmnist", port), timeout=300)
     assert "cannot listen" in one_line_error(proc)
 
 

@@ -1,0 +1,144 @@
+"""The Makefile's knobs: declared once (a `# knob:` line above `NAME ?= default`), listed by
+`make help` from there, and each one set reaches the job that uses it: make exports it, the
+hack/ script passes it on, the job's parser takes it. An empty pipeline knob leaves the job's
+default in force, and the defaults the Makefile names are the job's and the workflow's."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, makefile_knobs
+
+from jobs import data, local_settings
+
+KNOBS = makefile_knobs()
+# A value to set for each knob `make local` uses: (the value, jobs.local's attribute, parsed).
+LOCAL = {
+    "WORK_DIR": ("elsewhere", "work_dir", Path("elsewhere")),
+    "DATASET": ("synthetic", "dataset", "synthetic"),
+    "EPOCHS": ("7", "epochs", 7),
+    "WORKERS": ("3", "workers", 3),
+    "MODELS": ("dropout,cnn", "models", ["dropout", "cnn"]),
+    "MIN_ACCURACY": ("0.55", "min_accuracy", 0.55),
+    "PROMOTE": ("force", "promote", "force"),
+    "INGEST_ARGS": ("--train-size 100", "ingest_args", "--train-size 100"),
+    "TRAIN_ARGS": ("--seed 3", "train_args", "--seed 3"),
+}
+# The knobs `make pipeline` passes as workflow parameters.
+WORKFLOW = {"DATASET": "dataset", "EPOCHS": "epochs", "WORKERS": "workers", "MODELS": "models"}
+WORKFLOW["MIN_ACCURACY"] = "min-accuracy"
+
+
+def make_env(**knobs: str) -> dict[str, str]:
+    """The environment make gives its recipes, with `knobs` set on the command line."""
+    env = {k: v for k, v in os.environ.items() if k not in KNOBS and not k.startswith("MAKE")}
+    proc = subprocess.run(
+        ["make", "-s", "--no-print-directory", "--eval", "_env: ; @env -0", "_env"]
+        + [f"{k}={v}" for k, v in knobs.items()],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(item.split("=", 1) for item in proc.stdout.split("\0") if "=" in item)
+
+
+def recorder(folder: Path, name: str, body: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(f"#!/usr/bin/env bash\n{body}\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def local_argv(tmp_path: Path, **knobs: str) -> list[str]:
+    """The jobs.local arguments that `make local` with `knobs` runs (through hack/local.sh)."""
+    venv = tmp_path / "venv"
+    record = tmp_path / "argv"
+    recorder(venv / "bin", "python", f'printf "%s\\0" "$@" > "{record}"')
+    env = {**make_env(**knobs), "VENV": str(venv)}
+    subprocess.run(["hack/local.sh"], cwd=ROOT, env=env, check=True, timeout=60)
+    argv = record.read_text().split("\0")[:-1]
+    assert argv[:2] == ["-m", "jobs.local"], argv
+    return argv[2:]
+
+
+def test_make_help_lists_every_knob_from_its_declaration():
+    text = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    for name, (_, what) in KNOBS.items():
+        assert re.search(rf"^  {name} +{re.escape(what)}", plain, re.M), f"make help does not list {name}"
+    exported = make_env()
+    assert set(KNOBS) <= set(exported), "every knob is exported to the scripts"
+
+
+def test_every_local_knob_reaches_jobs_local(tmp_path):
+    argv = local_argv(tmp_path, **{name: value for name, (value, _, _) in LOCAL.items()})
+    args = local_settings.build_parser().parse_args(argv)
+    for name, (_, attribute, parsed) in LOCAL.items():
+        assert getattr(args, attribute) == parsed, f"make local {name}=... did not reach jobs.local: {argv}"
+
+
+def test_empty_knobs_leave_the_defaults_the_makefile_names(tmp_path):
+    argv = local_argv(tmp_path)
+    assert argv == [f"--work-dir={KNOBS['WORK_DIR'][0]}"], "an empty knob is not passed on"
+    parser = local_settings.build_parser()
+    workflow = yaml.safe_load((ROOT / "workflows/e2e.yaml").read_text())
+    parameters = {p["name"]: p for p in workflow["spec"]["arguments"]["parameters"]}
+    for name, parameter in WORKFLOW.items():
+        default = parser.get_default(LOCAL[name][1])
+        default = ",".join(default) if isinstance(default, list | tuple) else str(default)
+        assert str(parameters[parameter]["value"]) == default, f"{name}: jobs.local and workflows/e2e.yaml differ"
+        named = re.search(r"\(empty: ([^)]*)\)", KNOBS[name][1])
+        if named and name != "DATASET":
+            assert named[1] == default, f"the Makefile says {name} defaults to {named[1]}, jobs.local to {default}"
+    assert parameters["dataset"]["enum"] == list(data.SOURCES)
+    assert parser.get_default("promote") in KNOBS["PROMOTE"][1]
+
+
+def test_every_pipeline_knob_reaches_the_workflow(tmp_path):
+    lib = (ROOT / "hack/lib.sh").read_text()
+    argo_version = re.search(r"^ARGO_VERSION=(\S+)", lib, re.M)[1]
+    record = tmp_path / "argo-submit"
+    stubs = tmp_path / "bin"
+    recorder(
+        stubs,
+        "argo",
+        f'case "$1" in version) echo "argo: {argo_version}" ;; '
+        f'submit) printf "%s\\n" "$@" > "{record}"; echo workflow/wf ;; esac',
+    )
+    recorder(
+        stubs,
+        "kubectl",
+        'case "$*" in *"--client"*) echo "  minor: \\"99\\"" ;; *status.phase*) echo Succeeded ;; esac',
+    )
+    knobs = {name: LOCAL[name][0] for name in WORKFLOW}
+    env = {**make_env(**knobs), "IMAGE": "fmnist-jobs:test"}
+    env["PATH"] = f"{stubs}{os.pathsep}{env['PATH']}"
+    proc = subprocess.run(["hack/pipeline.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    submitted = record.read_text().splitlines()
+    for name, parameter in WORKFLOW.items():
+        assert f"{parameter}={knobs[name]}" in submitted, f"make pipeline {name}=... is not passed: {submitted}"
+
+
+@pytest.mark.parametrize("name", sorted(set(KNOBS) - set(LOCAL)))
+def test_every_other_knob_is_read_by_a_script(name):
+    readers = [p.name for p in (ROOT / "hack").glob("*.sh") if re.search(rf"\$\{{{name}\b", p.read_text())]
+    assert readers or re.search(rf"\$\({name}\)", (ROOT / "Makefile").read_text()), f"no script reads {name}"
+
+
+def test_the_readme_names_the_same_defaults():
+    rows = dict(re.findall(r"^\| `([A-Z_]+)` \| `([^`]*)`", (ROOT / "README.md").read_text(), re.M))
+    parser = local_settings.build_parser()
+    for name in ("EPOCHS", "WORKERS", "MODELS", "MIN_ACCURACY", "PROMOTE", "WORK_DIR", "DATASET"):
+        default = parser.get_default(LOCAL[name][1])
+        default = ",".join(default) if isinstance(default, list | tuple) else str(default)
+        assert rows.get(name) == default, f"README.md says {name} defaults to {rows.get(name)}, jobs.local {default}"

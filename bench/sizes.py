@@ -21,6 +21,7 @@ class Sizes:
     e2e: tuple[str, ...] = ()  # extra jobs.local flags (none: the default settings)
     e2e_repeats: int = 3
     timeout: float = 600.0  # for any one child process
+    together: bool = False  # run the sections at the same time (they then measure each other)
 
 
 FULL = Sizes()
@@ -29,14 +30,14 @@ FULL = Sizes()
 QUICK = Sizes(
     repeats=1,
     e2e_repeats=1,
-    train_size=2_000,
-    epoch_images=640,
+    train_size=640,
+    epoch_images=256,
     epochs=2,
-    split_steps=3,
-    split_fit_steps=6,
-    pipeline_batches=20,
-    latency_requests={1: 10, 32: 4},
-    load_requests={1: 8, 8: 16, 32: 32},
+    split_steps=2,
+    split_fit_steps=3,
+    pipeline_batches=10,
+    latency_requests={1: 5, 32: 2},
+    load_requests={1: 4, 8: 8, 32: 32},
     e2e=(
         "--epochs",
         "1",
@@ -46,8 +47,9 @@ QUICK = Sizes(
         "1",
         "--min-accuracy",
         "0",
-        "--ingest-args=--train-size 640 --test-size 200",
-        "--train-args=--steps-per-epoch 3",
+        "--ingest-args=--train-size 320 --test-size 100",
+        "--train-args=--steps-per-epoch 2",
     ),
     timeout=300.0,
+    together=True,
 )

@@ -9,7 +9,7 @@
 #   WORKERS (2)         MWMS processes for the multi-worker figures
 #   WORK_DIR (.work)    where real Fashion-MNIST is looked for (nothing is downloaded)
 #   RESULTS (results)   output folder (gitignored)
-#   BENCH_ARGS          more flags, e.g. "--quick" (under a minute, tiny sizes) or
+#   BENCH_ARGS          more flags, e.g. "--quick" (every path at tiny sizes, sections at once) or
 #                       "--url http://127.0.0.1:8501 --model-dir <SavedModel>" (serving only,
 #                       against a TF Serving you port-forwarded)
 set -o errexit -o nounset -o pipefail

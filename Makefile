@@ -141,8 +141,12 @@ test-fast: venv-dev ## Run the tests not marked slow
 	hack/test.sh -m "not slow"
 
 .PHONY: bench
-bench: venv-dev ## Measure training, input, serving and end-to-end speed
+bench: venv-dev ## Measure training, input, serving and end-to-end speed (python -m bench)
 	hack/bench.sh
+
+.PHONY: bench-docs
+bench-docs: venv-dev ## Put the latest full results/bench-*.json into docs/benchmarks.md's table
+	hack/bench.sh docs
 
 ##@ Kubernetes (needs docker, k3d, kubectl, argo)
 

@@ -24,7 +24,7 @@ from jobs import distributed, lifecycle, local_settings, processes, run_info, st
 from jobs.cli import JobError, run
 from jobs.cpus import cpu_count
 from jobs.local_settings import Settings
-from jobs.processes import Process, free_ports  # noqa: F401 (jobs/bench.py imports them from here)
+from jobs.processes import Process, free_ports
 
 log = logging.getLogger("jobs.local")
 

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, encode, job_env
+from conftest import ROOT, encode, job_env, run_job
 
 from jobs.distributed import tf_config
 from jobs.paths import Work
@@ -109,28 +109,10 @@ def test_two_workers_train_save_and_clean_up(ingested, mlflow_uri):
 @pytest.mark.slow
 def test_single_replica_has_no_tf_config(ingested):
     """A TFJob with one replica gets no TF_CONFIG: plain single-process training."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jobs.train",
-            "--work-dir",
-            str(ingested),
-            "--run-id",
-            "solo",
-            "--dataset",
-            "synthetic",
-            "--model",
-            "batchnorm",
-            "--epochs",
-            "1",
-            "--steps-per-epoch",
-            "5",
-        ],
-        cwd=ROOT,
-        env=job_env(),
-        capture_output=True,
-        text=True,
+    proc = run_job(
+        "train",
+        *("--work-dir", ingested, "--run-id", "solo", "--dataset", "synthetic", "--model", "batchnorm"),
+        *("--epochs", "1", "--steps-per-epoch", "5"),
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

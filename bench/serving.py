@@ -1,0 +1,187 @@
+"""Serving section: p50/p99 latency for 1 and 32 images per request and throughput at
+concurrency 1, 8, 32 against the local server (`jobs.serve`) or --url, with the same
+SavedModel called in this process as the baseline."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from bench import client
+from bench.processes import child_env
+from bench.results import Figures, percentile
+from bench.sizes import Sizes
+from jobs import data
+from jobs.cli import JobError
+from jobs.paths import Work
+from jobs.png import encode
+from jobs.predict import Client, wait_for_version
+from jobs.processes import Process, free_ports, server_argv, stop
+
+log = logging.getLogger("bench.serving")
+
+CONCURRENCY = (1, 8, 32)
+SERVER_START_TIMEOUT = 180.0
+URL_TIMEOUT = 60.0
+
+
+@dataclasses.dataclass
+class Target:
+    url: str
+    model: str
+    where: str  # in the figures' labels
+    baseline: InProcess | None
+
+
+def sample_images(count: int) -> list[bytes]:
+    return [encode(pixels) for pixels in data.synthetic(count, 10, seed=1)["train"].images]
+
+
+def export_model(target: Path) -> Path:
+    """An untrained cnn exported like a promoted one: timing does not depend on the weights."""
+    from jobs import export, models
+
+    version = target / "1"
+    export.save(models.build("cnn"), version)
+    return version
+
+
+@contextlib.contextmanager
+def local_server(base: Path, model: str, logs: Path, python: str) -> Iterator[str]:
+    """`jobs.serve` on a free 127.0.0.1 port, yielded once version 1 is AVAILABLE."""
+    port = free_ports(1)[0]
+    process = Process(server_argv(python, base, port, model), logs / "serve.log", "[serve]", False, child_env())
+
+    def running() -> None:
+        if process.poll() is not None:
+            raise JobError(f"the model server exited\n{process.describe_failure()}")
+
+    try:
+        wait_for_version(Client(f"http://127.0.0.1:{port}", model), 1, SERVER_START_TIMEOUT, 0.5, running)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop([process], 5.0)
+
+
+def served_version(server: Client) -> int:
+    """The highest version a running server reports (the one --url serves)."""
+    try:
+        versions = [int(entry["version"]) for entry in server.status().get("model_version_status", [])]
+    except (KeyError, TypeError, ValueError):
+        versions = []
+    if not versions:
+        raise JobError(f"{server.url} reports no version of {server.model}")
+    return max(versions)
+
+
+class InProcess:
+    """The baseline: the same SavedModel's serving_default called in this process, the way the
+    server calls it (tensor in, every output fetched as numpy)."""
+
+    def __init__(self, model_dir: Path):
+        import tensorflow as tf
+
+        self._tf = tf
+        self._loaded = tf.saved_model.load(str(model_dir))
+        self._fn = self._loaded.signatures["serving_default"]
+
+    def __call__(self, images: Sequence[bytes]) -> None:
+        outputs = self._fn(image_bytes=self._tf.constant(list(images), dtype=self._tf.string))
+        for value in outputs.values():
+            value.numpy()
+
+
+def latencies_ms(call: Callable[[], None], count: int, warmup: int = 3) -> list[float]:
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def server_latencies_ms(target: Target, body: bytes, count: int) -> list[float]:
+    async def measure() -> list[float]:
+        connection = client.Connection(target.url, target.model)
+        try:
+            return await client.latencies_ms(connection, body, count)
+        finally:
+            connection.close()
+
+    return asyncio.run(measure())
+
+
+@contextlib.contextmanager
+def target(work: Work, python: str, url: str | None, model: str, model_dir: Path | None) -> Iterator[Target]:
+    """The server to measure: a local one on an exported cnn, or the one at --url."""
+    if url is None:
+        model_dir = export_model(work.served())
+        with local_server(work.served(), model, work.root / "logs", python) as local:
+            yield Target(local, model, "local server", InProcess(model_dir))
+        return
+    url = url.rstrip("/")
+    remote = Client(url, model)
+    wait_for_version(remote, served_version(remote), URL_TIMEOUT)
+    yield Target(url, model, "server at --url", InProcess(model_dir) if model_dir is not None else None)
+
+
+def run(figures: Figures, sizes: Sizes, work: Work, python: str, url: str | None, model: str, model_dir: Path | None):
+    images = sample_images(64)
+    with target(work, python, url, model, model_dir) as server:
+        for rep in range(sizes.repeats):
+            for n, count in sizes.latency_requests.items():
+                log.info("serving: latency with %d image(s) per request, repeat %d/%d", n, rep + 1, sizes.repeats)
+                latency(figures, server, images[:n], count)
+            if server.baseline is not None:
+                inprocess_throughput(figures, server.baseline, images[:32], sizes.latency_requests[32])
+            bodies = [client.predict_body([image]) for image in images]
+            for concurrency in CONCURRENCY:
+                throughput(figures, server, bodies, concurrency, sizes.load_requests[concurrency], sizes.timeout)
+    if server.baseline is None:
+        figures.text("serve.baseline", "in-process baseline", "skipped (no --model-dir)")
+
+
+def latency(figures: Figures, server: Target, images: list[bytes], count: int) -> None:
+    """Server latency for one request size, then the in-process baseline and the overhead."""
+    n = len(images)
+    images_text = "1 image" if n == 1 else f"{n} images"
+    remote = server_latencies_ms(server, client.predict_body(images), count)
+    add_latency(figures, f"server{n}", f"{server.where}, {images_text}/request", remote)
+    if server.baseline is None:
+        return
+    local = latencies_ms(lambda: server.baseline(images), count)
+    add_latency(figures, f"inproc{n}", f"in-process, {images_text}/call", local)
+    p50_server, p50_local = percentile(remote, 50), percentile(local, 50)
+    label = f"server overhead at p50, {images_text} (server − in-process)"
+    figures.add(f"serve.overhead{n}.p50", label, "ms", p50_server - p50_local, target="<= 2" if n == 1 else "")
+    figures.add(f"serve.ratio{n}.p50", f"server ÷ in-process at p50, {images_text}", "ratio", p50_server / p50_local)
+
+
+def add_latency(figures: Figures, key: str, label: str, times: list[float]) -> None:
+    figures.add(f"serve.{key}.p50", f"p50 latency, {label}", "ms", percentile(times, 50))
+    figures.add(f"serve.{key}.p99", f"p99 latency, {label}", "ms", percentile(times, 99))
+
+
+def inprocess_throughput(figures: Figures, baseline: InProcess, images: list[bytes], calls: int) -> None:
+    started = time.perf_counter()
+    for _ in range(calls):
+        baseline(images)
+    rate = calls * len(images) / (time.perf_counter() - started)
+    label = f"in-process throughput, {len(images)} images/call, sequential"
+    figures.add(f"serve.inproc.throughput{len(images)}", label, "images/s", rate)
+
+
+def throughput(figures: Figures, server: Target, bodies: list[bytes], concurrency: int, total: int, timeout: float):
+    log.info("serving: %d requests at concurrency %d", total, concurrency)
+    ok, errors, seconds = asyncio.run(client.load(server.url, server.model, bodies, concurrency, total, timeout))
+    label = f"{server.where} throughput, concurrency {concurrency}, 1 image/request"
+    figures.add(f"serve.throughput.c{concurrency}", label, "images/s", ok / seconds)
+    label = f"errors at concurrency {concurrency}"
+    figures.add(f"serve.errors.c{concurrency}", label, "requests", errors, target="<= 0" if concurrency == 32 else "")

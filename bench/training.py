@@ -1,0 +1,103 @@
+"""Training section: images/s of the default CNN trained by `jobs.train` on one process vs
+WORKERS MultiWorkerMirroredStrategy processes on the same cores, then the step split measured
+inside WORKERS worker processes (`python -m bench.worker`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from bench.processes import run_group, worker_group
+from bench.results import Figures
+from bench.sizes import Sizes
+from jobs import data
+from jobs.cli import JobError
+from jobs.files import read_json
+from jobs.paths import Work
+
+log = logging.getLogger("bench.training")
+
+BATCH = 64  # per worker, as jobs.train
+MODEL = "cnn"
+
+
+def ingest_synthetic(work: Work, train_size: int) -> None:
+    source = {"name": "synthetic", "train_size": train_size, "test_size": 200, "seed": 0}
+    data.write(data.synthetic(train_size, 200, seed=0), work.dataset("synthetic"), source)
+
+
+def train_throughput(history: dict, skip: int = 1) -> float:
+    """images/s over the epochs after the first `skip` (compile and warm-up)."""
+    from jobs.train import images_per_second
+
+    epochs = [e for e in history["epochs"] if e["epoch"] >= skip]
+    if not epochs:
+        raise JobError("training history has no epoch after the warm-up epoch")
+    return images_per_second(epochs)
+
+
+def train_once(work: Work, run_id: str, workers: int, steps: int, sizes: Sizes, python: str) -> float:
+    """One `jobs.train` job of the cnn, launched like jobs.local launches it; its throughput."""
+    argv = [python, "-m", "jobs.train", "--work-dir", str(work.root), "--run-id", run_id, "--dataset", "synthetic"]
+    argv += ["--model", MODEL, "--epochs", str(sizes.epochs), "--steps-per-epoch", str(steps)]
+    run_group(worker_group(argv, workers), work.root / "logs", run_id, sizes.timeout)
+    return train_throughput(read_json(work.candidate(run_id, MODEL).history))
+
+
+def run(figures: Figures, sizes: Sizes, work: Work, workers: int, python: str, pipeline: Callable[[], float] | None):
+    """Each repeat trains single and multi back to back (alternating which goes first, so a
+    drift in load cancels), then measures the input pipeline against the single rate."""
+    ingest_synthetic(work, sizes.train_size)
+    steps = {"single": max(1, sizes.epoch_images // BATCH), "multi": max(1, sizes.epoch_images // (BATCH * workers))}
+    for rep in range(sizes.repeats):
+        measured = {}
+        for kind in ("single", "multi") if rep % 2 == 0 else ("multi", "single"):
+            n = 1 if kind == "single" else workers
+            log.info("training: %s (%d process(es)), repeat %d/%d", kind, n, rep + 1, sizes.repeats)
+            measured[kind] = train_once(work, f"{kind}-{rep}", n, steps[kind], sizes, python)
+        add_training(figures, measured, workers)
+        if pipeline is not None:
+            add_headroom(figures, pipeline(), measured["single"])
+    if workers > 1:
+        step_split(figures, sizes, work, workers, python)
+
+
+def add_training(figures: Figures, measured: dict[str, float], workers: int) -> None:
+    figures.add("train.single", "training, 1 process on all cores", "images/s", measured["single"])
+    figures.add("train.multi", f"training, {workers} MWMS workers on the same cores", "images/s", measured["multi"])
+    efficiency = measured["multi"] / measured["single"]
+    label = "multi-worker scaling efficiency (multi ÷ single)"
+    figures.add("train.efficiency", label, "ratio", efficiency, target=">= 0.8")
+
+
+def add_headroom(figures: Figures, delivered: float, consumed: float) -> None:
+    figures.add("input.pipeline", "input pipeline alone (batch 64)", "images/s", delivered)
+    label = "input pipeline ÷ training consumption (1 process)"
+    figures.add("input.headroom", label, "ratio", delivered / consumed, target=">= 5")
+
+
+def step_split(figures: Figures, sizes: Sizes, work: Work, workers: int, python: str) -> None:
+    """Runs `python -m bench.worker` in `workers` MWMS processes; reads the chief's timings."""
+    out = work.root / "split.json"
+    argv = [python, "-m", "bench.worker", "--out", str(out), "--steps", str(sizes.split_steps)]
+    argv += ["--fit-steps", str(sizes.split_fit_steps), "--repeats", str(sizes.repeats)]
+    log.info("training: step split in %d workers", workers)
+    run_group(worker_group(argv, workers), work.root / "logs", "split", sizes.timeout)
+    add_split(figures, read_json(out))
+
+
+def add_split(figures: Figures, result: dict) -> None:
+    labels = {
+        "compute": f"step split: forward+backward, {result['batch_per_worker']} images per worker",
+        "allreduce": f"step split: gradient all-reduce ({result['gradient_bytes'] / 2**20:.2f} MiB)",
+        "custom": "step split: custom-loop step (compute + all-reduce + Adam)",
+        "fit": "step split: Keras fit step, steps_per_execution=1",
+        "fit_spe": (
+            f"step split: Keras fit step, steps_per_execution={result['steps_per_execution']} (jobs.train's default)"
+        ),
+    }
+    for name, label in labels.items():
+        for value in result["ms"][name]:
+            figures.add(f"split.{name}", label, "ms/step", value)
+    for custom, fit in zip(result["ms"]["custom"], result["ms"]["fit"], strict=True):
+        figures.add("split.fit_overhead", "step split: Keras fit step − custom-loop step", "ms/step", fit - custom)

@@ -79,9 +79,34 @@ def publish(source: Path, base: Path, record: dict) -> int:
     return version
 
 
-def register(work: Work, tracker, result: dict) -> str | None:
+def logged_model(work: Work, tracker, result: dict, example) -> str | None:
+    """The chosen candidate's LoggedModel: the one its training logged, or, when training lost
+    the tracking server before logging it, one logged now into the candidate's run, so that the
+    registry version is still a model MLflow can load."""
+    if result["model_id"] or not result["mlflow_run_id"]:
+        return result["model_id"]
+    candidate = work.candidate(result["run_id"], result["model"])
+    info = read_json(candidate.run_info) if candidate.run_info.exists() else {}
+    log.info("%s has no logged model in MLflow (tracking was away when it finished): logging it now", result["model"])
+    model_id = tracker.log_model(
+        result["mlflow_run_id"],
+        candidate.model,
+        name=result["model"],
+        step=max(0, info.get("epochs_trained", 1) - 1),
+        example=example,
+        params=info.get("params", {}),
+        tags={"pipeline_run": result["run_id"], "model": result["model"], "dataset": result["dataset"]},
+    )
+    if model_id:
+        write_json(candidate.run_info, {**read_json(candidate.run_info), "model_id": model_id})
+    return model_id
+
+
+def register(work: Work, tracker, result: dict, example) -> str | None:
     """The promoted candidate as a new version of the registered model, from its LoggedModel,
-    tagged with the served folder; the folder's promotion.json then names the version."""
+    tagged with the served folder; the folder's promotion.json then names the version.
+    `example`: a few test images, the input example of a LoggedModel logged here."""
+    result["model_id"] = logged_model(work, tracker, result, example)
     version = result["version"]
     folder = work.served() / str(version)
     tags = {
@@ -118,9 +143,9 @@ def register(work: Work, tracker, result: dict) -> str | None:
     return registered
 
 
-def track(work: Work, tracker, result: dict, gate: Gate, force: bool) -> None:
+def track(work: Work, tracker, result: dict, gate: Gate, force: bool, example) -> None:
     """The decision in the parent run (params, metrics, tags, a description) and in the
-    chosen candidate's run; the registry version if promoted."""
+    chosen candidate's run; the registry version if promoted (`example`: see register)."""
     parent, child = result["mlflow_parent_run_id"], result["mlflow_run_id"]
     comparison = result["mcnemar"] or {}
     figures = {
@@ -154,7 +179,7 @@ def track(work: Work, tracker, result: dict, gate: Gate, force: bool) -> None:
     tracker.log_metrics(child, {k: v for k, v in figures.items() if k != "promoted"})
     tracker.set_tags(child, {"selected": "true", "decision": result["decision"]})
     if result["promoted"]:
-        result["registered_version"] = register(work, tracker, result)
+        result["registered_version"] = register(work, tracker, result, example)
         tags["registered_version"] = str(result["registered_version"])
         tracker.set_tags(
             child,
@@ -264,7 +289,7 @@ def promote(work: Work, run_id: str, dataset: str, names: Sequence[str], force: 
     tracker = Tracker()
     parent = tracker.pipeline_run(work, run_id, {"dataset": dataset})
     result["mlflow_parent_run_id"] = parent
-    track(work, tracker, result, gate, force)
+    track(work, tracker, result, gate, force, test.images[:5])
     write_outputs(work, tracker, parent, result, names)
     return result
 

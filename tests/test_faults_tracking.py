@@ -118,10 +118,14 @@ def test_tracking_server_killed_and_restarted_keeps_runs_metrics_and_registry(in
         assert client.get_run(run_b).info.status == "RUNNING"
         assert [m.step for m in client.get_metric_history(run_b, "loss")][:1] == [0]
 
-        # And the registry carries on after the restart.
+        # And the registry carries on after the restart: run b's model, which its training could
+        # not log, is logged by promote into run b and becomes version 2, the champion.
         promoted = promote(work, "b", server.url)
         assert promoted.returncode == 0 and "version=2" in promoted.stdout, promoted.stderr[-3000:]
-        assert client.get_model_version_by_alias("fmnist", "champion").version == "2"
+        champion = client.get_model_version_by_alias("fmnist", "champion")
+        assert champion.version == "2" and champion.run_id == run_b, promoted.stderr[-3000:]
+        model_b = json.loads(work.candidate("b", "cnn").run_info.read_text())["model_id"]
+        assert champion.source == f"models:/{model_b}" and str(client.get_logged_model(model_b).status) == "READY"
         assert sorted(int(v.version) for v in client.search_model_versions("name='fmnist'")) == [1, 2]
     finally:
         server.stop()

@@ -388,7 +388,7 @@ def test_the_parent_run_is_found_or_created_once(pipeline, tmp_path, monkeypatch
     that comes after an attempt that died between creating it and recording it."""
     from mlflow.tracking import MlflowClient
 
-    from jobs.tracking import Tracker, parent_record
+    from jobs.tracking import Tracker
 
     server, _ = pipeline
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
@@ -408,5 +408,5 @@ def test_the_parent_run_is_found_or_created_once(pipeline, tmp_path, monkeypatch
     experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
     assert len(client.search_runs([experiment], "tags.pipeline_run = 'race'")) == 1
 
-    parent_record(work, "race").unlink()  # as if the step that created it died before writing this
+    work.mlflow_parent("race").unlink()  # as if the step that created it died before writing this
     assert Tracker().pipeline_run(work, "race") == found[0]

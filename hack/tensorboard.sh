@@ -20,23 +20,23 @@ main() {
   export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
   export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore:pkg_resources is deprecated}
   echo ">> TensorBoard on http://127.0.0.1:${TENSORBOARD_PORT} over ${logs} (Ctrl-C stops it)"
-  # One process (--load_fast=false: no separate data server), stopped within seconds however
-  # busy it is: on Ctrl-C it gets SIGTERM, and SIGKILL if it is still there 5 s later.
-  "${VENV}/bin/tensorboard" --logdir "${logs}" --host 127.0.0.1 --port "${TENSORBOARD_PORT}" --load_fast=false &
-  local pid=$!
-  trap 'stop "${pid}"' INT TERM HUP
-  wait "${pid}"
-}
-
-stop() {
-  local pid=$1
-  kill -TERM "${pid}" 2>/dev/null || exit 130
-  for _ in $(seq 50); do
-    kill -0 "${pid}" 2>/dev/null || exit 130
-    sleep 0.1
-  done
-  kill -KILL "${pid}" 2>/dev/null
-  exit 130
+  # One process (--load_fast=false: no separate data server) that ends at once on Ctrl-C,
+  # SIGTERM or SIGHUP, however it was started (SIGINT may arrive ignored or blocked, as in a
+  # background job) and whatever its loader threads are doing: it only reads, so there is
+  # nothing to save. (TensorBoard's own SIGTERM handler calls this one before it exits.)
+  exec "${VENV}/bin/python" -c '
+import os, signal, sys
+STOPS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+def stop(signum, _frame):
+    print(f"tensorboard: stopped by {signal.Signals(signum).name}", file=sys.stderr, flush=True)
+    os._exit(128 + signum)
+for signum in STOPS:
+    signal.signal(signum, stop)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
+from tensorboard.main import run_main
+sys.argv[0] = "tensorboard"
+sys.exit(run_main())
+' --logdir "${logs}" --host 127.0.0.1 --port "${TENSORBOARD_PORT}" --load_fast=false
 }
 
 main "$@"

@@ -106,6 +106,8 @@ class MlflowServer:
             f"127.0.0.1:{self.port},localhost:{self.port}",
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        # As kustomize/base/mlflow.yaml runs it: no server-side job runner (8 more processes).
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 argv,

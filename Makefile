@@ -132,7 +132,7 @@ fmt: venv-dev ## Format the Python and fix what ruff can
 	hack/lint.sh fix
 
 .PHONY: test
-test: venv-dev ## Lint, then run every test (offline; about 24 minutes on 2 cores)
+test: venv-dev ## Lint, then run every test (offline; about 19 minutes on 2 cores)
 	hack/lint.sh
 	hack/test.sh -n auto --dist loadfile
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from bench import client
-from bench.processes import child_env
+from bench.processes import STOP_GRACE_SECONDS, child_env
 from bench.results import Figures, percentile
 from bench.sizes import Sizes
 from jobs import data
@@ -65,7 +65,7 @@ def local_server(base: Path, model: str, logs: Path, python: str) -> Iterator[st
         wait_for_version(Client(f"http://127.0.0.1:{port}", model), 1, SERVER_START_TIMEOUT, 0.5, running)
         yield f"http://127.0.0.1:{port}"
     finally:
-        stop([process], 5.0)
+        stop([process], STOP_GRACE_SECONDS)
 
 
 def served_version(server: Client) -> int:

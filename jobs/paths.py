@@ -7,6 +7,7 @@
                                    history.json, run.json, eval/
 <work>/runs/<run>/promotion.json   what promotion decided
 <work>/models/<name>/<N>/          served versions, TF Serving's layout
+<work>/models/<name>.history.jsonl the served history: a line per promotion and rollback
 <work>/mlflow/                     the local MLflow store (mlflow.db, artifacts/) when no
                                    MLFLOW_TRACKING_URI is set
 """

@@ -14,7 +14,8 @@ Then MLflow: a new version of the registered model `fmnist`, created from the ca
 LoggedModel, with the alias `champion`; the version and the served folder name each other
 (the version's tag `serving_version`, the folder's promotion.json `registered_version`). The
 parent run records the decision and its figures, and report.md with the plots; the chosen
-candidate's run records the comparison. `<work>/runs/<run>/promotion.json` has it all too.
+candidate's run records the comparison. `<work>/runs/<run>/promotion.json` has it all too, and the served history
+(`jobs.history`) a line.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs import models, run_info, serving_config
+from jobs import history, models, run_info, serving_config
 from jobs.cli import JobError, add_run_arguments, emit, fraction, parser, run
 from jobs.files import atomic_dir, locked, read_json, write_json
 from jobs.paths import MODEL_NAME, Work, versions
@@ -284,6 +285,7 @@ def promote(work: Work, run_id: str, dataset: str, names: Sequence[str], force: 
             }
             result["version"] = publish(candidate.model, base, record)
             serving_config.serve_latest(work)
+            history.append(work, history.promotion_line(result["version"], record, decision.outcome))
             log.info("promoted %s as version %d of %s", best, result["version"], base)
 
     tracker = Tracker()

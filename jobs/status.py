@@ -1,4 +1,4 @@
-"""One screen for local mode: the served version, the runs and their candidates, the datasets,
+"""One screen for local mode: the served version and its history, the runs and their candidates, the datasets,
 the tracking store, and whether a model server answers. Reads only the work dir's files (and
 one status request): no TensorFlow, no MLflow, under a second.
 """
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from jobs import history
 from jobs.cli import duration, parser, positive_int, run
 from jobs.paths import MODEL_NAME, Work, versions
 
@@ -38,11 +39,24 @@ def served_lines(work: Work) -> list[str]:
             record.get("dataset") and f"trained on {record['dataset']}",
             isinstance(record.get("accuracy"), float) and f"test accuracy {record['accuracy']:.4f}",
             record.get("promoted_at") and f"promoted {record['promoted_at']}",
+            record.get("rollback_of")
+            and f"restored from version {record.get('restored_from')} in place of version {record['rollback_of']} "
+            f"at {record.get('rolled_back_at')}",
         )
         if part
     )
     older = f"; older versions: {', '.join(map(str, sorted(found)[:-1]))}" if len(found) > 1 else ""
     return [f"served: version {version} in {found[version]} ({what}){older}"]
+
+
+def history_lines(work: Work, limit: int) -> list[str]:
+    """The newest promotions and rollbacks of the served history (jobs.history)."""
+    lines = history.read(work)
+    if not lines:
+        return []
+    shown = lines[-limit:][::-1]
+    head = f"served history ({len(shown)} of {len(lines)}, newest first; {history.path(work)}):"
+    return [head, *(f"  {history.describe(line)}" for line in shown)]
 
 
 def server_line(url: str) -> str:
@@ -113,7 +127,7 @@ def tracking_line(work: Work) -> str:
 def report(work: Work, url: str | None, limit: int) -> str:
     if not work.root.is_dir():
         return f"work dir: {work.root} does not exist yet: make local DATASET=synthetic (or set WORK_DIR)"
-    lines = [f"work dir: {work.root.resolve()}", *served_lines(work)]
+    lines = [f"work dir: {work.root.resolve()}", *served_lines(work), *history_lines(work, limit)]
     if url:
         lines.append(server_line(url))
     lines += [dataset_line(work), tracking_line(work), *run_lines(work, limit)]

@@ -33,6 +33,12 @@ INGEST_ARGS ?=
 TRAIN_ARGS ?=
 # knob: the port of make serve and make predict
 PORT       ?= 8501
+# knob: where make rollback acts: local (WORK_DIR, the server on PORT) or cluster (a workflow in NAMESPACE)
+WHERE      ?= local
+# knob: the version make rollback serves again (empty: the one served before the current one)
+TO         ?=
+# knob: why make rollback rolls back (required; recorded with it)
+REASON     ?=
 # knob: the k3d cluster's name
 CLUSTER    ?= fmnist
 # knob: the namespace of the app (as kustomize/overlays/local installs it)
@@ -108,6 +114,10 @@ serve: venv ## Serve the promoted model with TF Serving's REST API on PORT
 .PHONY: predict
 predict: venv ## Classify test samples through the server on PORT
 	hack/predict.sh
+
+.PHONY: rollback
+rollback: venv ## Serve an earlier version again, deleting nothing: REASON="..." [TO=<version>] [WHERE=cluster]
+	hack/rollback.sh
 
 .PHONY: ui
 ui: venv ## Open the MLflow UI on the local tracking store

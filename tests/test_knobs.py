@@ -142,3 +142,34 @@ def test_the_readme_names_the_same_defaults():
         default = parser.get_default(LOCAL[name][1])
         default = ",".join(default) if isinstance(default, list | tuple) else str(default)
         assert rows.get(name) == default, f"README.md says {name} defaults to {rows.get(name)}, jobs.local {default}"
+
+
+def test_rollback_knobs_reach_jobs_rollback(tmp_path):
+    """make rollback TO=... REASON=... (WHERE=local): the flags jobs.rollback's parser takes;
+    an empty TO leaves its default, an empty REASON or an unknown WHERE stops before it."""
+    from jobs import rollback
+
+    venv = tmp_path / "venv"
+    record = tmp_path / "argv"
+    recorder(venv / "bin", "python", f'printf "%s\\0" "$@" > "{record}"')
+
+    def script(**knobs: str) -> subprocess.CompletedProcess:
+        env = {**make_env(**knobs), "VENV": str(venv)}
+        return subprocess.run(["hack/rollback.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+    assert script(TO="2", REASON="v3 misreads sandals", PORT="8600").returncode == 0
+    argv = record.read_text().split("\0")[:-1]
+    assert argv[:2] == ["-m", "jobs.rollback"], argv
+    args = rollback.build_parser().parse_args(argv[2:])
+    assert (args.to, args.reason, args.url, str(args.work_dir)) == (
+        2,
+        "v3 misreads sandals",
+        "http://127.0.0.1:8600",
+        ".work",
+    )
+    assert script(REASON="why").returncode == 0
+    assert rollback.build_parser().parse_args(record.read_text().split("\0")[2:-1]).to == rollback.PREVIOUS
+    record.unlink()
+    for knobs, needle in (({"REASON": " "}, 'REASON="..." is required'), ({"REASON": "x", "WHERE": "moon"}, "WHERE")):
+        proc = script(**knobs)
+        assert proc.returncode != 0 and needle in proc.stderr and not record.exists(), proc.stderr

@@ -78,6 +78,11 @@ def wf() -> dict:
 
 
 @pytest.fixture(scope="session")
+def rollback_wf() -> dict:
+    return workflow.load(workflow.ROLLBACK)
+
+
+@pytest.fixture(scope="session")
 def k8s_version() -> str:
     """The Kubernetes minor of the pinned k3s image in infra/k3d.yaml, e.g. '1.35'."""
     text = (render.ROOT / "infra" / "k3d.yaml").read_text()

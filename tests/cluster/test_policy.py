@@ -103,10 +103,10 @@ def all_containers(spec: dict) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def everything(rendered, wf) -> list[dict]:
+def everything(rendered, wf, rollback_wf) -> list[dict]:
     docs = rendered["overlays/local+all"] + rendered["overlays/local"] + rendered["addons/argo-crds"]
     docs += rendered["overlays/local-nodes"] + rendered["overlays/cluster+gpu"]
-    return docs + workflow_pods(wf)
+    return docs + workflow_pods(wf) + workflow_pods(rollback_wf)
 
 
 # Batch pods (the workflow's steps and the TFJob workers) serve nothing: no probes to check;
@@ -144,7 +144,7 @@ def checkov(directory: Path, docs: list[dict], skipped: dict[str, str]) -> list[
     return [f"{f['check_id']} {f['check_name']}: {f['resource']}" for f in report["results"]["failed_checks"]]
 
 
-def test_checkov(tmp_path: Path, rendered, wf):
+def test_checkov(tmp_path: Path, rendered, wf, rollback_wf):
     if not CHECKOV.exists():
         pytest.skip(f"{CHECKOV} missing: run make venv")
     install = rendered["overlays/local"] + [
@@ -154,7 +154,8 @@ def test_checkov(tmp_path: Path, rendered, wf):
     ]
     install[-1] = {**install[-1], "metadata": {**install[-1]["metadata"], "name": "tf-serving-arm64"}}
     failed = checkov(tmp_path / "install", install, SKIPPED_CHECKS)
-    failed += checkov(tmp_path / "pipeline", workflow_pods(wf), {**SKIPPED_CHECKS, **BATCH_SKIPPED})
+    pods = workflow_pods(wf) + workflow_pods(rollback_wf)
+    failed += checkov(tmp_path / "pipeline", pods, {**SKIPPED_CHECKS, **BATCH_SKIPPED})
     assert not failed, "\n".join(failed)
 
 

@@ -13,6 +13,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = ROOT / "workflows" / "e2e.yaml"
+ROLLBACK = ROOT / "workflows" / "rollback.yaml"  # make rollback WHERE=cluster
 EXPR = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
 TOKEN = re.compile(r"ARGOEXPR\d{4}X")
 

@@ -41,6 +41,7 @@ CLUSTER_SCRIPTS = [
     "status.sh",
     "cluster-ui.sh",
     "smoke.sh",
+    "rollback.sh",
     "diagnose.sh",
     "tools.sh",
     "actionlint.sh",
@@ -92,6 +93,14 @@ def test_missing_prerequisites_are_one_clear_line(tmp_path, script, expected):
     proc = run_without_tools(tmp_path, *script.split())
     assert proc.returncode != 0
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith(expected), proc.stderr
+
+
+def test_rollback_in_the_cluster_needs_argo(tmp_path):
+    proc = run_without_tools(tmp_path, "hack/rollback.sh", WHERE="cluster", REASON="a reason")
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == "error: argo not found: install the argo CLI v4.1.2: " + (
+        "https://github.com/argoproj/argo-workflows/releases/tag/v4.1.2"
+    )
 
 
 def fake_tool(bin_dir: Path, name: str, output: str) -> None:

@@ -280,8 +280,9 @@ def check_after(args, client: Client, work: Work, result: dict) -> None:
         available = served_versions(client)
     except JobError as err:
         raise JobError(f"{published} but the server did not switch to it: {err}") from None
-    if available[-1] != version:
-        raise JobError(f"{published} but the server at {client.url} serves version {available[-1]}")
+    if not available or available[-1] != version:
+        now = available[-1] if available else "no version"
+        raise JobError(f"{published} but the server at {client.url} serves version {now}")
     accuracy = result["accuracy"]
     floor = max(0.0, accuracy - args.tolerance) if isinstance(accuracy, float) else 0.0
     if not isinstance(accuracy, float):

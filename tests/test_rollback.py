@@ -11,7 +11,7 @@ import socket
 import pytest
 from conftest import assert_one_line_error, run_job
 
-from jobs import history, rollback, serving_config
+from jobs import history, rollback, serving_config, status
 from jobs.cli import JobError
 from jobs.files import write_json
 from jobs.paths import Work, versions
@@ -107,6 +107,11 @@ def test_a_rollback_publishes_the_next_version_and_deletes_nothing(tmp_path):
         "ana@laptop",
     )
     assert (second["version"], second["restored_from"], second["reason"]) == (5, 1, "again")
+    shown = status.report(work, None, 5)
+    assert "version 5 in " in shown and "restored from version 1 in place of version 4" in shown
+    assert (
+        "version 4 " in shown and "rollback from version 3 to version 2's model (cnn of run r2): v3 is worse" in shown
+    )
 
 
 @pytest.mark.parametrize(

@@ -215,20 +215,27 @@ def playground(tmp_path_factory) -> Playground:
 
 # --- order: the files that take minutes first ----------------------------------------------
 
-# Test files whose tests and fixtures take a minute or more on 2 cores (`--durations=0`), longest
-# first. `make test` gives each file to one pytest-xdist worker as it frees up, in collection
-# order (`--dist loadfile`): started first, these leave the short files to fill in at the end,
-# instead of one worker finishing a long file alone. The others keep their order after them.
+# Test files whose tests and fixtures take a minute or more, longest first (summed from
+# `--durations=0` of a full run). `make test` gives each file to one pytest-xdist worker as it
+# frees up, in collection order (`--dist loadfile --no-loadscope-reorder`; xdist's own order is
+# by test count, which put a one-test file of minutes last): started first, these leave the
+# short files to fill in at the end, instead of one worker finishing a long file alone.
+# Every other file keeps its order after them.
 LONG_FILES = (
-    "test_docs.py",
+    "test_faults_training.py",
     "test_tracking.py",
     "test_faults_tracking.py",
     "cluster/test_parity_run.py",
-    "test_long_training.py",
-    "test_faults_training.py",
+    "test_docs.py",  # builds the make local playground that test_local*.py reuse
     "test_bench.py",
-    "test_train.py",
     "test_promote.py",
+    "test_rollback.py",
+    "test_faults_writes.py",
+    "test_long_training.py",
+    "cluster/test_policy.py",
+    "test_stop.py",
+    "test_train.py",
+    "serving/test_versions.py",
 )
 
 

@@ -144,11 +144,11 @@ fmt: venv-dev ## Format the Python and fix what ruff can
 .PHONY: test
 test: venv-dev ## Lint, then run every test (offline; about 19 minutes on 2 cores)
 	hack/lint.sh
-	hack/test.sh -n auto --dist loadfile
+	hack/test.sh -n auto --dist loadfile --no-loadscope-reorder
 
 .PHONY: test-fast
 test-fast: venv-dev ## Run the tests not marked slow
-	hack/test.sh -n auto --dist loadfile -m "not slow"
+	hack/test.sh -n auto --dist loadfile --no-loadscope-reorder -m "not slow"
 
 .PHONY: bench
 bench: venv-dev ## Measure training, input, serving and end-to-end speed (python -m bench)

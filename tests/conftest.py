@@ -190,10 +190,55 @@ class Playground:
 @pytest.fixture(scope="session")
 def playground(tmp_path_factory) -> Playground:
     """A copy of the repository where the reader's first command, `make local DATASET=synthetic`,
-    ran once (at the sizes of PIPELINE_KNOBS). Shared by the end-to-end and the docs tests."""
-    root = copy_checkout(tmp_path_factory.mktemp("playground") / "fmnist")
+    ran once (at the sizes of PIPELINE_KNOBS). Shared by the end-to-end and the docs tests, and
+    by every pytest-xdist worker of the session: the first to need it runs it under a lock, the
+    others wait and read its outcome. Tests copy it before they change anything."""
+    from jobs.files import locked, read_json, write_json
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the session's directory, above each worker's own
+    root, outcome = shared / "playground" / "fmnist", shared / "playground" / "pipeline.json"
     env = reader_env(**PIPELINE_KNOBS)
-    proc = subprocess.run(
-        ["bash", "-c", PIPELINE_COMMAND], cwd=root, env=env, capture_output=True, text=True, timeout=1200
-    )
+    with locked(shared / "playground.lock"):
+        if not outcome.exists():
+            root.mkdir(parents=True, exist_ok=True)
+            copy_checkout(root)
+            proc = subprocess.run(
+                ["bash", "-c", PIPELINE_COMMAND], cwd=root, env=env, capture_output=True, text=True, timeout=1200
+            )
+            write_json(outcome, {"returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr})
+        ran = read_json(outcome)
+    proc = subprocess.CompletedProcess(PIPELINE_COMMAND, ran["returncode"], ran["stdout"], ran["stderr"])
     return Playground(root, env, proc)
+
+
+# --- order: the files that take minutes first ----------------------------------------------
+
+# Test files whose tests and fixtures take a minute or more, longest first (summed from
+# `--durations=0` of a full run). `make test` gives each file to one pytest-xdist worker as it
+# frees up, in collection order (`--dist loadfile --no-loadscope-reorder`; xdist's own order is
+# by test count, which put a one-test file of minutes last): started first, these leave the
+# short files to fill in at the end, instead of one worker finishing a long file alone.
+# Every other file keeps its order after them.
+LONG_FILES = (
+    "test_faults_training.py",
+    "test_tracking.py",
+    "test_faults_tracking.py",
+    "cluster/test_parity_run.py",
+    "test_docs.py",  # builds the make local playground that test_local*.py reuse
+    "test_bench.py",
+    "test_promote.py",
+    "test_rollback.py",
+    "test_faults_writes.py",
+    "test_long_training.py",
+    "cluster/test_policy.py",
+    "test_stop.py",
+    "test_train.py",
+    "serving/test_versions.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {ROOT / "tests" / name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path, len(rank)))  # stable: the rest keep their order

@@ -37,3 +37,10 @@ def test_the_readme_tree_lists_every_module_of_jobs():
     present = {p.name for p in JOBS.glob("*.py") if p.name != "__init__.py"}
     present |= {f"{p.name}/" for p in JOBS.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     assert listed == present, f"README.md's tree: missing {present - listed}, gone {listed - present}"
+
+
+def test_the_long_files_that_start_first_exist():
+    from conftest import LONG_FILES
+
+    missing = [name for name in LONG_FILES if not (ROOT / "tests" / name).is_file()]
+    assert not missing, f"conftest.LONG_FILES names test files that do not exist: {missing}"

@@ -104,7 +104,12 @@ def add_split(figures: Figures, result: dict) -> None:
     labels = {
         "compute": f"step split: forward+backward, {result['batch_per_worker']} images per worker",
         "allreduce": f"step split: gradient all-reduce ({result['gradient_bytes'] / 2**20:.2f} MiB)",
+        "allreduce_bf16": f"step split: the same all-reduce in bfloat16 ({result['gradient_bytes'] / 2**21:.2f} MiB)",
         "custom": "step split: custom-loop step (compute + all-reduce + Adam)",
+        "loop": (
+            f"step split: jobs.train's custom loop, steps_per_execution={result['steps_per_execution']} "
+            "(metrics per epoch)"
+        ),
         "fit": "step split: Keras fit step, steps_per_execution=1",
         "fit_spe": (
             f"step split: Keras fit step, steps_per_execution={result['steps_per_execution']} (jobs.train's default)"
@@ -115,3 +120,6 @@ def add_split(figures: Figures, result: dict) -> None:
             figures.add(f"split.{name}", label, "ms/step", value)
     for custom, fit in zip(result["ms"]["custom"], result["ms"]["fit"], strict=True):
         figures.add("split.fit_overhead", "step split: Keras fit step − custom-loop step", "ms/step", fit - custom)
+    for loop, fit in zip(result["ms"]["loop"], result["ms"]["fit_spe"], strict=True):
+        label = f"step split: Keras fit − jobs.train's loop, steps_per_execution={result['steps_per_execution']}"
+        figures.add("split.loop_saving", label, "ms/step", fit - loop)

@@ -6,11 +6,13 @@ Started by bench.training in WORKERS processes, as jobs.local starts jobs.train.
 runs the same blocks in the same order (each block starts with an all-reduce, a barrier); the
 chief writes the milliseconds per step: forward+backward, the gradient all-reduce (in float32,
 and in bfloat16), a custom-loop step, jobs.train's custom loop (jobs.loop, steps_per_execution
-10), and Keras fit steps with steps_per_execution 1 and 10.
+10; and with its gradients sent as bfloat16, added in float32), and Keras fit steps with
+steps_per_execution 1 and 10.
 
-The collective's options are flags, so that each can be measured against jobs.train's (RING,
-every gradient in one all-reduce): `--implementation auto`, `--bytes-per-pack N` (gradients in
-packs of about N bytes, one all-reduce each; 0 is one pack).
+The collectives' options and the threads are flags, so that each can be measured against
+jobs.train's (RING, every gradient in one all-reduce, jobs.cpus's threads):
+`--implementation auto`, `--bytes-per-pack N` (gradients in packs of about N bytes, one
+all-reduce each; 0 is one pack), `--inter-threads N`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from jobs.data import IMAGE_SHAPE
 from jobs.files import write_json
 from jobs.models import NUM_CLASSES
 
-PARTS = ("compute", "allreduce", "allreduce_bf16", "custom", "loop", "fit", "fit_spe")
+PARTS = ("compute", "allreduce", "allreduce_bf16", "custom", "loop", "loop_bf16", "fit", "fit_spe")
 
 
 @dataclasses.dataclass
@@ -52,10 +54,11 @@ def build_parser():
     p.add_argument("--steps-per-execution", type=positive_int, default=10, help="the loop's and the second fit's")
     p.add_argument("--implementation", choices=("ring", "auto"), default="ring", help="the collectives' implementation")
     p.add_argument("--bytes-per-pack", type=int, default=0, help="gradient bytes per all-reduce (0: all in one)")
+    p.add_argument("--inter-threads", type=positive_int, help="inter-op threads (default: as jobs.cpus sets them)")
     return p
 
 
-def setup(batch: int, implementation: str = "ring", bytes_per_pack: int = 0):
+def setup(batch: int, implementation: str = "ring", bytes_per_pack: int = 0, inter_threads: int | None = None):
     """The strategy first (before any other TF op), configured as jobs.distributed does but
     with the given collective options, then the model, the optimizer, a batch."""
     import tensorflow as tf
@@ -65,6 +68,8 @@ def setup(batch: int, implementation: str = "ring", bytes_per_pack: int = 0):
 
     cluster = distributed.current()
     configure_threads()
+    if inter_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(inter_threads)
     distributed.coordination(cluster, distributed.HEARTBEAT_TIMEOUT, distributed.START_TIMEOUT)
     options = tf.distribute.experimental.CommunicationOptions(
         bytes_per_pack=bytes_per_pack,
@@ -179,8 +184,11 @@ def measure(step: Step, args) -> dict[str, list[float]]:
     from jobs.loop import Loop
 
     functions = step_functions(step)
-    loop = Loop(step.strategy, step.model, 1e-3)
-    train, _ = loop.functions()
+    loops = {
+        "loop": Loop(step.strategy, step.model, 1e-3),
+        "loop_bf16": Loop(step.strategy, step.model, 1e-3, "bfloat16"),
+    }
+    trains = {name: loop.functions()[0] for name, loop in loops.items()}
     pipeline = data.training_pipeline(data.synthetic(2_000, 10, seed=step.seed)["train"], step.global_batch)
     iterator = iter(step.strategy.experimental_distribute_dataset(pipeline))
     calls = max(2, args.steps // args.steps_per_execution)
@@ -188,7 +196,10 @@ def measure(step: Step, args) -> dict[str, list[float]]:
     for _ in range(args.repeats):
         for name in ("compute", "allreduce", "allreduce_bf16", "custom"):
             ms[name].append(timed(step, functions[name], functions["allreduce"], args.steps))
-        ms["loop"].append(loop_ms(step, loop, train, iterator, functions["allreduce"], calls, args.steps_per_execution))
+        for name, loop in loops.items():
+            ms[name].append(
+                loop_ms(step, loop, trains[name], iterator, functions["allreduce"], calls, args.steps_per_execution)
+            )
         ms["fit"].append(fit_ms(step, args.fit_steps, 1))
         ms["fit_spe"].append(fit_ms(step, args.fit_steps, args.steps_per_execution))
     return ms
@@ -196,7 +207,7 @@ def measure(step: Step, args) -> dict[str, list[float]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cluster, step = setup(args.batch, args.implementation, args.bytes_per_pack)
+    cluster, step = setup(args.batch, args.implementation, args.bytes_per_pack, args.inter_threads)
     ms = measure(step, args)
     if cluster.is_chief:
         weights = step.model.trainable_variables
@@ -206,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "steps_per_execution": args.steps_per_execution,
             "implementation": args.implementation,
             "bytes_per_pack": args.bytes_per_pack,
+            "inter_threads": args.inter_threads,
             "ms": ms,
             "gradient_bytes": int(sum(v.shape.num_elements() * v.dtype.size for v in weights)),
         }

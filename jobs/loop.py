@@ -63,12 +63,13 @@ class Hooks:
 class Loop:
     """The model, Adam and the step functions, built inside the strategy's scope."""
 
-    def __init__(self, strategy, model, learning_rate: float):
+    def __init__(self, strategy, model, learning_rate: float, transfer: str = "float32"):
         import tensorflow as tf
         import tf_keras as keras
 
         self.strategy = strategy
         self.model = model
+        self.transfer = transfer  # the gradients' type between workers (see `_summed`)
         with strategy.scope():
             self.optimizer = keras.optimizers.Adam(learning_rate)
             self.optimizer.build(model.trainable_variables)  # slots exist before a restore
@@ -103,9 +104,31 @@ class Loop:
             if self.model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
         gradients = tape.gradient(loss, self.model.trainable_variables)
-        self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables, strict=True))
+        if self.transfer != "bfloat16" or self.strategy.num_replicas_in_sync == 1:
+            self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables, strict=True))
+        else:
+            summed = self._summed(gradients)
+            pairs = zip(summed, self.model.trainable_variables, strict=True)
+            self.optimizer.apply_gradients(pairs, skip_gradients_aggregation=True)
         # The replica's share of the global mean × the global batch: its examples' loss sum.
         self._add(loss * tf.cast(global_batch, tf.float32), labels, probabilities, 0)
+
+    def _summed(self, gradients):
+        """The gradients summed over the replicas, sent as bfloat16 (half the bytes) and added
+        in float32: every gradient flattened into one vector, one all-gather (of int32: a pair of
+        bfloat16 each, as CPU gathers take no bfloat16), then a sum in the same order on every
+        worker, so the mirrored weights stay equal."""
+        import tensorflow as tf
+
+        flat = tf.concat([tf.reshape(g, [-1]) for g in gradients], axis=0)
+        size = flat.shape.num_elements()
+        half = tf.cast(tf.pad(flat, [[0, size % 2]]), tf.bfloat16)
+        packed = tf.bitcast(tf.reshape(half, [-1, 2]), tf.int32)
+        gathered = tf.distribute.get_replica_context().all_gather(packed[None], axis=0)
+        unpacked = tf.reshape(tf.bitcast(gathered, tf.bfloat16), [tf.shape(gathered)[0], -1])[:, :size]
+        total = tf.reduce_sum(tf.cast(unpacked, tf.float32), axis=0)
+        sizes = [g.shape.num_elements() for g in gradients]
+        return [tf.reshape(t, g.shape) for t, g in zip(tf.split(total, sizes), gradients, strict=True)]
 
     def _eval_step(self, images, labels):
         import tensorflow as tf

@@ -110,6 +110,7 @@ def add_split(figures: Figures, result: dict) -> None:
             f"step split: jobs.train's custom loop, steps_per_execution={result['steps_per_execution']} "
             "(metrics per epoch)"
         ),
+        "loop_bf16": "step split: the same loop, gradients sent as bfloat16, added in float32",
         "fit": "step split: Keras fit step, steps_per_execution=1",
         "fit_spe": (
             f"step split: Keras fit step, steps_per_execution={result['steps_per_execution']} (jobs.train's default)"

@@ -61,7 +61,7 @@ def test_quick_bench_runs_every_section_and_writes_results(tmp_path):
     for key in ("train.efficiency", "input.headroom", "serve.ratio1.p50", "serve.ratio32.p50"):
         assert figures[key]["median"] > 0, key
         assert "target" in figures[key] or key.startswith("serve.ratio")
-    for part in ("compute", "allreduce", "allreduce_bf16", "custom", "loop", "fit", "fit_spe"):
+    for part in ("compute", "allreduce", "allreduce_bf16", "custom", "loop", "loop_bf16", "fit", "fit_spe"):
         assert figures[f"split.{part}"]["median"] > 0, part
     for where in ("server", "inproc"):
         for n in (1, 32):

@@ -109,6 +109,8 @@ def run_params(args, cluster: distributed.Cluster, steps: int, threads: int, rec
         "global_batch": args.batch_per_worker * cluster.workers,
         "steps_per_epoch": steps,
         "steps_per_execution": args.steps_per_execution,
+        "loop": args.loop,
+        "gradient_transfer": args.gradient_transfer if args.loop == "custom" else "float32",
         "base_learning_rate": args.learning_rate,
         "threads": threads,
         "seed": args.seed,
@@ -197,7 +199,7 @@ def custom(strategy, model, pipelines, args, steps: int, candidate: Candidate, s
         end = progress.end_epoch
         hooks = loop.Hooks(progress.begin_epoch, lambda epoch, logs, lr: end(epoch, logs, lr, args.epochs))
     places = loop.Places(candidate.backup, scratch, candidate.tensorboard if chief else None, chief, hooks)
-    return loop.Loop(strategy, model, args.learning_rate).fit(
+    return loop.Loop(strategy, model, args.learning_rate, args.gradient_transfer).fit(
         *pipelines,
         epochs=args.epochs,
         steps=steps,
@@ -301,6 +303,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=("custom", "fit"),
         default="custom",
         help="the training loop: custom (jobs.loop) or Keras fit, the previous one",
+    )
+    p.add_argument(
+        "--gradient-transfer",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="the custom loop's gradients between workers: bfloat16 sends half the bytes, added in float32",
     )
     p.add_argument("--batch-per-worker", type=positive_int, default=64, help="global batch = this x workers")
     p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's base rate; a tenth from epoch 4")

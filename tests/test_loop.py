@@ -134,3 +134,22 @@ def test_a_restarted_loop_resumes_after_the_last_finished_epoch(small_data, tmp_
     assert began == [2, 3]
     assert history["lr"] == [1e-3, 1e-4]
     assert not (tmp_path / "backup").exists()
+
+
+def test_gradients_sent_as_bfloat16_are_rounded_once_and_keep_their_shapes():
+    """`--gradient-transfer bfloat16`: the gradients travel as bfloat16 (half the bytes), packed
+    in pairs, and come back float32 in their own shapes; an odd count is padded and trimmed."""
+    import numpy as np
+    import tensorflow as tf
+
+    from jobs import models
+
+    strategy = tf.distribute.get_strategy()
+    custom = loop.Loop(strategy, models.build("cnn"), 1e-3, "bfloat16")
+    rng = np.random.default_rng(0)
+    gradients = [tf.constant(rng.normal(size=shape), tf.float32) for shape in ((3, 3), (5,), (3, 1))]
+    summed = tf.function(lambda: strategy.run(custom._summed, args=(gradients,)))()
+    for got, sent in zip(summed, gradients, strict=True):
+        assert got.dtype == tf.float32 and got.shape == sent.shape
+        np.testing.assert_array_equal(got.numpy(), tf.cast(tf.cast(sent, tf.bfloat16), tf.float32).numpy())
+        np.testing.assert_allclose(got.numpy(), sent.numpy(), rtol=2**-8)

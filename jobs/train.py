@@ -2,9 +2,11 @@
 
 The cluster comes from TF_CONFIG exactly as the training operator injects it (absent for a
 single replica). Every worker trains and saves (saving is a collective): the chief to the
-candidate's folder, the others to temp folders they delete. Progress survives a lost worker
-through BackupAndRestore on the shared volume: a restarted job resumes at the last finished
-epoch. The chief alone talks to MLflow.
+candidate's folder, the others to temp folders they delete. The loop is jobs.loop's (several
+steps per call, one collective per step: the gradients; `--loop fit` runs Keras fit, the previous
+loop, with BackupAndRestore). Progress survives a lost worker through a backup per finished epoch
+on the shared volume: a restarted job resumes at the last finished epoch. The chief alone talks
+to MLflow.
 
 Reproducible: the seed fixes the initial weights, dropout and the shuffling order
 (`tf_keras.utils.set_random_seed`, a seeded tf.data shuffle), and TensorFlow's op determinism

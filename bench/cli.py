@@ -11,8 +11,9 @@ summarised the same way. Sections (one module each):
 
   training   images/s of the default CNN (jobs.train, synthetic data of Fashion-MNIST's shape):
              one process on all cores vs WORKERS MultiWorkerMirroredStrategy processes on the
-             same cores, read from each run's history.json without the first (warm-up) epoch;
-             then a step split inside WORKERS worker processes (python -m bench.worker)
+             same cores, read from each run's history.json without the first (warm-up) epoch,
+             with jobs.train's custom loop and with the previous one (Keras fit) in each
+             repeat; then a step split inside WORKERS worker processes (python -m bench.worker)
   input      images/s the tf.data training pipeline delivers alone, against what training used
   serving    p50/p99 latency for 1 and 32 images per request and throughput at concurrency
              1, 8, 32 against the local server (or --url), the same SavedModel called

@@ -1,6 +1,7 @@
 """Training section: images/s of the default CNN trained by `jobs.train` on one process vs
-WORKERS MultiWorkerMirroredStrategy processes on the same cores, then the step split measured
-inside WORKERS worker processes (`python -m bench.worker`)."""
+WORKERS MultiWorkerMirroredStrategy processes on the same cores, with its custom loop and with
+the previous one (Keras fit) in the same repeats, then the step split measured inside WORKERS
+worker processes (`python -m bench.worker`)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ log = logging.getLogger("bench.training")
 
 BATCH = 64  # per worker, as jobs.train
 MODEL = "cnn"
+# jobs.train's loops: the custom one (its default) and the previous one, Keras fit.
+LOOPS = ("custom", "fit")
 
 
 def ingest_synthetic(work: Work, train_size: int) -> None:
@@ -28,7 +31,7 @@ def ingest_synthetic(work: Work, train_size: int) -> None:
 
 def train_throughput(history: dict, skip: int = 1) -> float:
     """images/s over the epochs after the first `skip` (compile and warm-up)."""
-    from jobs.train import images_per_second
+    from jobs.progress import images_per_second
 
     epochs = [e for e in history["epochs"] if e["epoch"] >= skip]
     if not epochs:
@@ -36,38 +39,49 @@ def train_throughput(history: dict, skip: int = 1) -> float:
     return images_per_second(epochs)
 
 
-def train_once(work: Work, run_id: str, workers: int, steps: int, sizes: Sizes, python: str) -> float:
+def train_once(work: Work, run_id: str, workers: int, steps: int, sizes: Sizes, python: str, loop: str) -> float:
     """One `jobs.train` job of the cnn, launched like jobs.local launches it; its throughput."""
     argv = [python, "-m", "jobs.train", "--work-dir", str(work.root), "--run-id", run_id, "--dataset", "synthetic"]
-    argv += ["--model", MODEL, "--epochs", str(sizes.epochs), "--steps-per-epoch", str(steps)]
+    argv += ["--model", MODEL, "--epochs", str(sizes.epochs), "--steps-per-epoch", str(steps), "--loop", loop]
     run_group(worker_group(argv, workers), work.root / "logs", run_id, sizes.timeout)
     return train_throughput(read_json(work.candidate(run_id, MODEL).history))
 
 
+def order(rep: int) -> list[tuple[str, str]]:
+    """The (loop, kind) trainings of repeat `rep`: every loop single and multi, in reverse
+    order every other repeat, so a drift in load favours neither loop nor kind."""
+    runs = [(loop, kind) for loop in LOOPS for kind in ("single", "multi")]
+    return runs if rep % 2 == 0 else runs[::-1]
+
+
 def run(figures: Figures, sizes: Sizes, work: Work, workers: int, python: str, pipeline: Callable[[], float] | None):
-    """Each repeat trains single and multi back to back (alternating which goes first, so a
-    drift in load cancels), then measures the input pipeline against the single rate."""
+    """Each repeat trains single and multi with each loop back to back (alternating the
+    order), then measures the input pipeline against the single rate."""
     ingest_synthetic(work, sizes.train_size)
     steps = {"single": max(1, sizes.epoch_images // BATCH), "multi": max(1, sizes.epoch_images // (BATCH * workers))}
     for rep in range(sizes.repeats):
-        measured = {}
-        for kind in ("single", "multi") if rep % 2 == 0 else ("multi", "single"):
+        measured: dict[str, dict[str, float]] = {loop: {} for loop in LOOPS}
+        for loop, kind in order(rep):
             n = 1 if kind == "single" else workers
-            log.info("training: %s (%d process(es)), repeat %d/%d", kind, n, rep + 1, sizes.repeats)
-            measured[kind] = train_once(work, f"{kind}-{rep}", n, steps[kind], sizes, python)
+            log.info("training: %s loop, %s (%d process(es)), repeat %d/%d", loop, kind, n, rep + 1, sizes.repeats)
+            measured[loop][kind] = train_once(work, f"{loop}-{kind}-{rep}", n, steps[kind], sizes, python, loop)
         add_training(figures, measured, workers)
         if pipeline is not None:
-            add_headroom(figures, pipeline(), measured["single"])
+            add_headroom(figures, pipeline(), measured["custom"]["single"])
     if workers > 1:
         step_split(figures, sizes, work, workers, python)
 
 
-def add_training(figures: Figures, measured: dict[str, float], workers: int) -> None:
-    figures.add("train.single", "training, 1 process on all cores", "images/s", measured["single"])
-    figures.add("train.multi", f"training, {workers} MWMS workers on the same cores", "images/s", measured["multi"])
-    efficiency = measured["multi"] / measured["single"]
+def add_training(figures: Figures, measured: dict[str, dict[str, float]], workers: int) -> None:
+    custom, fit = measured["custom"], measured["fit"]
+    figures.add("train.single", "training, 1 process on all cores", "images/s", custom["single"])
+    figures.add("train.multi", f"training, {workers} MWMS workers on the same cores", "images/s", custom["multi"])
     label = "multi-worker scaling efficiency (multi ÷ single)"
-    figures.add("train.efficiency", label, "ratio", efficiency, target=">= 0.8")
+    figures.add("train.efficiency", label, "ratio", custom["multi"] / custom["single"], target=">= 0.8")
+    previous = "previous loop (Keras fit)"
+    figures.add("train.fit.single", f"{previous}: training, 1 process", "images/s", fit["single"])
+    figures.add("train.fit.multi", f"{previous}: training, {workers} MWMS workers", "images/s", fit["multi"])
+    figures.add("train.fit.efficiency", f"{previous}: scaling efficiency", "ratio", fit["multi"] / fit["single"])
 
 
 def add_headroom(figures: Figures, delivered: float, consumed: float) -> None:
@@ -90,7 +104,13 @@ def add_split(figures: Figures, result: dict) -> None:
     labels = {
         "compute": f"step split: forward+backward, {result['batch_per_worker']} images per worker",
         "allreduce": f"step split: gradient all-reduce ({result['gradient_bytes'] / 2**20:.2f} MiB)",
+        "allreduce_bf16": f"step split: the same all-reduce in bfloat16 ({result['gradient_bytes'] / 2**21:.2f} MiB)",
         "custom": "step split: custom-loop step (compute + all-reduce + Adam)",
+        "loop": (
+            f"step split: jobs.train's custom loop, steps_per_execution={result['steps_per_execution']} "
+            "(metrics per epoch)"
+        ),
+        "loop_bf16": "step split: the same loop, gradients sent as bfloat16, added in float32",
         "fit": "step split: Keras fit step, steps_per_execution=1",
         "fit_spe": (
             f"step split: Keras fit step, steps_per_execution={result['steps_per_execution']} (jobs.train's default)"
@@ -101,3 +121,6 @@ def add_split(figures: Figures, result: dict) -> None:
             figures.add(f"split.{name}", label, "ms/step", value)
     for custom, fit in zip(result["ms"]["custom"], result["ms"]["fit"], strict=True):
         figures.add("split.fit_overhead", "step split: Keras fit step − custom-loop step", "ms/step", fit - custom)
+    for loop, fit in zip(result["ms"]["loop"], result["ms"]["fit_spe"], strict=True):
+        label = f"step split: Keras fit − jobs.train's loop, steps_per_execution={result['steps_per_execution']}"
+        figures.add("split.loop_saving", label, "ms/step", fit - loop)

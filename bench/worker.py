@@ -4,8 +4,15 @@
 
 Started by bench.training in WORKERS processes, as jobs.local starts jobs.train. Every worker
 runs the same blocks in the same order (each block starts with an all-reduce, a barrier); the
-chief writes the milliseconds per step: forward+backward, the gradient all-reduce, a custom-loop
-step, and Keras fit steps with steps_per_execution 1 and 10.
+chief writes the milliseconds per step: forward+backward, the gradient all-reduce (in float32,
+and in bfloat16), a custom-loop step, jobs.train's custom loop (jobs.loop, steps_per_execution
+10; and with its gradients sent as bfloat16, added in float32), and Keras fit steps with
+steps_per_execution 1 and 10.
+
+The collectives' options and the threads are flags, so that each can be measured against
+jobs.train's (RING, every gradient in one all-reduce, jobs.cpus's threads):
+`--implementation auto`, `--bytes-per-pack N` (gradients in packs of about N bytes, one
+all-reduce each; 0 is one pack), `--inter-threads N`.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from jobs.data import IMAGE_SHAPE
 from jobs.files import write_json
 from jobs.models import NUM_CLASSES
 
-PARTS = ("compute", "allreduce", "custom", "fit", "fit_spe")
+PARTS = ("compute", "allreduce", "allreduce_bf16", "custom", "loop", "loop_bf16", "fit", "fit_spe")
 
 
 @dataclasses.dataclass
@@ -44,18 +51,31 @@ def build_parser():
     p.add_argument("--fit-steps", type=positive_int, default=60, help="steps per model.fit block")
     p.add_argument("--repeats", type=positive_int, default=1, help="times each block is measured")
     p.add_argument("--batch", type=positive_int, default=64, help="images per worker and step")
-    p.add_argument("--steps-per-execution", type=positive_int, default=10, help="the second fit block's")
+    p.add_argument("--steps-per-execution", type=positive_int, default=10, help="the loop's and the second fit's")
+    p.add_argument("--implementation", choices=("ring", "auto"), default="ring", help="the collectives' implementation")
+    p.add_argument("--bytes-per-pack", type=int, default=0, help="gradient bytes per all-reduce (0: all in one)")
+    p.add_argument("--inter-threads", type=positive_int, help="inter-op threads (default: as jobs.cpus sets them)")
     return p
 
 
-def setup(batch: int):
-    """The strategy first (before any other TF op), then the model, the optimizer, a batch."""
+def setup(batch: int, implementation: str = "ring", bytes_per_pack: int = 0, inter_threads: int | None = None):
+    """The strategy first (before any other TF op), configured as jobs.distributed does but
+    with the given collective options, then the model, the optimizer, a batch."""
+    import tensorflow as tf
+
     from jobs import distributed
     from jobs.cpus import configure_threads
 
     cluster = distributed.current()
     configure_threads()
-    strategy = distributed.strategy(cluster)
+    if inter_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(inter_threads)
+    distributed.coordination(cluster, distributed.HEARTBEAT_TIMEOUT, distributed.START_TIMEOUT)
+    options = tf.distribute.experimental.CommunicationOptions(
+        bytes_per_pack=bytes_per_pack,
+        implementation=getattr(tf.distribute.experimental.CommunicationImplementation, implementation.upper()),
+    )
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     import numpy as np
     import tensorflow as tf
     import tf_keras as keras
@@ -80,6 +100,7 @@ def step_functions(step: Step) -> dict[str, Callable]:
     model, strategy = step.model, step.strategy
     loss_fn = keras.losses.SparseCategoricalCrossentropy(reduction=keras.losses.Reduction.NONE)
     zeros = [tf.zeros(v.shape, v.dtype) for v in model.trainable_variables]
+    halves = [tf.zeros(v.shape, tf.bfloat16) for v in model.trainable_variables]
 
     def gradients():
         with tf.GradientTape() as tape:
@@ -90,8 +111,9 @@ def step_functions(step: Step) -> dict[str, Callable]:
     def checksum(tensors):
         return tf.add_n([tf.reduce_sum(t) for t in tensors])
 
-    def reduce_zeros():
-        return checksum(tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, zeros))
+    def reduce_zeros(tensors=zeros):
+        reduced = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tensors)
+        return checksum([tf.cast(t, tf.float32) for t in reduced])
 
     def apply():
         step.optimizer.apply_gradients(zip(gradients(), model.trainable_variables, strict=True))
@@ -100,6 +122,7 @@ def step_functions(step: Step) -> dict[str, Callable]:
     return {
         "compute": tf.function(lambda: strategy.run(lambda: checksum(gradients()))),
         "allreduce": tf.function(lambda: strategy.run(reduce_zeros)),
+        "allreduce_bf16": tf.function(lambda: strategy.run(lambda: reduce_zeros(halves))),
         "custom": tf.function(lambda: strategy.run(apply)),
     }
 
@@ -141,12 +164,42 @@ def fit_ms(step: Step, fit_steps: int, steps_per_execution: int) -> float:
     return (times[-1] - times[0]) / ((len(times) - 1) * steps_per_execution) * 1000
 
 
+def loop_ms(step: Step, loop, train, iterator, barrier: Callable, calls: int, steps_per_execution: int) -> float:
+    """Per-step time of jobs.loop's training function, `steps_per_execution` steps a call."""
+    import tensorflow as tf
+
+    count = tf.constant(steps_per_execution)
+    barrier()
+    train(iterator, count)  # warm-up (the first traces)
+    loop.totals.read_value().numpy()
+    started = time.perf_counter()
+    for _ in range(calls):
+        train(iterator, count)
+    loop.totals.read_value().numpy()  # waits for the last call; one all-reduce, as once per epoch
+    return (time.perf_counter() - started) / (calls * steps_per_execution) * 1000
+
+
 def measure(step: Step, args) -> dict[str, list[float]]:
+    from jobs import data
+    from jobs.loop import Loop
+
     functions = step_functions(step)
+    loops = {
+        "loop": Loop(step.strategy, step.model, 1e-3),
+        "loop_bf16": Loop(step.strategy, step.model, 1e-3, "bfloat16"),
+    }
+    trains = {name: loop.functions()[0] for name, loop in loops.items()}
+    pipeline = data.training_pipeline(data.synthetic(2_000, 10, seed=step.seed)["train"], step.global_batch)
+    iterator = iter(step.strategy.experimental_distribute_dataset(pipeline))
+    calls = max(2, args.steps // args.steps_per_execution)
     ms: dict[str, list[float]] = {name: [] for name in PARTS}
     for _ in range(args.repeats):
-        for name in ("compute", "allreduce", "custom"):
+        for name in ("compute", "allreduce", "allreduce_bf16", "custom"):
             ms[name].append(timed(step, functions[name], functions["allreduce"], args.steps))
+        for name, loop in loops.items():
+            ms[name].append(
+                loop_ms(step, loop, trains[name], iterator, functions["allreduce"], calls, args.steps_per_execution)
+            )
         ms["fit"].append(fit_ms(step, args.fit_steps, 1))
         ms["fit_spe"].append(fit_ms(step, args.fit_steps, args.steps_per_execution))
     return ms
@@ -154,7 +207,7 @@ def measure(step: Step, args) -> dict[str, list[float]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cluster, step = setup(args.batch)
+    cluster, step = setup(args.batch, args.implementation, args.bytes_per_pack, args.inter_threads)
     ms = measure(step, args)
     if cluster.is_chief:
         weights = step.model.trainable_variables
@@ -162,6 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "workers": cluster.workers,
             "batch_per_worker": args.batch,
             "steps_per_execution": args.steps_per_execution,
+            "implementation": args.implementation,
+            "bytes_per_pack": args.bytes_per_pack,
+            "inter_threads": args.inter_threads,
             "ms": ms,
             "gradient_bytes": int(sum(v.shape.num_elements() * v.dtype.size for v in weights)),
         }

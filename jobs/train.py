@@ -2,9 +2,11 @@
 
 The cluster comes from TF_CONFIG exactly as the training operator injects it (absent for a
 single replica). Every worker trains and saves (saving is a collective): the chief to the
-candidate's folder, the others to temp folders they delete. Progress survives a lost worker
-through BackupAndRestore on the shared volume: a restarted job resumes at the last finished
-epoch. The chief alone talks to MLflow.
+candidate's folder, the others to temp folders they delete. The loop is jobs.loop's (several
+steps per call, one collective per step: the gradients; `--loop fit` runs Keras fit, the previous
+loop, with BackupAndRestore). Progress survives a lost worker through a backup per finished epoch
+on the shared volume: a restarted job resumes at the last finished epoch. The chief alone talks
+to MLflow.
 
 Reproducible: the seed fixes the initial weights, dropout and the shuffling order
 (`tf_keras.utils.set_random_seed`, a seeded tf.data shuffle), and TensorFlow's op determinism
@@ -40,6 +42,7 @@ from jobs.cli import JobError, abort, add_run_arguments, emit, parser, positive_
 from jobs.cpus import configure_threads
 from jobs.files import atomic_dir, read_json, write_json
 from jobs.paths import Candidate, Work
+from jobs.progress import Progress, images_per_second, learning_rate
 
 log = logging.getLogger("jobs.train")
 
@@ -51,88 +54,6 @@ def fail(err, what: str) -> NoReturn:
     interpreter shutdown can hang or print tracebacks from its threads."""
     code = distributed.EXIT_PEER_LOST if distributed.transient(err) else 1
     abort(f"{what}: {type(err).__name__}: {tf_errors.reason(err, lines=2, limit=300)}", code)
-
-
-def learning_rate(epoch: int, base: float = 1e-3) -> float:
-    """Step decay: the base rate for epochs 0-2, a tenth for 3-6, a hundredth after."""
-    if epoch < 3:
-        return base
-    if epoch < 7:
-        return base / 10
-    return base / 100
-
-
-class Progress:
-    """The chief's record of training: history.json (all epochs, across restarts) and
-    per-epoch metrics in MLflow. Built lazily as a Keras callback by `callback()`."""
-
-    def __init__(self, candidate: Candidate, tracker, mlflow_run: str | None, images_per_epoch: int):
-        self.candidate = candidate
-        self.tracker = tracker
-        self.mlflow_run = mlflow_run
-        self.images_per_epoch = images_per_epoch
-        previous = read_json(candidate.history) if candidate.history.exists() else {}
-        self.epochs: list[dict] = previous.get("epochs", [])
-        self.first_epoch: int | None = None
-
-    def begin_epoch(self, epoch: int) -> None:
-        if self.first_epoch is None:
-            self.first_epoch = epoch
-            # Forget epochs that the restored backup does not include: they are redone.
-            self.epochs = [e for e in self.epochs if e["epoch"] < epoch]
-            if epoch:
-                log.info("resumed from the backup at epoch %d", epoch + 1)
-        self._started = time.monotonic()
-
-    def end_epoch(self, epoch: int, logs: dict, lr: float, epochs: int | None = None) -> None:
-        seconds = time.monotonic() - self._started
-        record = {k: float(v) for k, v in logs.items() if k != "lr"}  # lr: the scheduler's copy
-        record.update(
-            epoch=epoch,
-            learning_rate=lr,
-            seconds=seconds,
-            images_per_second=self.images_per_epoch / seconds if seconds else 0.0,
-        )
-        log.info("%s", epoch_line(record, epochs))
-        self.epochs.append(record)
-        write_json(self.candidate.history, {"epochs": self.epochs})
-        self.tracker.log_metrics(self.mlflow_run, {k: v for k, v in record.items() if k != "epoch"}, step=epoch)
-
-    def callback(self):
-        import tf_keras as keras
-
-        progress = self
-
-        class Callback(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                progress.begin_epoch(epoch)
-
-            def on_epoch_end(self, epoch, logs=None):
-                lr = float(keras.backend.get_value(self.model.optimizer.learning_rate))
-                progress.end_epoch(epoch, logs or {}, lr, self.params.get("epochs"))
-
-        return Callback()
-
-
-def images_per_second(epochs: Sequence[dict]) -> float:
-    """Images/s over epoch records (`{"seconds", "images_per_second"}`, as in history.json):
-    every image trained on, over the time spent on them; 0 for no time."""
-    seconds = sum(e["seconds"] for e in epochs)
-    return sum(e["images_per_second"] * e["seconds"] for e in epochs) / seconds if seconds else 0.0
-
-
-def epoch_line(record: dict, epochs: int | None) -> str:
-    """The per-epoch progress line: loss, accuracy, throughput and the time left at this pace."""
-    number = record["epoch"] + 1
-    line = (
-        f"epoch {number}/{epochs or '?'}: loss {record.get('loss', float('nan')):.4f}, "
-        f"accuracy {record.get('accuracy', float('nan')):.4f}, {record['images_per_second']:,.0f} images/s, "
-        f"{record['seconds']:.1f} s"
-    )
-    if epochs and number < epochs:
-        left = round((epochs - number) * record["seconds"])
-        return f"{line}; about {f'{left // 60} min {left % 60:02d} s' if left >= 60 else f'{left} s'} left"
-    return f"{line}; training done, now saving the model (and uploading it to MLflow)"
 
 
 def start_tracking(candidate: Candidate, args, params: dict, datasets: dict):
@@ -190,6 +111,8 @@ def run_params(args, cluster: distributed.Cluster, steps: int, threads: int, rec
         "global_batch": args.batch_per_worker * cluster.workers,
         "steps_per_epoch": steps,
         "steps_per_execution": args.steps_per_execution,
+        "loop": args.loop,
+        "gradient_transfer": args.gradient_transfer if args.loop == "custom" else "float32",
         "base_learning_rate": args.learning_rate,
         "threads": threads,
         "seed": args.seed,
@@ -224,9 +147,9 @@ def clear_leftovers(candidate: Candidate, cluster: distributed.Cluster) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def results(history, seconds: float) -> dict:
-    """The last epoch's figures and the time in model.fit."""
-    last = {k: float(v[-1]) for k, v in history.history.items() if v}
+def results(history: dict, seconds: float) -> dict:
+    """The last epoch's figures (History.history's lists) and the time spent training."""
+    last = {k: float(v[-1]) for k, v in history.items() if v}
     result = {"train_seconds": seconds, "accuracy": last.get("accuracy", 0.0), "loss": last.get("loss", 0.0)}
     result.update({k: last[k] for k in ("val_accuracy", "val_loss") if k in last})
     return result
@@ -243,6 +166,49 @@ def finish_tracking(progress: Progress, candidate: Candidate, args, params: dict
     log_model(progress, candidate, args, params, example)
     progress.tracker.log_artifacts(progress.mlflow_run, candidate.tensorboard, "tensorboard")
     progress.tracker.end_run(progress.mlflow_run)
+
+
+def fit(model, pipelines, args, steps: int, candidate: Candidate, scratch: Path, progress, chief: bool) -> dict:
+    """The previous loop (`--loop fit`): Keras `fit` with BackupAndRestore, the schedule as a
+    callback, TensorBoard's callback and the chief's Progress callback. Its History.history."""
+    import tf_keras as keras
+
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(candidate.backup)),
+        keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate(epoch, args.learning_rate)),
+        keras.callbacks.TensorBoard(str(candidate.tensorboard if chief else scratch / "tb")),
+    ]
+    if progress is not None:
+        callbacks.append(progress.callback())
+    training, validation = pipelines
+    history = model.fit(
+        training,
+        validation_data=validation,
+        epochs=args.epochs,
+        steps_per_epoch=steps,
+        callbacks=callbacks,
+        verbose=2 if progress is None else 0,  # the chief logs its own line per epoch
+    )
+    return history.history
+
+
+def custom(strategy, model, pipelines, args, steps: int, candidate: Candidate, scratch: Path, progress, chief: bool):
+    """The custom loop (`--loop custom`, jobs.loop): the same schedule, backup and records."""
+    from jobs import loop
+
+    hooks = loop.Hooks()
+    if progress is not None:
+        end = progress.end_epoch
+        hooks = loop.Hooks(progress.begin_epoch, lambda epoch, logs, lr: end(epoch, logs, lr, args.epochs))
+    places = loop.Places(candidate.backup, scratch, candidate.tensorboard if chief else None, chief, hooks)
+    return loop.Loop(strategy, model, args.learning_rate, args.gradient_transfer).fit(
+        *pipelines,
+        epochs=args.epochs,
+        steps=steps,
+        steps_per_execution=args.steps_per_execution,
+        schedule=lambda epoch: learning_rate(epoch, args.learning_rate),
+        where=places,
+    )
 
 
 def train(args) -> dict:
@@ -281,31 +247,25 @@ def train(args) -> dict:
     candidate.root.mkdir(parents=True, exist_ok=True)
 
     with strategy.scope():
-        model = compiled(args, steps)
+        model = compiled(args, steps) if args.loop == "fit" else models.build(args.model)
     clear_leftovers(candidate, cluster)
     scratch = Path(tempfile.mkdtemp(prefix=f".{cluster.name}-", dir=candidate.root))
     progress = None
     try:
-        callbacks = [
-            keras.callbacks.BackupAndRestore(str(candidate.backup)),
-            keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate(epoch, args.learning_rate)),
-            keras.callbacks.TensorBoard(str(candidate.tensorboard if cluster.is_chief else scratch / "tb")),
-        ]
         if cluster.is_chief:
             datasets = dataset_inputs(args.dataset, dataset_dir, records, manifest["source"])
             tracker, mlflow_run = start_tracking(candidate, args, params, datasets)
             progress = Progress(candidate, tracker, mlflow_run, steps * global_batch)
-            callbacks.append(progress.callback())
 
         started = time.monotonic()
-        history = model.fit(
+        pipelines = (
             data.training_pipeline(train_split, global_batch, seed=args.seed),
-            validation_data=data.evaluation_pipeline(validation, global_batch),
-            epochs=args.epochs,
-            steps_per_epoch=steps,
-            callbacks=callbacks,
-            verbose=2 if progress is None else 0,  # the chief logs its own line per epoch
+            data.evaluation_pipeline(validation, global_batch),
         )
+        if args.loop == "fit":
+            history = fit(model, pipelines, args, steps, candidate, scratch, progress, cluster.is_chief)
+        else:
+            history = custom(strategy, model, pipelines, args, steps, candidate, scratch, progress, cluster.is_chief)
         seconds = time.monotonic() - started
 
         # Every worker saves; only the chief's copy is kept, renamed into place whole.
@@ -339,6 +299,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=positive_int,
         default=10,
         help="training steps run per call into the TensorFlow runtime",
+    )
+    p.add_argument(
+        "--loop",
+        choices=("custom", "fit"),
+        default="custom",
+        help="the training loop: custom (jobs.loop) or Keras fit, the previous one",
+    )
+    p.add_argument(
+        "--gradient-transfer",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="the custom loop's gradients between workers: bfloat16 sends half the bytes, added in float32",
     )
     p.add_argument("--batch-per-worker", type=positive_int, default=64, help="global batch = this x workers")
     p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's base rate; a tenth from epoch 4")

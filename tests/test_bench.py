@@ -56,10 +56,12 @@ def test_quick_bench_runs_every_section_and_writes_results(tmp_path):
         "serve.throughput.c32",
     ):
         assert figures[key]["median"] > 0, key
+    for key in ("train.fit.single", "train.fit.multi", "train.fit.efficiency"):  # the previous loop
+        assert figures[key]["median"] > 0, key
     for key in ("train.efficiency", "input.headroom", "serve.ratio1.p50", "serve.ratio32.p50"):
         assert figures[key]["median"] > 0, key
         assert "target" in figures[key] or key.startswith("serve.ratio")
-    for part in ("compute", "allreduce", "custom", "fit", "fit_spe"):
+    for part in ("compute", "allreduce", "allreduce_bf16", "custom", "loop", "loop_bf16", "fit", "fit_spe"):
         assert figures[f"split.{part}"]["median"] > 0, part
     for where in ("server", "inproc"):
         for n in (1, 32):
@@ -121,6 +123,26 @@ def test_training_throughput_leaves_out_the_warm_up_epoch():
     assert training.train_throughput(history) == pytest.approx((1000 + 6000) / 4)
     with pytest.raises(JobError, match="warm-up"):
         training.train_throughput({"epochs": history["epochs"][:1]})
+
+
+def test_each_loop_is_measured_single_and_multi_in_alternating_order():
+    """Every repeat trains both loops on one process and on WORKERS, the order reversed every
+    other repeat; each loop's efficiency is its own multi ÷ single from that repeat."""
+    first, second = training.order(0), training.order(1)
+    assert (
+        sorted(first)
+        == sorted(second)
+        == sorted((loop, kind) for loop in ("custom", "fit") for kind in ("single", "multi"))
+    )
+    assert second == first[::-1]
+    figures = results.Figures()
+    for custom, fit in ((9000.0, 6000.0), (10000.0, 5000.0)):
+        measured = {"custom": {"single": 10000.0, "multi": custom}, "fit": {"single": 10000.0, "multi": fit}}
+        training.add_training(figures, measured, 2)
+    assert figures.items["train.efficiency"].samples == [0.9, 1.0]
+    assert figures.items["train.efficiency"].target == ">= 0.8"
+    assert figures.items["train.fit.efficiency"].samples == [0.6, 0.5]
+    assert "Keras fit" in figures.items["train.fit.efficiency"].label
 
 
 def test_stages_come_in_pipeline_order():

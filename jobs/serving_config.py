@@ -140,11 +140,19 @@ def pinned(target: Path, name: str = MODEL_NAME) -> tuple[int, ...] | None:
     return policies(text).get(name)
 
 
-def served_version(work: Work, name: str = MODEL_NAME) -> int | None:
-    """The version the stable servers serve: the highest pinned one that exists, else the
+def served_version(work: Work, name: str = MODEL_NAME, track: str = "stable") -> int | None:
+    """The version a track's servers serve: the highest pinned one that exists, else the
     highest on disk (TF Serving's `latest`); None before the first promotion."""
     on_disk = versions(work.served(name))
-    pins = [v for v in pinned(path(work), name) or () if v in on_disk]
+    pins = [v for v in pinned(track_path(work, track), name) or () if v in on_disk]
     if pins:
         return max(pins)
     return max(on_disk, default=None)
+
+
+def newest_served(work: Work, name: str = MODEL_NAME) -> int | None:
+    """The newest version any server is meant to serve: the canary's during a canary, else
+    the stable one's (a version rolled back stays on disk, served by none)."""
+    tracks = [t for t in TRACKS if t == "stable" or track_path(work, t).exists()]
+    found = [v for v in (served_version(work, name, t) for t in tracks) if v is not None]
+    return max(found, default=None)

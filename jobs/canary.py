@@ -62,15 +62,18 @@ def read_state(work: Work) -> dict | None:
 
 def addresses(url: str) -> list[str]:
     """The base URL of every server behind `url`: a headless Service's name resolves to each
-    pod's address (tf-serving-stable, tf-serving-canary); a plain host to itself."""
+    pod's address (tf-serving-stable, tf-serving-canary); a plain host to itself. (A pod that
+    goes or comes within the window is handled by `window`.)"""
     parts = urllib.parse.urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
     except OSError as err:
         raise JobError(f"cannot resolve {parts.hostname} of {url}: {err.strerror or err}") from None
+    # One family: `localhost` is 127.0.0.1 and ::1, one server, not two.
+    ipv4 = [info for info in infos if info[0] == socket.AF_INET]
     found = []
-    for family, _, _, _, address in infos:
+    for family, _, _, _, address in ipv4 or infos:
         host = f"[{address[0]}]" if family == socket.AF_INET6 else address[0]
         if f"{parts.scheme}://{host}:{port}" not in found:
             found.append(f"{parts.scheme}://{host}:{port}")

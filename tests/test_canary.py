@@ -153,3 +153,12 @@ def test_pins_written_per_track_are_read_back(tmp_path):
     assert serving_config.pinned(serving_config.path(work)) is None
     with pytest.raises(JobError, match="unknown serving track"):
         serving_config.track_path(work, "blue")
+
+
+def test_a_name_is_every_address_it_resolves_to_of_one_family():
+    from jobs.canary import addresses
+
+    assert addresses("http://127.0.0.1:8501") == ["http://127.0.0.1:8501"]
+    assert addresses("http://localhost:8501/") == ["http://127.0.0.1:8501"]  # not ::1 as well
+    with pytest.raises(JobError, match="cannot resolve"):
+        addresses("http://no-such-host.invalid:8501")

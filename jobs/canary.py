@@ -130,6 +130,8 @@ def probe_images(work: Work, dataset: str, count: int = 64) -> list[bytes]:
     if not (folder / "manifest.json").exists():
         raise JobError(f"no dataset {dataset} under {work.root / 'data'} for probe traffic (or give --probe-rate 0)")
     test = data.load(folder, splits=("test",))["test"]
+    if len(test.labels) == 0:
+        raise JobError(f"the test split of {dataset} is empty: no probe traffic (or give --probe-rate 0)")
     return [png.encode(test.images[i]) for i in range(min(count, len(test.labels)))]
 
 

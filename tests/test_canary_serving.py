@@ -5,6 +5,7 @@ Prometheus metrics, scraped before and after a window of probe traffic."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import shutil
 from pathlib import Path
@@ -85,8 +86,12 @@ def test_a_failing_canary_is_rolled_back_and_a_sound_one_promoted(tmp_path, inge
         for track in serving_config.TRACKS
     }
     try:
-        servers["stable"].start(expect_version=1)
-        servers["canary"].start(expect_version=2)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:  # both load TensorFlow at once
+            list(
+                pool.map(
+                    lambda pair: pair[0].start(expect_version=pair[1]), [(servers["stable"], 1), (servers["canary"], 2)]
+                )
+            )
         urls = {track: server.url for track, server in servers.items()}
         argv = [
             "--work-dir", work.root, "--run-id", "r1", "--dataset", "synthetic",

@@ -27,6 +27,10 @@ MODELS     ?=
 MIN_ACCURACY ?=
 # knob: gate (promote only a candidate better than the served one beyond noise) or force (empty: gate)
 PROMOTE    ?=
+# knob: direct (one server) or canary (stable and canary servers; the canary step decides) for make local (empty: direct)
+ROLLOUT    ?=
+# knob: how long make local ROLLOUT=canary watches the canary, in seconds (empty: 20)
+CANARY_SECONDS ?=
 # knob: extra flags for every ingest command of make local
 INGEST_ARGS ?=
 # knob: extra flags for every train command of make local

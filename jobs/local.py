@@ -6,7 +6,9 @@ way the training operator builds it. Like a TFJob with `restartPolicy: ExitCode`
 exits 1-127 (its own error) fails the training at once with its log tail, and one that exits
 128-255 (a lost peer: `jobs.train` exits 203) or is killed by a signal restarts the group, at
 most --max-restarts times; training resumes from its backup.
-The serving steps run against a local server on a free port. At the end: a summary table.
+The serving steps run against a local server on a free port; with --rollout canary, against
+two (stable and canary, each pinned by its own config file as TF Serving is in the cluster),
+and the canary step decides between them. At the end: a summary table.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class Runner:
         self.results: dict[str, dict[str, str]] = {}
         self.restarts: dict[str, list[dict[str, str]]] = {}  # per candidate: how each attempt ended
         self.url = ""
+        self.stable_url = ""
         self.stop_requested: float | None = None  # when the first stop signal came
         self._spawning = False
         self._deferred: int | None = None
@@ -64,6 +67,10 @@ class Runner:
             "models": ",".join(self.s.models),
             "url": self.url,
             "min_accuracy": str(self.s.min_accuracy),
+            "rollout": self.s.rollout,
+            "stable_url": self.stable_url or self.url,
+            "canary_url": self.url,
+            **canary_params(self.s.canary_seconds),
             **overrides,
         }
 
@@ -185,15 +192,26 @@ class Runner:
 
     @contextlib.contextmanager
     def server(self) -> Iterator[None]:
-        """The local model server (TF Serving's REST API) on a free port, for the serving steps."""
-        port = free_ports(1)[0]
-        argv = processes.server_argv(self.s.python, self.s.work.served(), port)
-        process = self.spawn(argv, "serve.log", "[serve]", echo=False)
-        self.url = f"http://127.0.0.1:{port}"
+        """The local model server (TF Serving's REST API) on a free port, for the serving steps,
+        reading the stable servers' config file; with --rollout canary a second one reading the
+        canary's, which the serving checks then talk to (they check the new version)."""
+        from jobs import serving_config
+
+        tracks = ("stable", "canary") if self.s.rollout == "canary" else ("stable",)
+        ports = free_ports(len(tracks))
+        started, urls = [], {}
         try:
+            for track, port in zip(tracks, ports, strict=True):
+                config = serving_config.track_path(self.s.work, track)
+                argv = processes.server_argv(self.s.python, self.s.work.served(), port, config=config)
+                name = "serve" if track == "stable" else "serve-canary"
+                started.append(self.spawn(argv, f"{name}.log", f"[{name}]", echo=False))
+                urls[track] = f"http://127.0.0.1:{port}"
+            self.stable_url = urls["stable"]
+            self.url = urls.get("canary", urls["stable"])
             yield
         finally:
-            self.stop([process])
+            self.stop(started)
 
     def timed(self, name: str, fn, *args):
         started = time.monotonic()
@@ -252,6 +270,23 @@ class Runner:
         if process.wait() != 0:
             raise JobError(f"{what} failed\n{process.describe_failure()}")
         self.children.remove(process)
+
+
+def canary_params(seconds: float) -> dict[str, str]:
+    """The canary step's settings: its window, and jobs.canary's defaults for the rest."""
+    from jobs.canary import DEFAULT_PROBE_RATE
+    from jobs.canary_metrics import Bounds
+
+    bounds = Bounds()
+    return {
+        "canary_seconds": f"{seconds:g}",
+        "canary_probe_rate": f"{DEFAULT_PROBE_RATE:g}",
+        "canary_max_error_rate": f"{bounds.max_error_rate:g}",
+        "canary_max_error_increase": f"{bounds.max_error_increase:g}",
+        "canary_max_p50_ratio": f"{bounds.max_p50_ratio:g}",
+        "canary_max_p95_ratio": f"{bounds.max_p95_ratio:g}",
+        "canary_min_requests": str(bounds.min_requests),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,7 +12,17 @@ import time
 from pathlib import Path
 
 from jobs import cpus, data, files, models
-from jobs.cli import JobError, csv_list, fraction, non_negative_int, parser, path_arg, plain_name, positive_int
+from jobs.cli import (
+    JobError,
+    csv_list,
+    fraction,
+    non_negative_int,
+    parser,
+    path_arg,
+    plain_name,
+    positive_float,
+    positive_int,
+)
 from jobs.paths import Work
 
 # One training worker's memory: 0.75-0.9 GiB resident measured here (TF 2.20, tf-keras, two
@@ -32,6 +42,8 @@ class Settings:
     max_restarts: int
     python: str
     extra: dict[str, list[str]]
+    rollout: str = "direct"
+    canary_seconds: float = 20.0
     create_store: bool = False  # create the local MLflow store first (no MLFLOW_TRACKING_URI given)
 
 
@@ -73,6 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
         default="gate",
         help="gate: promote only a candidate better beyond noise; force: promote the best anyway",
     )
+    p.add_argument(
+        "--rollout",
+        choices=("direct", "canary"),
+        default="direct",
+        help="direct: one model server; canary: a stable and a canary server, the new version on the "
+        "canary first, then the canary step promotes or rolls it back",
+    )
+    p.add_argument(
+        "--canary-seconds",
+        type=positive_float,
+        default=20.0,
+        help="how long the canary step watches the canary (--rollout canary)",
+    )
     for name in ("ingest", "train", "promote"):
         p.add_argument(
             f"--{name}-args",
@@ -111,5 +136,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         max_restarts=args.max_restarts,
         python=args.python,
         extra=extra,
+        rollout=args.rollout,
+        canary_seconds=args.canary_seconds,
         create_store=create_store,
     )

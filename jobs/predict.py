@@ -235,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--wait-version",
         type=version_arg,
-        help="'latest' (highest numeric version on disk) or a number: wait until served",
+        help="'latest' (the newest version the servers' config files pin, else the highest on disk) "
+        "or a number: wait until served",
     )
     p.add_argument("--timeout", type=positive_float, default=300.0, help="how long --wait-version waits")
     p.add_argument("--request-timeout", type=positive_float, default=60.0, help="timeout of one HTTP request")
@@ -314,10 +315,13 @@ def predict(args, client: Client, work: Work) -> int:
 def wait_version(args, client: Client, work: Work) -> int:
     wanted = args.wait_version
     if wanted == "latest":
-        found = list(versions(work.served(args.model_name)))
-        if not found:
+        from jobs import serving_config
+
+        # The newest version a server is pinned to (a rolled-back one stays on disk, unserved),
+        # else the highest on disk.
+        wanted = serving_config.newest_served(work, args.model_name)
+        if wanted is None:
             raise JobError(f"no version folders under {work.served(args.model_name)}: promote a model first")
-        wanted = found[-1]
     wait_for_version(client, wanted, args.timeout)
     return wanted
 

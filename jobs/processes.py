@@ -147,8 +147,12 @@ def wait_group(
         time.sleep(interval)
 
 
-def server_argv(python: str, model_base_path: Path, port: int, model_name: str = MODEL_NAME) -> list[str]:
-    """The command of a local model server (TF Serving's REST API) on 127.0.0.1:`port`."""
+def server_argv(
+    python: str, model_base_path: Path, port: int, model_name: str = MODEL_NAME, config: Path | None = None
+) -> list[str]:
+    """The command of a local model server (TF Serving's REST API) on 127.0.0.1:`port`; with
+    `config`, the versions that model config file pins are served (jobs.serving_config)."""
+    pinned = ["--model-config-file", str(config)] if config is not None else []
     return [
         python,
         "-m",
@@ -161,6 +165,7 @@ def server_argv(python: str, model_base_path: Path, port: int, model_name: str =
         "127.0.0.1",
         "--port",
         str(port),
+        *pinned,
     ]
 
 

@@ -16,6 +16,13 @@ LoggedModel, with the alias `champion`; the version and the served folder name e
 parent run records the decision and its figures, and report.md with the plots; the chosen
 candidate's run records the comparison. `<work>/runs/<run>/promotion.json` has it all too, and the served history
 (`jobs.history`) a line.
+
+With `--rollout canary` and a version already served, the new version goes to the canary
+servers only: the stable servers' config pins the version they serve, the canary servers'
+config (`serving-canary.config`) pins the new one, `<work>/models/canary.json` says which is
+which, and the registry version gets the alias `canary` (`champion` stays on the stable
+one) until `jobs.canary` promotes or rolls it back. "What is served" is then the stable
+servers' pinned version, not the highest on disk.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs import history, models, run_info, serving_config
+from jobs import canary, history, models, run_info, serving_config
 from jobs.cli import JobError, add_run_arguments, emit, fraction, parser, run
 from jobs.files import atomic_dir, locked, read_json, write_json
 from jobs.paths import MODEL_NAME, Work, versions
@@ -103,7 +110,7 @@ def logged_model(work: Work, tracker, result: dict, example) -> str | None:
     return model_id
 
 
-def register(work: Work, tracker, result: dict, example) -> str | None:
+def register(work: Work, tracker, result: dict, example, alias: str = ALIAS) -> str | None:
     """The promoted candidate as a new version of the registered model, from its LoggedModel,
     tagged with the served folder; the folder's promotion.json then names the version.
     `example`: a few test images, the input example of a LoggedModel logged here."""
@@ -126,7 +133,7 @@ def register(work: Work, tracker, result: dict, example) -> str | None:
         result["model_id"],
         result["mlflow_run_id"],
         folder.resolve().as_uri(),
-        ALIAS,
+        alias,
         tags,
         description="Fashion-MNIST classifier. The version with the alias champion is the one served.",
     )
@@ -180,7 +187,8 @@ def track(work: Work, tracker, result: dict, gate: Gate, force: bool, example) -
     tracker.log_metrics(child, {k: v for k, v in figures.items() if k != "promoted"})
     tracker.set_tags(child, {"selected": "true", "decision": result["decision"]})
     if result["promoted"]:
-        result["registered_version"] = register(work, tracker, result, example)
+        alias = canary.CANARY if result["canary"] else ALIAS
+        result["registered_version"] = register(work, tracker, result, example, alias)
         tags["registered_version"] = str(result["registered_version"])
         tracker.set_tags(
             child,
@@ -228,7 +236,36 @@ def write_outputs(work: Work, tracker, parent: str | None, result: dict, names: 
     tracker.end_run(parent)
 
 
-def promote(work: Work, run_id: str, dataset: str, names: Sequence[str], force: bool, gate: Gate) -> dict:
+def serve(work: Work, current: int | None, version: int, rollout: str, run_id: str) -> dict | None:
+    """Points the servers at a new version: all of them (`direct`, or nothing served yet), or
+    only the canary servers (`canary`), returning the canary's record then."""
+    if rollout != "canary" or current is None:
+        serving_config.serve_latest(work)
+        if serving_config.track_path(work, "canary").exists():  # canary servers follow too
+            serving_config.pin(work, "canary", None)
+        return None
+    serving_config.pin(work, "stable", current)
+    serving_config.pin(work, "canary", version)
+    stable_record = work.served() / str(current) / "promotion.json"
+    state = {
+        "model": MODEL_NAME,
+        "stable_version": current,
+        "canary_version": version,
+        "run_id": run_id,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "registered_version": None,
+        "stable_registered_version": read_json(stable_record).get("registered_version")
+        if stable_record.exists()
+        else None,
+    }
+    write_json(canary.state_path(work), state)
+    log.info("version %d goes to the canary servers; the stable ones stay on version %d", version, current)
+    return state
+
+
+def promote(
+    work: Work, run_id: str, dataset: str, names: Sequence[str], force: bool, gate: Gate, rollout: str = "direct"
+) -> dict:
     from jobs import data
     from jobs.tracking import Tracker
 
@@ -241,7 +278,7 @@ def promote(work: Work, run_id: str, dataset: str, names: Sequence[str], force: 
     chosen_correct = correct(candidate.model, test)
     base = work.served()
     with locked(base / ".promote.lock"):  # held across choose-number-copy-rename
-        current = max(versions(base), default=None)
+        current = serving_config.served_version(work)
         served = served_correct(base / str(current), test) if current is not None else None
         comparison = mcnemar(chosen_correct, served) if served is not None else None
         decision = decide(comparison, gate, force)
@@ -271,6 +308,8 @@ def promote(work: Work, run_id: str, dataset: str, names: Sequence[str], force: 
             "registered_version": None,
             "mlflow_run_id": info.get("mlflow_run_id"),
             "model_id": info.get("model_id"),
+            "rollout": rollout,
+            "canary": None,
         }
         if comparison is not None:
             result["mcnemar"] = mcnemar_record(comparison)
@@ -284,7 +323,7 @@ def promote(work: Work, run_id: str, dataset: str, names: Sequence[str], force: 
                 "mlflow_run_id": result["mlflow_run_id"],
             }
             result["version"] = publish(candidate.model, base, record)
-            serving_config.serve_latest(work)
+            result["canary"] = serve(work, current, result["version"], rollout, run_id)
             history.append(work, history.promotion_line(result["version"], record, decision.outcome))
             log.info("promoted %s as version %d of %s", best, result["version"], base)
 
@@ -292,6 +331,9 @@ def promote(work: Work, run_id: str, dataset: str, names: Sequence[str], force: 
     parent = tracker.pipeline_run(work, run_id, {"dataset": dataset})
     result["mlflow_parent_run_id"] = parent
     track(work, tracker, result, gate, force, test.images[:5])
+    if result["canary"] is not None and result["registered_version"] is not None:
+        result["canary"]["registered_version"] = result["registered_version"]
+        write_json(canary.state_path(work), result["canary"])
     write_outputs(work, tracker, parent, result, names)
     return result
 
@@ -312,10 +354,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=DEFAULT_MIN_GAIN,
         help="and only if test accuracy rises by at least this much (0.002: 20 images in 10,000)",
     )
+    p.add_argument(
+        "--rollout",
+        choices=("direct", "canary"),
+        default="direct",
+        help="direct: every server serves the new version; canary: the canary servers first (jobs.canary decides)",
+    )
     args = p.parse_args(argv)
 
     gate = Gate(args.significance, args.min_gain)
-    result = promote(Work(args.work_dir), args.run_id, args.dataset, args.models, args.force, gate)
+    result = promote(Work(args.work_dir), args.run_id, args.dataset, args.models, args.force, gate, args.rollout)
     comparison = result["mcnemar"] or {}
     emit(
         model=result["model"],

@@ -16,12 +16,13 @@ so that a rollback or a canary can pin a version per server (each server reads i
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from jobs.cli import JobError
 from jobs.files import fsync_dir, write_text
-from jobs.paths import MODEL_NAME, Work
+from jobs.paths import MODEL_NAME, Work, versions
 
 FILE_NAME = "serving.config"
 
@@ -88,3 +89,70 @@ def serve_latest(work: Work, name: str = MODEL_NAME) -> Path:
     target = path(work)
     write(target, render([Model(name, str(work.served(name).absolute()))]))
     return target
+
+
+# -- tracks: the stable servers and the canary ----------------------------------------------
+
+CANARY_FILE = "serving-canary.config"
+TRACKS = ("stable", "canary")
+
+
+def track_path(work: Work, track: str) -> Path:
+    """The config file of one track's servers: `serving.config` (stable) or
+    `serving-canary.config` (the canary replica, components/canary)."""
+    if track not in TRACKS:
+        raise JobError(f"unknown serving track {track!r} (one of {', '.join(TRACKS)})")
+    return path(work) if track == "stable" else work.root / "models" / CANARY_FILE
+
+
+def pin(work: Work, track: str, version: int | None, name: str = MODEL_NAME) -> Path:
+    """Points one track's servers at `version` of `name` (None: the latest)."""
+    target = track_path(work, track)
+    versions = (version,) if version is not None else ()
+    write(target, render([Model(name, str(work.served(name).absolute()), versions)]))
+    return target
+
+
+_CONFIG = re.compile(r"config\s*\{(?P<body>(?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*)\}", re.DOTALL)
+
+
+def policies(text: str) -> dict[str, tuple[int, ...]]:
+    """Each model's pinned versions in a config this module wrote (no pin: `()`, the latest)."""
+    found = {}
+    for match in _CONFIG.finditer(text):
+        body = match["body"]
+        name = re.search(r'\bname:\s*"([^"]*)"', body)
+        if name is None:
+            continue
+        specific = re.search(r"specific\s*\{([^{}]*)\}", body)
+        pins = tuple(int(v) for v in re.findall(r"versions:\s*(\d+)", specific[1])) if specific else ()
+        found[name[1]] = pins
+    return found
+
+
+def pinned(target: Path, name: str = MODEL_NAME) -> tuple[int, ...] | None:
+    """The versions `target` pins for `name`: `()` for the latest, None when the file is
+    missing, unreadable or does not list the model (the placeholder)."""
+    try:
+        text = target.read_text()
+    except OSError:
+        return None
+    return policies(text).get(name)
+
+
+def served_version(work: Work, name: str = MODEL_NAME, track: str = "stable") -> int | None:
+    """The version a track's servers serve: the highest pinned one that exists, else the
+    highest on disk (TF Serving's `latest`); None before the first promotion."""
+    on_disk = versions(work.served(name))
+    pins = [v for v in pinned(track_path(work, track), name) or () if v in on_disk]
+    if pins:
+        return max(pins)
+    return max(on_disk, default=None)
+
+
+def newest_served(work: Work, name: str = MODEL_NAME) -> int | None:
+    """The newest version any server is meant to serve: the canary's during a canary, else
+    the stable one's (a version rolled back stays on disk, served by none)."""
+    tracks = [t for t in TRACKS if t == "stable" or track_path(work, t).exists()]
+    found = [v for v in (served_version(work, name, t) for t in tracks) if v is not None]
+    return max(found, default=None)

@@ -12,6 +12,11 @@ both and fails if they drift apart. Arguments are templates over a small set of 
     models        comma-separated candidates
     url           the model server's base URL
     min_accuracy  the smoke check's threshold
+    rollout       direct (every server serves a promoted version) | canary (the canary first)
+    stable_url, canary_url            each track's servers, for the canary's watch
+    canary_seconds, canary_probe_rate how long the canary is watched, probe requests a second
+    canary_max_error_rate, canary_max_error_increase, canary_max_p50_ratio,
+    canary_max_p95_ratio, canary_min_requests    its bounds (jobs.canary_metrics.Bounds)
 """
 
 from __future__ import annotations
@@ -23,7 +28,31 @@ from collections.abc import Sequence
 
 from jobs.cli import parser, run
 
-PARAMETERS = ("work_dir", "run_id", "dataset", "epochs", "model", "models", "url", "min_accuracy")
+# The canary's settings: step parameter -> its flag of jobs.canary.
+CANARY_KNOBS = {
+    "canary_seconds": "--seconds",
+    "canary_probe_rate": "--probe-rate",
+    "canary_max_error_rate": "--max-error-rate",
+    "canary_max_error_increase": "--max-error-increase",
+    "canary_max_p50_ratio": "--max-p50-ratio",
+    "canary_max_p95_ratio": "--max-p95-ratio",
+    "canary_min_requests": "--min-requests",
+}
+
+PARAMETERS = (
+    "work_dir",
+    "run_id",
+    "dataset",
+    "epochs",
+    "model",
+    "models",
+    "url",
+    "min_accuracy",
+    "rollout",
+    "stable_url",
+    "canary_url",
+    *CANARY_KNOBS,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +107,18 @@ STEPS: tuple[Step, ...] = (
     Step(
         "promote",
         "jobs.promote",
-        ("--work-dir", "{work_dir}", "--run-id", "{run_id}", "--dataset", "{dataset}", "--models", "{models}"),
+        (
+            "--work-dir",
+            "{work_dir}",
+            "--run-id",
+            "{run_id}",
+            "--dataset",
+            "{dataset}",
+            "--models",
+            "{models}",
+            "--rollout",
+            "{rollout}",
+        ),
         depends=("evaluate",),
     ),
     Step(
@@ -102,6 +142,26 @@ STEPS: tuple[Step, ...] = (
             "{min_accuracy}",
         ),
         depends=("wait-serving",),
+    ),
+    # After a canary promotion: watch it, then promote it to stable or roll it back. Without
+    # one (rollout direct, or nothing promoted) it has nothing to watch and says so.
+    Step(
+        "canary",
+        "jobs.canary",
+        (
+            "--work-dir",
+            "{work_dir}",
+            "--run-id",
+            "{run_id}",
+            "--dataset",
+            "{dataset}",
+            "--stable-url",
+            "{stable_url}",
+            "--canary-url",
+            "{canary_url}",
+            *(arg for parameter, flag in CANARY_KNOBS.items() for arg in (flag, f"{{{parameter}}}")),
+        ),
+        depends=("smoke",),
     ),
 )
 

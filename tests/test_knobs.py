@@ -27,6 +27,8 @@ LOCAL = {
     "MODELS": ("dropout,cnn", "models", ["dropout", "cnn"]),
     "MIN_ACCURACY": ("0.55", "min_accuracy", 0.55),
     "PROMOTE": ("force", "promote", "force"),
+    "ROLLOUT": ("canary", "rollout", "canary"),
+    "CANARY_SECONDS": ("45", "canary_seconds", 45.0),
     "INGEST_ARGS": ("--train-size 100", "ingest_args", "--train-size 100"),
     "TRAIN_ARGS": ("--seed 3", "train_args", "--seed 3"),
 }

@@ -57,6 +57,7 @@ def test_make_local_synthetic(playground):
         "promote",
         "wait-serving",
         "smoke",
+        "canary",
     }
 
     # MLflow (the local SQLite store that `make ui` shows): the pipeline run's parent run, one

@@ -8,6 +8,7 @@ import json
 import pytest
 from conftest import assert_one_line_error, copy_model, run_job
 
+from jobs import serving_config
 from jobs.files import write_json
 from jobs.paths import Work, versions
 
@@ -123,6 +124,33 @@ def test_gate_on_real_models_and_the_registry(ingested, trained_model, untrained
     assert parents["c"].data.tags["decision"] == "forced"  # the forced re-run of c, on the same parent
     assert parents["c"].data.tags["gate_significance"] == "0.05" and parents["c"].data.tags["forced"] == "true"
     assert {a.path for a in client.list_artifacts(parents["b"].info.run_id)} >= {"report.md", "plots"}
+
+    # --rollout canary: version 4 goes to the canary servers only, champion stays on 3; then an
+    # operator's roll back (jobs.canary --now: no watch) pins every server to 3 again.
+    make_candidate(work, "d", "cnn", trained_model, 0.9)
+    make_candidate(work, "d", "dropout", untrained_model, 0.1)
+    canary = promote(ingested, "d", "--force", "--rollout", "canary", MLFLOW_TRACKING_URI=mlflow_uri)
+    assert canary.returncode == 0 and results(canary)["version"] == "4", canary.stderr[-3000:]
+    assert serving_config.pinned(serving_config.path(work)) == (3,)
+    assert serving_config.pinned(serving_config.track_path(work, "canary")) == (4,)
+    state = json.loads((work.root / "models" / "canary.json").read_text())
+    assert state | {"stable_version": 3, "canary_version": 4, "registered_version": "4"} == state
+    assert state["stable_registered_version"] == "3"
+    assert str(client.get_model_version_by_alias("fmnist", "champion").version) == "3"
+    assert str(client.get_model_version_by_alias("fmnist", "canary").version) == "4"
+    rollback = run_job(
+        "canary",
+        *("--work-dir", ingested, "--run-id", "d", "--dataset", "synthetic"),
+        *("--stable-url", "http://127.0.0.1:9", "--canary-url", "http://127.0.0.1:9", "--now", "rollback"),
+        MLFLOW_TRACKING_URI=mlflow_uri,
+    )
+    assert_one_line_error(rollback, "canary version 4 rolled back to 3", "decided by hand")
+    for track in serving_config.TRACKS:
+        assert serving_config.pinned(serving_config.track_path(work, track)) == (3,)
+    assert serving_config.served_version(work) == 3 and list(versions(served)) == [1, 2, 3, 4]
+    assert "canary" not in client.get_registered_model("fmnist").aliases
+    assert client.get_model_version("fmnist", "4").tags["canary_decision"] == "rollback"
+    assert client.get_model_version("fmnist", "3").tags["canary_last_decision"] == "rollback of serving version 4"
 
 
 def test_promote_unevaluated_candidate(ingested, trained_model):

@@ -47,6 +47,7 @@ class Settings:
     limits: Limits = Limits()
     load_retries: int = DEFAULT_LOAD_RETRIES
     load_retry_seconds: float = DEFAULT_LOAD_RETRY_SECONDS
+    model_config_file: Path | None = None  # its `specific` versions pin what is served
 
 
 class ClientGone(Exception):
@@ -65,9 +66,17 @@ class App:
             self.metrics.changed,
             settings.load_retries,
             settings.load_retry_seconds,
+            pins=self._pins,
         )
         self.scheduler: Scheduler | None = None
         self.body_bytes = 0  # bytes of request bodies being received or held
+
+    def _pins(self) -> tuple[int, ...] | None:
+        if self.settings.model_config_file is None:
+            return None
+        from jobs import serving_config
+
+        return serving_config.pinned(self.settings.model_config_file, self.settings.model_name)
 
     # ASGI entry points.
 

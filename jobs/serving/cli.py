@@ -29,6 +29,12 @@ def build_parser():
         "--model-base-path", type=Path, required=True, help="folder of numeric version folders (<work>/models/fmnist)"
     )
     p.add_argument("--model-name", default=MODEL_NAME, help="the model name in the URL paths")
+    p.add_argument(
+        "--model-config-file",
+        type=Path,
+        help="a TF Serving model config (jobs.serving_config) re-read at every poll: a `specific` "
+        "version of the model pins what is served; missing, the placeholder or `latest`: the highest",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
     p.add_argument("--port", type=port_number, default=8501, help="port to listen on")
     p.add_argument(
@@ -109,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         limits=limits,
         load_retries=args.load_retries,
         load_retry_seconds=args.load_retry_seconds,
+        model_config_file=args.model_config_file.resolve() if args.model_config_file else None,
     )
     app = create_app(settings)
     stats = ConnectionStats()

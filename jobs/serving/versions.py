@@ -10,6 +10,10 @@ A failed version is tried again, as TF Serving retries a failed load (`--max_num
 `--load_retry_interval_micros`): at once when anything in its folder changes (a version copied
 in by hand in several steps becomes whole later), and otherwise up to `retries` more times,
 `retry_seconds` apart.
+
+A version can be pinned (`pins`, read from a model config file at every poll, as TF Serving's
+`specific` version policy): then the highest pinned version on disk is served instead, and a
+pin to a version that is not there keeps the current one.
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ class ModelManager:
         retries: int = DEFAULT_LOAD_RETRIES,
         retry_seconds: float = DEFAULT_LOAD_RETRY_SECONDS,
         loader: Callable[[Path, int], Servable] = servables.load,
+        pins: Callable[[], tuple[int, ...] | None] = lambda: None,
     ):
         self.name = name
         self.base = base
@@ -93,6 +98,8 @@ class ModelManager:
         self.retries = retries
         self.retry_seconds = retry_seconds
         self._loader = loader
+        self._pins = pins
+        self._warned_pins: tuple[int, ...] = ()
         self._on_change = on_change or (lambda servable: None)
         self._lock = threading.Lock()
         self._current: Servable | None = None
@@ -159,7 +166,9 @@ class ModelManager:
                 self._warned_empty = True
             return
         self._warned_empty = False
-        target = max(found)
+        target = self._target(found)
+        if target is None:
+            return
         current = self.current
         if current is not None and current.version == target:
             return
@@ -172,6 +181,26 @@ class ModelManager:
         if failure is not None and not self._should_retry(failure, print_):
             return
         self._load(target, path, print_)
+
+    def _target(self, found: dict[int, Path]) -> int | None:
+        """The highest version, or the highest pinned one on disk (None: none of the pins is)."""
+        pins = self._pins() or ()
+        if not pins:
+            self._warned_pins = ()
+            return max(found)
+        present = [v for v in pins if v in found]
+        if not present:
+            if pins != self._warned_pins:
+                log.warning(
+                    "pinned version(s) %s of %s not under %s; keeping the current one",
+                    pins,
+                    self.name,
+                    self.base,
+                )
+                self._warned_pins = pins
+            return None
+        self._warned_pins = ()
+        return max(present)
 
     def _should_retry(self, failure: Failure, print_: tuple) -> bool:
         if print_ != failure.fingerprint:

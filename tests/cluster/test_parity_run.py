@@ -233,7 +233,7 @@ def test_workflow_steps_run_locally_and_serve_a_model(tmp_path, server):
             # ... and pointed the model servers' config file at them (what TF Serving loads).
             config = (work / "models" / "serving.config").read_text()
             assert 'name: "fmnist"' in config and f'base_path: "{work / "models" / "fmnist"}"' in config
-    assert ran == ["ingest", "train", "evaluate", "promote", "wait-serving", "smoke"]
+    assert ran == ["ingest", "train", "evaluate", "promote", "wait-serving", "smoke", "canary"]
     with urllib.request.urlopen(f"{url}/v1/models/fmnist", timeout=10) as response:
         status = json.load(response)["model_version_status"]
     assert any(s["state"] == "AVAILABLE" for s in status)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from jobs import steps
+
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = ROOT / "workflows" / "e2e.yaml"
 ROLLBACK = ROOT / "workflows" / "rollback.yaml"  # make rollback WHERE=cluster
@@ -26,6 +28,11 @@ STEP_PARAMETERS = {
     "models": "{{workflow.parameters.models}}",
     "url": "{{workflow.parameters.serving-url}}",
     "min_accuracy": "{{workflow.parameters.min-accuracy}}",
+    "rollout": "{{workflow.parameters.rollout}}",
+    "stable_url": "{{workflow.parameters.stable-url}}",
+    "canary_url": "{{workflow.parameters.canary-url}}",
+    # canary_seconds -> canary-seconds, and so on
+    **{name: "{{workflow.parameters." + name.replace("_", "-") + "}}" for name in steps.CANARY_KNOBS},
 }
 WORK_VOLUME = "work"
 

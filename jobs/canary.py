@@ -13,10 +13,13 @@ alias `canary`. This step then:
   3. compares the canary's error rate and p50/p95 latency over the window with the stable
      one's (`jobs.canary_metrics.decide`): promote, roll back, or inconclusive (too few
      requests, which rolls back too: nothing unproven is promoted);
-  4. acts (`act`, the one place a decision is carried out): promote pins every server to the
-     canary version and moves `champion` to it; roll back pins every server to the stable
-     version (the canary's folder stays, unserved); either way the alias `canary` goes and the
-     registry version, the pipeline's parent run and `<work>/runs/<run>/canary.json` record it.
+  4. acts (`act`, the one place a decision is carried out): promote points every server at the
+     canary version and moves `champion` to it; roll back is `jobs.rollback`'s: the stable
+     version's model is published again as the next version, which every server then serves
+     (the canary's folder stays, out of the served history), `champion` stays on the stable
+     model; either way the alias `canary` goes and the registry versions, the pipeline's
+     parent run and `<work>/runs/<run>/canary.json` record it. After it, as after any
+     promotion, the newest version is served everywhere and nothing is pinned.
 
 It exits 0 after a promotion (or when no canary is in progress) and 1 after a roll back, with
 one line saying why: the pipeline ends failed, loudly, with the stable version serving.
@@ -37,7 +40,7 @@ from jobs import serving_config
 from jobs.canary_metrics import INCONCLUSIVE, PROMOTE, ROLLBACK, Bounds, Decision, Snapshot, decide, parse, window
 from jobs.cli import JobError, add_run_arguments, emit, fraction, parser, positive_float, positive_int, run
 from jobs.files import read_json, write_json
-from jobs.paths import MODEL_NAME, Work
+from jobs.paths import MODEL_NAME, Work, versions
 
 log = logging.getLogger("jobs.canary")
 
@@ -160,15 +163,25 @@ def act(work: Work, state: dict, decision: Decision, tracker, run_id: str) -> di
     records; the canary is over afterwards. The one place a promotion or roll back happens."""
     model = state.get("model", MODEL_NAME)
     promoted = decision.outcome == PROMOTE
-    serve = state["canary_version"] if promoted else state["stable_version"]
-    for track in serving_config.TRACKS:
-        serving_config.pin(work, track, serve, model)
-    log.info(
-        "%s: every server pinned to version %d of %s",
-        "promoted" if promoted else "rolled back",
-        serve,
-        model,
-    )
+    if promoted:
+        serve = state["canary_version"]
+        if serve == max(versions(work.served(model)), default=serve):
+            serving_config.serve_latest(work, model)  # the steady state: the newest version everywhere
+        else:  # a newer version appeared meanwhile: it was not judged, so this one stays pinned
+            for track in serving_config.TRACKS:
+                serving_config.pin(work, track, serve, model)
+        log.info("promoted: every server serves version %d of %s", serve, model)
+    else:
+        # jobs.rollback's own path: the stable model published again as the next version (the
+        # newest is served again everywhere, as after any rollback), the canary's version left
+        # out of the served history, champion on the stable model's registry version, a line
+        # in the history and a rollback run in MLflow.
+        from jobs import rollback
+
+        reason = f"canary of version {state['canary_version']} rolled back: " + decision.reason
+        done = rollback.rollback(work, state["stable_version"], reason, f"canary step of run {run_id}", tracker, model)
+        serve = done["version"]
+        log.info("rolled back: every server serves version %d (version %d's model)", serve, state["stable_version"])
     record = {
         **state,
         "decision": decision.outcome,
@@ -342,7 +355,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if decision.outcome != PROMOTE:
         what = "too few requests to decide" if decision.outcome == INCONCLUSIVE else decision.reason
-        raise JobError(f"canary version {state['canary_version']} rolled back to {state['stable_version']}: {what}")
+        raise JobError(
+            f"canary version {state['canary_version']} rolled back to {state['stable_version']} "
+            f"(its model served again as version {record['served_version']}): {what}"
+        )
     return 0
 
 

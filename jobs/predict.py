@@ -317,8 +317,8 @@ def wait_version(args, client: Client, work: Work) -> int:
     if wanted == "latest":
         from jobs import serving_config
 
-        # The newest version a server is pinned to (a rolled-back one stays on disk, unserved),
-        # else the highest on disk.
+        # The newest version a server is pinned to (the canary's, during a canary), else the
+        # highest on disk.
         wanted = serving_config.newest_served(work, args.model_name)
         if wanted is None:
             raise JobError(f"no version folders under {work.served(args.model_name)}: promote a model first")

@@ -240,9 +240,7 @@ def serve(work: Work, current: int | None, version: int, rollout: str, run_id: s
     """Points the servers at a new version: all of them (`direct`, or nothing served yet), or
     only the canary servers (`canary`), returning the canary's record then."""
     if rollout != "canary" or current is None:
-        serving_config.serve_latest(work)
-        if serving_config.track_path(work, "canary").exists():  # canary servers follow too
-            serving_config.pin(work, "canary", None)
+        serving_config.serve_latest(work)  # the canary servers, if any, follow too
         return None
     serving_config.pin(work, "stable", current)
     serving_config.pin(work, "canary", version)

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jobs import history, serving_config
+from jobs.canary import read_state, state_path
 from jobs.cli import JobError, emit, fraction, parser, positive_float, run, track_into_work_dir
 from jobs.files import locked
 from jobs.paths import MODEL_NAME, Work, versions
@@ -304,6 +305,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Work(args.work_dir)
     if not versions(work.served()):
         raise JobError(f"no served versions under {work.served()}: nothing to roll back (promote a model first)")
+    canary = read_state(work)
+    if canary is not None:  # its stable and canary servers are pinned: the canary step decides first
+        raise JobError(
+            f"a canary of version {canary.get('canary_version')} is in progress ({state_path(work)}): end it first "
+            "with python -m jobs.canary --now rollback (or promote), then roll back"
+        )
     to = None if args.to == PREVIOUS else args.to
     current, _ = history.target(history.records(work.served()), to)  # a bad --to fails here, before any I/O
     client = Client(args.url, MODEL_NAME)

@@ -10,7 +10,7 @@ The file sits on the shared volume beside the versions (`<work>/models/serving.c
 the placeholder only where none exists. The text is protobuf text format of TF Serving's
 `ModelServerConfig`; every write is whole (temp file + rename), so a polling server never
 reads half a file. A version policy is `latest` (the highest version) or specific versions,
-so that a rollback or a canary can pin a version per server (each server reads its own file).
+so that a canary can pin a version per track of servers (each track reads its own file).
 """
 
 from __future__ import annotations
@@ -85,10 +85,12 @@ def write(target: Path, text: str) -> None:
 
 
 def serve_latest(work: Work, name: str = MODEL_NAME) -> Path:
-    """Points the servers at the newest version of `name` (what a promotion means)."""
-    target = path(work)
-    write(target, render([Model(name, str(work.served(name).absolute()))]))
-    return target
+    """Points every server at the newest version of `name` (what a promotion, a rollback or the
+    end of a canary means): the stable servers' file, and the canary's when there is one."""
+    for track in TRACKS:
+        if track == "stable" or track_path(work, track).exists():
+            pin(work, track, None, name)
+    return path(work)
 
 
 # -- tracks: the stable servers and the canary ----------------------------------------------
@@ -152,7 +154,7 @@ def served_version(work: Work, name: str = MODEL_NAME, track: str = "stable") ->
 
 def newest_served(work: Work, name: str = MODEL_NAME) -> int | None:
     """The newest version any server is meant to serve: the canary's during a canary, else
-    the stable one's (a version rolled back stays on disk, served by none)."""
+    the stable one's (a version pinned by hand may be below the newest on disk)."""
     tracks = [t for t in TRACKS if t == "stable" or track_path(work, t).exists()]
     found = [v for v in (served_version(work, name, t) for t in tracks) if v is not None]
     return max(found, default=None)

@@ -1,6 +1,7 @@
 """The canary step against two real local servers on loopback, each pinned by its own model
 config file as TF Serving is in the cluster, with a real MLflow store: a canary that answers
-errors is rolled back, then a sound one is promoted. Its figures are the servers' own
+errors is rolled back (jobs.rollback: the stable model served again as the next version),
+then a sound one is promoted. Its figures are the servers' own
 Prometheus metrics, scraped before and after a window of probe traffic."""
 
 from __future__ import annotations
@@ -72,10 +73,13 @@ def test_a_failing_canary_is_rolled_back_and_a_sound_one_promoted(tmp_path, inge
     base.mkdir(parents=True)
     shutil.copytree(trained_model, base / "1")
     broken_model(base / "2")
-    shutil.copytree(trained_model, base / "3")
     client = MlflowClient(mlflow_uri)
     client.create_registered_model("fmnist")
-    registered = {v: client.create_model_version("fmnist", (base / str(v)).as_uri()).version for v in (1, 2, 3)}
+    registered = {v: client.create_model_version("fmnist", (base / str(v)).as_uri()).version for v in (1, 2)}
+    for version, registered_version in registered.items():  # what promote records in each version
+        record = {"run_id": f"r{version}", "model": "cnn", "dataset": "synthetic", "accuracy": 0.9}
+        record["registered_version"] = registered_version
+        (base / str(version) / "promotion.json").write_text(json.dumps(record))
     client.set_registered_model_alias("fmnist", "champion", registered[1])
     start_canary(work, 1, 2, client, registered)
 
@@ -99,32 +103,43 @@ def test_a_failing_canary_is_rolled_back_and_a_sound_one_promoted(tmp_path, inge
             "--seconds", "3", "--probe-rate", "15", "--min-requests", "20",
         ]  # fmt: skip
 
-        # The broken canary: every probe fails there, so it is rolled back, loudly.
+        # The broken canary: every probe fails there, so it is rolled back, loudly: version 1's
+        # model is served again as version 4, by every server, and nothing is deleted.
         proc = run_job("canary", *argv, MLFLOW_TRACKING_URI=mlflow_uri)
-        error = assert_one_line_error(proc, "canary version 2 rolled back to 1", "canary error rate 100.00%")
+        error = assert_one_line_error(
+            proc, "canary version 2 rolled back to 1 (its model served again as version 4)", "canary error rate 100.00%"
+        )
         record = json.loads((work.run("r1") / "canary.json").read_text())
         assert record["action"] == "rollback" and record["figures"]["canary"]["errors"] >= 20, error
         assert record["figures"]["stable"]["errors"] == 0 and record["figures"]["stable"]["requests"] >= 20
+        assert record["served_version"] == 4
+        restored = json.loads((base / "4" / "promotion.json").read_text())
+        assert restored["restored_from"] == 1 and restored["rollback_of"] == 2 and "error rate" in restored["reason"]
         for track in serving_config.TRACKS:
-            assert serving_config.pinned(serving_config.track_path(work, track)) == (1,)
+            assert serving_config.pinned(serving_config.track_path(work, track)) == ()  # the newest: 4
         assert not (work.root / "models" / "canary.json").exists() and (base / "2").is_dir()
-        wait_until(lambda: served(urls["canary"]) == {"1"}, what="the canary server back on version 1")
+        wait_until(lambda: served(urls["canary"]) == {"4"}, what="the canary server on version 4 (version 1's model)")
+        wait_until(lambda: served(urls["stable"]) == {"4"}, what="the stable server on version 4 (version 1's model)")
         assert client.get_model_version_by_alias("fmnist", "champion").version == registered[1]
         assert "canary" not in client.get_registered_model("fmnist").aliases
         tags = client.get_model_version("fmnist", registered[2]).tags
         assert tags["canary_decision"] == "rollback" and "error rate" in tags["canary_reason"]
+        assert tags["rolled_back"] == "true" and "error rate" in tags["rolled_back_reason"]
 
-        # A sound canary (the same model as stable): promoted, every server pinned to it.
-        start_canary(work, 1, 3, client, registered)
-        wait_until(lambda: served(urls["canary"]) == {"3"}, what="the canary server on version 3")
+        # A sound canary (the same model as stable) as version 5: promoted, then the newest
+        # version everywhere, as after any promotion.
+        shutil.copytree(trained_model, base / "5")
+        registered[5] = client.create_model_version("fmnist", (base / "5").as_uri()).version
+        start_canary(work, 4, 5, client, registered)
+        wait_until(lambda: served(urls["canary"]) == {"5"}, what="the canary server on version 5")
         proc = run_job("canary", *argv, MLFLOW_TRACKING_URI=mlflow_uri)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "decision=promote" in proc.stdout
         for track in serving_config.TRACKS:
-            assert serving_config.pinned(serving_config.track_path(work, track)) == (3,)
-        wait_until(lambda: served(urls["stable"]) == {"3"}, what="the stable server on version 3")
-        assert client.get_model_version_by_alias("fmnist", "champion").version == registered[3]
-        assert client.get_model_version("fmnist", registered[3]).tags["canary_decision"] == "promote"
+            assert serving_config.pinned(serving_config.track_path(work, track)) == ()
+        wait_until(lambda: served(urls["stable"]) == {"5"}, what="the stable server on version 5")
+        assert client.get_model_version_by_alias("fmnist", "champion").version == registered[5]
+        assert client.get_model_version("fmnist", registered[5]).tags["canary_decision"] == "promote"
         parent = client.search_runs([client.get_experiment_by_name("fmnist").experiment_id], "tags.role = 'pipeline'")
         assert parent[0].data.tags["canary_decision"] == "promote"
 

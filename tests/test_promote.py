@@ -126,7 +126,7 @@ def test_gate_on_real_models_and_the_registry(ingested, trained_model, untrained
     assert {a.path for a in client.list_artifacts(parents["b"].info.run_id)} >= {"report.md", "plots"}
 
     # --rollout canary: version 4 goes to the canary servers only, champion stays on 3; then an
-    # operator's roll back (jobs.canary --now: no watch) pins every server to 3 again.
+    # operator's roll back (jobs.canary --now: no watch) serves 3's model again, as version 5.
     make_candidate(work, "d", "cnn", trained_model, 0.9)
     make_candidate(work, "d", "dropout", untrained_model, 0.1)
     canary = promote(ingested, "d", "--force", "--rollout", "canary", MLFLOW_TRACKING_URI=mlflow_uri)
@@ -144,10 +144,12 @@ def test_gate_on_real_models_and_the_registry(ingested, trained_model, untrained
         *("--stable-url", "http://127.0.0.1:9", "--canary-url", "http://127.0.0.1:9", "--now", "rollback"),
         MLFLOW_TRACKING_URI=mlflow_uri,
     )
-    assert_one_line_error(rollback, "canary version 4 rolled back to 3", "decided by hand")
+    assert_one_line_error(rollback, "canary version 4 rolled back to 3 (its model served again as version 5)")
     for track in serving_config.TRACKS:
-        assert serving_config.pinned(serving_config.track_path(work, track)) == (3,)
-    assert serving_config.served_version(work) == 3 and list(versions(served)) == [1, 2, 3, 4]
+        assert serving_config.pinned(serving_config.track_path(work, track)) == ()
+    assert serving_config.served_version(work) == 5 and list(versions(served)) == [1, 2, 3, 4, 5]
+    assert json.loads((served / "5" / "promotion.json").read_text())["restored_from"] == 3
+    assert str(client.get_model_version_by_alias("fmnist", "champion").version) == "3"
     assert "canary" not in client.get_registered_model("fmnist").aliases
     assert client.get_model_version("fmnist", "4").tags["canary_decision"] == "rollback"
     assert client.get_model_version("fmnist", "3").tags["canary_last_decision"] == "rollback of serving version 4"

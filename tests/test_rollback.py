@@ -133,6 +133,17 @@ def test_bad_targets_write_nothing(tmp_path, to, status, needle):
     assert snapshot(work) == before
 
 
+def test_a_rollback_waits_for_a_canary_in_progress(tmp_path):
+    """While a canary runs its servers are pinned: the canary step decides first."""
+    work = Work(tmp_path / "work")
+    fake_versions(work, 3)
+    write_json(work.root / "models" / "canary.json", {"stable_version": 2, "canary_version": 3})
+    before = snapshot(work)
+    proc = run_job("rollback", "--work-dir", work.root, "--reason", "test", "--url", "http://127.0.0.1:9")
+    assert_one_line_error(proc, "a canary of version 3 is in progress", "jobs.canary --now rollback")
+    assert snapshot(work) == before
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -104,42 +104,43 @@ def test_a_failing_canary_is_rolled_back_and_a_sound_one_promoted(tmp_path, inge
         ]  # fmt: skip
 
         # The broken canary: every probe fails there, so it is rolled back, loudly: version 1's
-        # model is served again as version 4, by every server, and nothing is deleted.
+        # model is served again as version 3, by every server, and nothing is deleted.
         proc = run_job("canary", *argv, MLFLOW_TRACKING_URI=mlflow_uri)
         error = assert_one_line_error(
-            proc, "canary version 2 rolled back to 1 (its model served again as version 4)", "canary error rate 100.00%"
+            proc, "canary version 2 rolled back to 1 (its model served again as version 3)", "canary error rate 100.00%"
         )
         record = json.loads((work.run("r1") / "canary.json").read_text())
         assert record["action"] == "rollback" and record["figures"]["canary"]["errors"] >= 20, error
         assert record["figures"]["stable"]["errors"] == 0 and record["figures"]["stable"]["requests"] >= 20
-        assert record["served_version"] == 4
-        restored = json.loads((base / "4" / "promotion.json").read_text())
+        assert record["served_version"] == 3
+        restored = json.loads((base / "3" / "promotion.json").read_text())
         assert restored["restored_from"] == 1 and restored["rollback_of"] == 2 and "error rate" in restored["reason"]
         for track in serving_config.TRACKS:
-            assert serving_config.pinned(serving_config.track_path(work, track)) == ()  # the newest: 4
+            assert serving_config.pinned(serving_config.track_path(work, track)) == ()  # the newest: 3
         assert not (work.root / "models" / "canary.json").exists() and (base / "2").is_dir()
-        wait_until(lambda: served(urls["canary"]) == {"4"}, what="the canary server on version 4 (version 1's model)")
-        wait_until(lambda: served(urls["stable"]) == {"4"}, what="the stable server on version 4 (version 1's model)")
+        wait_until(lambda: served(urls["canary"]) == {"3"}, what="the canary server on version 3 (version 1's model)")
+        wait_until(lambda: served(urls["stable"]) == {"3"}, what="the stable server on version 3 (version 1's model)")
         assert client.get_model_version_by_alias("fmnist", "champion").version == registered[1]
         assert "canary" not in client.get_registered_model("fmnist").aliases
         tags = client.get_model_version("fmnist", registered[2]).tags
         assert tags["canary_decision"] == "rollback" and "error rate" in tags["canary_reason"]
         assert tags["rolled_back"] == "true" and "error rate" in tags["rolled_back_reason"]
 
-        # A sound canary (the same model as stable) as version 5: promoted, then the newest
+        # A sound canary (the same model as stable) as version 4: promoted, then the newest
         # version everywhere, as after any promotion.
-        shutil.copytree(trained_model, base / "5")
-        registered[5] = client.create_model_version("fmnist", (base / "5").as_uri()).version
-        start_canary(work, 4, 5, client, registered)
-        wait_until(lambda: served(urls["canary"]) == {"5"}, what="the canary server on version 5")
+        shutil.copytree(trained_model, base / "4")
+        registered[4] = client.create_model_version("fmnist", (base / "4").as_uri()).version
+        registered[3] = registered[1]  # version 3 holds version 1's model
+        start_canary(work, 3, 4, client, registered)
+        wait_until(lambda: served(urls["canary"]) == {"4"}, what="the canary server on version 4")
         proc = run_job("canary", *argv, MLFLOW_TRACKING_URI=mlflow_uri)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "decision=promote" in proc.stdout
         for track in serving_config.TRACKS:
             assert serving_config.pinned(serving_config.track_path(work, track)) == ()
-        wait_until(lambda: served(urls["stable"]) == {"5"}, what="the stable server on version 5")
-        assert client.get_model_version_by_alias("fmnist", "champion").version == registered[5]
-        assert client.get_model_version("fmnist", registered[5]).tags["canary_decision"] == "promote"
+        wait_until(lambda: served(urls["stable"]) == {"4"}, what="the stable server on version 4")
+        assert client.get_model_version_by_alias("fmnist", "champion").version == registered[4]
+        assert client.get_model_version("fmnist", registered[4]).tags["canary_decision"] == "promote"
         parent = client.search_runs([client.get_experiment_by_name("fmnist").experiment_id], "tags.role = 'pipeline'")
         assert parent[0].data.tags["canary_decision"] == "promote"
 

@@ -66,7 +66,7 @@ def table(runner, wall: float) -> str:
         "",
         textwrap.fill(
             "train time: each training job from starting its workers to their exit: TensorFlow's start-up, "
-            f"the epochs (in model.fit: {', '.join(fit) or 'see the logs'}), saving the model, uploading it "
+            f"the epochs (in the training loop: {', '.join(fit) or 'see the logs'}), saving the model, uploading it "
             "to MLflow, and any restarts.",
             width=100,
             subsequent_indent="  ",

@@ -56,6 +56,19 @@ def small_data():
 
 
 @pytest.fixture(scope="session")
+def untrained_model(tmp_path_factory) -> Path:
+    """A cnn that was never trained, exported: about chance (0.1) on any split."""
+    import tf_keras as keras
+
+    from jobs import export, models
+
+    keras.utils.set_random_seed(1)
+    path = tmp_path_factory.mktemp("untrained") / "saved"
+    export.save(models.build("cnn"), path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def trained_model(tmp_path_factory, small_data) -> Path:
     """A small cnn trained briefly on synthetic data and exported with both signatures."""
     import tf_keras as keras

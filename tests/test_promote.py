@@ -21,19 +21,6 @@ def test_versions_ignore_temp_and_other_dirs(tmp_path):
     assert list(versions(tmp_path / "absent")) == []
 
 
-@pytest.fixture(scope="module")
-def untrained_model(tmp_path_factory):
-    """A cnn that was never trained: about chance (0.1) on any split."""
-    import tf_keras as keras
-
-    from jobs import export, models
-
-    keras.utils.set_random_seed(1)
-    path = tmp_path_factory.mktemp("untrained") / "saved"
-    export.save(models.build("cnn"), path)
-    return path
-
-
 def make_candidate(work: Work, run_id: str, name: str, model_dir, validation_accuracy: float) -> None:
     """A candidate with a real model; its validation score (what selection reads) is claimed,
     its test score is measured by promote itself."""

@@ -158,19 +158,6 @@ def test_nothing_to_roll_back_and_an_empty_reason(tmp_path):
     assert proc.returncode == 2 and "say why" in assert_one_line_error(proc)
 
 
-@pytest.fixture(scope="module")
-def untrained_model(tmp_path_factory):
-    """A cnn that was never trained: about chance on any split."""
-    import tf_keras as keras
-
-    from jobs import export, models
-
-    keras.utils.set_random_seed(1)
-    path = tmp_path_factory.mktemp("untrained") / "saved"
-    export.save(models.build("cnn"), path)
-    return path
-
-
 def promote_forced(work: Work, run_id: str, model_dir) -> int:
     """jobs.promote's promote(), forced, of one candidate holding `model_dir`."""
     from conftest import copy_model

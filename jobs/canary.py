@@ -227,6 +227,8 @@ def metrics(decision: Decision) -> dict[str, float]:
 def registry(tracker, model: str, state: dict, record: dict) -> None:
     """champion moves to the canary's registry version on a promotion; the alias canary goes
     either way; the canary's version (and the stable one's) carry the decision as tags."""
+    from jobs.rollback import set_version_tags  # jobs.rollback imports this module
+
     version = state.get("registered_version")
     if not tracker.enabled or version is None:
         return
@@ -250,21 +252,11 @@ def registry(tracker, model: str, state: dict, record: dict) -> None:
         "canary_decided_at": record["decided_at"],
         "canary_stable_version": str(state["stable_version"]),
     }
-    for key, value in tags.items():
-        tracker.call(
-            "tag the canary's version", lambda k=key, v=value: client.set_model_version_tag(model, version, k, v)
-        )
+    set_version_tags(tracker, model, str(version), tags)
     stable = state.get("stable_registered_version")
     if stable is not None:
-        tracker.call(
-            "tag the stable version",
-            lambda: client.set_model_version_tag(
-                model,
-                stable,
-                "canary_last_decision",
-                f"{record['action']} of serving version {state['canary_version']}",
-            ),
-        )
+        last = f"{record['action']} of serving version {state['canary_version']}"
+        set_version_tags(tracker, model, str(stable), {"canary_last_decision": last})
 
 
 # -- the step -------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from jobs.cli import JobError
-from jobs.cpus import cpu_count
+from jobs.cpus import cpu_count, worker_env
 from jobs.distributed import tf_config
 from jobs.processes import Process, free_ports, stop, wait_group
 
@@ -19,21 +19,26 @@ STOP_GRACE_SECONDS = 5.0  # from SIGTERM to SIGKILL for what is still running
 
 def child_env(**extra: str) -> dict[str, str]:
     """The environment of a job we start: ours, minus a cluster or tracking server we may be in."""
-    env = {k: v for k, v in os.environ.items() if k not in ("TF_CONFIG", "MLFLOW_TRACKING_URI", "FMNIST_THREADS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("TF_CONFIG", "MLFLOW_TRACKING_URI", "FMNIST_THREADS", "FMNIST_CPUS")
+    }
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("LOG_LEVEL", "WARNING")
     env.update(extra)
     return env
 
 
-def worker_group(argv: list[str], workers: int) -> list[tuple[list[str], dict[str, str]]]:
-    """`workers` copies of `argv` with operator-shaped TF_CONFIG on free localhost ports, the
-    cores shared between them; one worker: plain single-process, all cores, no TF_CONFIG."""
+def worker_group(argv: list[str], workers: int, pin: bool = True) -> list[tuple[list[str], dict[str, str]]]:
+    """`workers` copies of `argv` with operator-shaped TF_CONFIG on free localhost ports and
+    the cores shared between them as jobs.local shares them (pinned unless `pin` is False);
+    one worker: plain single-process, all cores, no TF_CONFIG."""
     if workers == 1:
         return [(argv, child_env(FMNIST_THREADS=str(cpu_count())))]
-    threads = str(max(1, cpu_count() // workers))
     addresses = [f"localhost:{port}" for port in free_ports(workers)]
-    return [(argv, child_env(FMNIST_THREADS=threads, TF_CONFIG=tf_config(addresses, i))) for i in range(workers)]
+    shares = worker_env(workers, pin)
+    return [(argv, child_env(**share, TF_CONFIG=tf_config(addresses, i))) for i, share in enumerate(shares)]
 
 
 def run_group(argvs: list[tuple[list[str], dict[str, str]]], logs: Path, name: str, timeout: float) -> list[Process]:

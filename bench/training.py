@@ -1,7 +1,8 @@
 """Training section: images/s of the default CNN trained by `jobs.train` on one process vs
-WORKERS MultiWorkerMirroredStrategy processes on the same cores, with its custom loop and with
-the previous one (Keras fit) in the same repeats, then the step split measured inside WORKERS
-worker processes (`python -m bench.worker`)."""
+WORKERS MultiWorkerMirroredStrategy processes on the same cores: as jobs.train and jobs.local
+run it now (its custom loop, each worker pinned to its own CPUs), the same loop unpinned, and
+the previous implementation (Keras fit, unpinned), in the same repeats; then the step split
+measured inside WORKERS worker processes (`python -m bench.worker`)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ log = logging.getLogger("bench.training")
 
 BATCH = 64  # per worker, as jobs.train
 MODEL = "cnn"
-# jobs.train's loops: the custom one (its default) and the previous one, Keras fit.
-LOOPS = ("custom", "fit")
+# What each repeat trains, by name: (jobs.train's --loop, workers pinned). "custom" is how
+# training runs now; "unpinned" separates the loop's share of the change from the pinning's;
+# "fit" is the previous implementation. One process is never pinned, so "unpinned" has no
+# single run of its own: its efficiency is against "custom"'s.
+VARIANTS = {"custom": ("custom", True), "unpinned": ("custom", False), "fit": ("fit", False)}
 
 
 def ingest_synthetic(work: Work, train_size: int) -> None:
@@ -39,18 +43,19 @@ def train_throughput(history: dict, skip: int = 1) -> float:
     return images_per_second(epochs)
 
 
-def train_once(work: Work, run_id: str, workers: int, steps: int, sizes: Sizes, python: str, loop: str) -> float:
+def train_once(work: Work, run_id: str, workers: int, steps: int, sizes: Sizes, python: str, variant: str) -> float:
     """One `jobs.train` job of the cnn, launched like jobs.local launches it; its throughput."""
+    loop, pin = VARIANTS[variant]
     argv = [python, "-m", "jobs.train", "--work-dir", str(work.root), "--run-id", run_id, "--dataset", "synthetic"]
     argv += ["--model", MODEL, "--epochs", str(sizes.epochs), "--steps-per-epoch", str(steps), "--loop", loop]
-    run_group(worker_group(argv, workers), work.root / "logs", run_id, sizes.timeout)
+    run_group(worker_group(argv, workers, pin), work.root / "logs", run_id, sizes.timeout)
     return train_throughput(read_json(work.candidate(run_id, MODEL).history))
 
 
 def order(rep: int) -> list[tuple[str, str]]:
-    """The (loop, kind) trainings of repeat `rep`: every loop single and multi, in reverse
-    order every other repeat, so a drift in load favours neither loop nor kind."""
-    runs = [(loop, kind) for loop in LOOPS for kind in ("single", "multi")]
+    """The (variant, kind) trainings of repeat `rep`: every variant multi, and single where it
+    has its own, in reverse order every other repeat, so a drift in load favours none."""
+    runs = [(name, kind) for name in VARIANTS for kind in ("single", "multi") if kind == "multi" or name != "unpinned"]
     return runs if rep % 2 == 0 else runs[::-1]
 
 
@@ -60,11 +65,11 @@ def run(figures: Figures, sizes: Sizes, work: Work, workers: int, python: str, p
     ingest_synthetic(work, sizes.train_size)
     steps = {"single": max(1, sizes.epoch_images // BATCH), "multi": max(1, sizes.epoch_images // (BATCH * workers))}
     for rep in range(sizes.repeats):
-        measured: dict[str, dict[str, float]] = {loop: {} for loop in LOOPS}
-        for loop, kind in order(rep):
+        measured: dict[str, dict[str, float]] = {name: {} for name in VARIANTS}
+        for name, kind in order(rep):
             n = 1 if kind == "single" else workers
-            log.info("training: %s loop, %s (%d process(es)), repeat %d/%d", loop, kind, n, rep + 1, sizes.repeats)
-            measured[loop][kind] = train_once(work, f"{loop}-{kind}-{rep}", n, steps[kind], sizes, python, loop)
+            log.info("training: %s, %s (%d process(es)), repeat %d/%d", name, kind, n, rep + 1, sizes.repeats)
+            measured[name][kind] = train_once(work, f"{name}-{kind}-{rep}", n, steps[kind], sizes, python, name)
         add_training(figures, measured, workers)
         if pipeline is not None:
             add_headroom(figures, pipeline(), measured["custom"]["single"])
@@ -73,12 +78,17 @@ def run(figures: Figures, sizes: Sizes, work: Work, workers: int, python: str, p
 
 
 def add_training(figures: Figures, measured: dict[str, dict[str, float]], workers: int) -> None:
-    custom, fit = measured["custom"], measured["fit"]
+    custom, unpinned, fit = measured["custom"], measured["unpinned"], measured["fit"]
     figures.add("train.single", "training, 1 process on all cores", "images/s", custom["single"])
-    figures.add("train.multi", f"training, {workers} MWMS workers on the same cores", "images/s", custom["multi"])
+    label = f"training, {workers} MWMS workers on the same cores, each pinned to its own"
+    figures.add("train.multi", label, "images/s", custom["multi"])
     label = "multi-worker scaling efficiency (multi ÷ single)"
     figures.add("train.efficiency", label, "ratio", custom["multi"] / custom["single"], target=">= 0.8")
-    previous = "previous loop (Keras fit)"
+    label = f"the same loop, workers not pinned: training, {workers} MWMS workers"
+    figures.add("train.unpinned.multi", label, "images/s", unpinned["multi"])
+    label = "the same loop, workers not pinned: scaling efficiency"
+    figures.add("train.unpinned.efficiency", label, "ratio", unpinned["multi"] / custom["single"])
+    previous = "previous implementation (Keras fit, not pinned)"
     figures.add("train.fit.single", f"{previous}: training, 1 process", "images/s", fit["single"])
     figures.add("train.fit.multi", f"{previous}: training, {workers} MWMS workers", "images/s", fit["multi"])
     figures.add("train.fit.efficiency", f"{previous}: scaling efficiency", "ratio", fit["multi"] / fit["single"])

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from jobs import distributed, lifecycle, local_settings, processes, run_info, steps, summary
 from jobs.cli import JobError, run
-from jobs.cpus import cpu_count
+from jobs.cpus import cpu_count, worker_env
 from jobs.local_settings import Settings
 from jobs.processes import Process, free_ports
 
@@ -145,14 +145,14 @@ class Runner:
         # Each worker gives up by itself after as many starts as the runner would allow.
         attempts = ["--max-attempts", str(self.s.max_restarts + 1)]
         argv = step.command(self.s.python, **self.params(model=model)) + attempts + self.s.extra.get(step.name, [])
-        threads = str(max(1, cpu_count() // self.s.workers))
+        shares = worker_env(self.s.workers, self.s.pin)  # FMNIST_THREADS, and FMNIST_CPUS when pinned
         candidate = self.s.work.candidate(self.s.run_id, model)
         self.restarts[model] = []
         while True:
             addresses = [f"localhost:{port}" for port in free_ports(self.s.workers)]
             group = []
-            for index in range(self.s.workers):
-                env = {"FMNIST_THREADS": threads}
+            for index, share in enumerate(shares):
+                env = dict(share)
                 if self.s.workers > 1:  # the operator injects TF_CONFIG only for several replicas
                     env["TF_CONFIG"] = distributed.tf_config(addresses, index)
                 group.append(

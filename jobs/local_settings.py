@@ -44,6 +44,7 @@ class Settings:
     extra: dict[str, list[str]]
     rollout: str = "direct"
     canary_seconds: float = 20.0
+    pin: bool = True  # each training worker on its own CPUs (jobs.cpus.worker_env)
     create_store: bool = False  # create the local MLflow store first (no MLFLOW_TRACKING_URI given)
 
 
@@ -77,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=WORKER_MEMORY_MIB,
         metavar="MIB",
         help="memory one training worker needs; the run refuses workers that do not fit",
+    )
+    p.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="pin each training worker to its own share of the CPUs (Linux, at least one CPU per worker); "
+        "--no-pin leaves their placement to the OS",
     )
     p.add_argument("--python", default=sys.executable, help="the interpreter that runs the jobs")
     p.add_argument(
@@ -138,5 +146,6 @@ def settings_from(args: argparse.Namespace) -> Settings:
         extra=extra,
         rollout=args.rollout,
         canary_seconds=args.canary_seconds,
+        pin=args.pin,
         create_store=create_store,
     )

@@ -39,7 +39,7 @@ from typing import NoReturn
 
 from jobs import data, distributed, models, run_info, tf_errors
 from jobs.cli import JobError, abort, add_run_arguments, emit, parser, positive_float, positive_int, run
-from jobs.cpus import configure_threads
+from jobs.cpus import configure_threads, pinned_to
 from jobs.files import atomic_dir, read_json, write_json
 from jobs.paths import Candidate, Work
 from jobs.progress import Progress, images_per_second, learning_rate
@@ -115,6 +115,7 @@ def run_params(args, cluster: distributed.Cluster, steps: int, threads: int, rec
         "gradient_transfer": args.gradient_transfer if args.loop == "custom" else "float32",
         "base_learning_rate": args.learning_rate,
         "threads": threads,
+        "cpus": pinned_to(),  # this process's (the chief's): jobs.local pins each worker to its own
         "seed": args.seed,
         "deterministic": args.deterministic,
         "train_examples": records["train"]["examples"],

@@ -56,7 +56,7 @@ def test_quick_bench_runs_every_section_and_writes_results(tmp_path):
         "serve.throughput.c32",
     ):
         assert figures[key]["median"] > 0, key
-    for key in ("train.fit.single", "train.fit.multi", "train.fit.efficiency"):  # the previous loop
+    for key in ("train.fit.single", "train.fit.multi", "train.fit.efficiency", "train.unpinned.efficiency"):
         assert figures[key]["median"] > 0, key
     for key in ("train.efficiency", "input.headroom", "serve.ratio1.p50", "serve.ratio32.p50"):
         assert figures[key]["median"] > 0, key
@@ -125,24 +125,28 @@ def test_training_throughput_leaves_out_the_warm_up_epoch():
         training.train_throughput({"epochs": history["epochs"][:1]})
 
 
-def test_each_loop_is_measured_single_and_multi_in_alternating_order():
-    """Every repeat trains both loops on one process and on WORKERS, the order reversed every
-    other repeat; each loop's efficiency is its own multi ÷ single from that repeat."""
+def test_each_variant_is_measured_in_alternating_order_against_its_own_single_process():
+    """Every repeat trains jobs.train as it runs now (pinned), the same loop unpinned and the
+    previous implementation (fit); the order is reversed every other repeat; each efficiency is
+    a multi ÷ single from that repeat, the unpinned one against the same loop's single run."""
     first, second = training.order(0), training.order(1)
-    assert (
-        sorted(first)
-        == sorted(second)
-        == sorted((loop, kind) for loop in ("custom", "fit") for kind in ("single", "multi"))
-    )
-    assert second == first[::-1]
+    expected = [("custom", "single"), ("custom", "multi"), ("unpinned", "multi"), ("fit", "single"), ("fit", "multi")]
+    assert first == expected and second == expected[::-1]
+    assert training.VARIANTS == {"custom": ("custom", True), "unpinned": ("custom", False), "fit": ("fit", False)}
     figures = results.Figures()
-    for custom, fit in ((9000.0, 6000.0), (10000.0, 5000.0)):
-        measured = {"custom": {"single": 10000.0, "multi": custom}, "fit": {"single": 10000.0, "multi": fit}}
+    for custom, unpinned, fit in ((9000.0, 7000.0, 6000.0), (10000.0, 8000.0, 5000.0)):
+        measured = {
+            "custom": {"single": 10000.0, "multi": custom},
+            "unpinned": {"multi": unpinned},
+            "fit": {"single": 10000.0, "multi": fit},
+        }
         training.add_training(figures, measured, 2)
     assert figures.items["train.efficiency"].samples == [0.9, 1.0]
     assert figures.items["train.efficiency"].target == ">= 0.8"
+    assert figures.items["train.unpinned.efficiency"].samples == [0.7, 0.8]
     assert figures.items["train.fit.efficiency"].samples == [0.6, 0.5]
     assert "Keras fit" in figures.items["train.fit.efficiency"].label
+    assert "pinned" in figures.items["train.multi"].label
 
 
 def test_stages_come_in_pipeline_order():

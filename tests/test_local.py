@@ -9,7 +9,7 @@ import psutil
 import pytest
 from conftest import run_job
 
-from jobs import steps
+from jobs import cpus, steps
 from jobs.local import Runner, Settings
 from jobs.paths import Work
 
@@ -73,6 +73,8 @@ def test_make_local_synthetic(playground):
         assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert {"loss", "val_accuracy", "validation_accuracy", "test_accuracy", "learning_rate"} <= set(r.data.metrics)
         assert len(client.get_metric_history(r.info.run_id, "loss")) == 2
+        # Each worker was pinned to its own CPUs where there are enough: the chief to the first.
+        assert r.data.params["cpus"] == cpus.worker_env(2)[0].get("FMNIST_CPUS", "any")
     champion = client.get_model_version_by_alias("fmnist", "champion")
     assert champion.tags["serving_version"] == "1" and champion.source.startswith("models:/m-")
     # The model's page lists the version made from it (a server adds the tag; here promote does).

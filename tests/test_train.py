@@ -10,13 +10,17 @@ import numpy as np
 import pytest
 from conftest import ROOT, encode, job_env, run_job
 
+from jobs import cpus
 from jobs.distributed import tf_config
 from jobs.paths import Work
 from jobs.processes import free_ports
 
 
-def train_cluster(work_dir, workers: int, *extra: str, **env: str) -> list[subprocess.CompletedProcess]:
-    """Starts `workers` train processes with operator-shaped TF_CONFIG; waits for all."""
+def train_cluster(
+    work_dir, workers: int, *extra: str, run_id: str = "r1", shares: list[dict] | None = None, **env: str
+) -> list[subprocess.CompletedProcess]:
+    """Starts `workers` train processes with operator-shaped TF_CONFIG (and each worker's
+    `shares` entry in its environment); waits for all."""
     addresses = [f"localhost:{port}" for port in free_ports(workers)]
     argv = [
         sys.executable,
@@ -25,7 +29,7 @@ def train_cluster(work_dir, workers: int, *extra: str, **env: str) -> list[subpr
         "--work-dir",
         str(work_dir),
         "--run-id",
-        "r1",
+        run_id,
         "--dataset",
         "synthetic",
         "--model",
@@ -40,7 +44,9 @@ def train_cluster(work_dir, workers: int, *extra: str, **env: str) -> list[subpr
         subprocess.Popen(
             argv,
             cwd=ROOT,
-            env=job_env(TF_CONFIG=tf_config(addresses, i), FMNIST_THREADS="1", **env),
+            env=job_env(
+                **{"TF_CONFIG": tf_config(addresses, i), "FMNIST_THREADS": "1", **env, **(shares or [{}] * workers)[i]}
+            ),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -104,6 +110,25 @@ def test_two_workers_train_save_and_clean_up(ingested, mlflow_uri):
     )
     np.testing.assert_allclose(by_pixels["probabilities"].numpy(), by_bytes["probabilities"].numpy(), atol=1e-5)
     assert by_pixels["class_name"].numpy().shape == (8,)
+
+
+@pytest.mark.slow
+def test_workers_pinned_to_their_own_cpus_train_the_same_model(ingested):
+    """Pinning (jobs.local's default) moves threads, not numbers: pinned and unpinned pairs of
+    workers end with the same per-epoch figures, and the chief records where it ran."""
+    shares = cpus.worker_env(2)
+    if "FMNIST_CPUS" not in shares[0]:
+        pytest.skip("fewer CPUs than workers, or no pinning on this system")
+    histories = {}
+    for run_id, pinned in (("pinned", shares), ("unpinned", None)):
+        procs = train_cluster(ingested, 2, run_id=run_id, shares=pinned)
+        assert all(p.returncode == 0 for p in procs), procs[0].stderr[-3000:] + procs[1].stderr[-3000:]
+        candidate = Work(ingested).candidate(run_id, "cnn")
+        epochs = json.loads(candidate.history.read_text())["epochs"]
+        histories[run_id] = [e[k] for e in epochs for k in ("loss", "accuracy", "val_loss", "val_accuracy")]
+        cpus_param = json.loads(candidate.run_info.read_text())["params"]["cpus"]
+        assert cpus_param == (shares[0]["FMNIST_CPUS"] if pinned else "any")
+    assert len(histories["pinned"]) == 2 * 4 and histories["pinned"] == pytest.approx(histories["unpinned"], rel=1e-6)
 
 
 @pytest.mark.slow

@@ -146,7 +146,7 @@ fmt: venv-dev ## Format the Python and fix what ruff can
 	hack/lint.sh fix
 
 .PHONY: test
-test: venv-dev ## Lint, then run every test (offline; about 16 minutes on 2 cores)
+test: venv-dev ## Lint, then run every test (offline; about 18 minutes on 2 cores)
 	hack/lint.sh
 	hack/test.sh -n auto --dist loadfile --no-loadscope-reorder
 

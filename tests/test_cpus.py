@@ -118,3 +118,13 @@ def test_pin_confines_every_thread_started_before_and_after_it():
     )
     seen = json.loads(proc.stdout)
     assert seen == {"pinned": [cpu], "main": [cpu], "earlier": [cpu], "later": [cpu], "count": 1}
+
+
+def test_the_local_runner_pins_unless_told_not_to(tmp_path, monkeypatch):
+    from jobs import local_settings
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parser = local_settings.build_parser()
+    for flags, pinned in (([], True), (["--no-pin"], False), (["--pin"], True)):
+        args = parser.parse_args(["--work-dir", str(tmp_path / "work"), *flags])
+        assert local_settings.settings_from(args).pin is pinned, flags

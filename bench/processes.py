@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from jobs.cli import JobError
-from jobs.cpus import cpu_count, worker_env
+from jobs.cpus import worker_env
 from jobs.distributed import tf_config
 from jobs.processes import Process, free_ports, stop, wait_group
 
@@ -34,10 +34,10 @@ def worker_group(argv: list[str], workers: int, pin: bool = True) -> list[tuple[
     """`workers` copies of `argv` with operator-shaped TF_CONFIG on free localhost ports and
     the cores shared between them as jobs.local shares them (pinned unless `pin` is False);
     one worker: plain single-process, all cores, no TF_CONFIG."""
-    if workers == 1:
-        return [(argv, child_env(FMNIST_THREADS=str(cpu_count())))]
-    addresses = [f"localhost:{port}" for port in free_ports(workers)]
     shares = worker_env(workers, pin)
+    if workers == 1:
+        return [(argv, child_env(**shares[0]))]
+    addresses = [f"localhost:{port}" for port in free_ports(workers)]
     return [(argv, child_env(**share, TF_CONFIG=tf_config(addresses, i))) for i, share in enumerate(shares)]
 
 

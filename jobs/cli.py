@@ -148,6 +148,23 @@ def csv_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
     return parse
 
 
+def version_or(word: str, minimum: int) -> Callable[[str], str | int]:
+    """An argparse type for a model version number (from `minimum` on) or the word `word`."""
+
+    def parse(text: str) -> str | int:
+        if text == word:
+            return text
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a version number or '{word}', got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"version numbers start at {minimum}: {value}")
+        return value
+
+    return parse
+
+
 def path_arg(text: str) -> Path:
     """A path that is not the empty string (which Path would take for the current folder)."""
     if not text.strip():

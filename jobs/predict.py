@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from jobs import png
-from jobs.cli import JobError, emit, fraction, parser, positive_float, positive_int, run
+from jobs.cli import JobError, emit, fraction, parser, positive_float, positive_int, run, version_or
 from jobs.paths import MODEL_NAME, Work, versions
 
 log = logging.getLogger("jobs.predict")
@@ -132,18 +132,6 @@ def _error_text(body: bytes) -> str:
         return body.decode("utf-8", "replace").strip()[:300] or "(no body)"
 
 
-def version_arg(text: str) -> str | int:
-    if text == "latest":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'latest' or a version number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"version numbers are not negative: {value}")
-    return value
-
-
 def wait_for_version(
     client: Client,
     wanted: int | None,
@@ -234,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per request")
     p.add_argument(
         "--wait-version",
-        type=version_arg,
+        type=version_or("latest", minimum=0),
         help="'latest' (the newest version the servers' config files pin, else the highest on disk) "
         "or a number: wait until served",
     )

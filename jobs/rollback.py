@@ -35,7 +35,7 @@ from pathlib import Path
 
 from jobs import history, serving_config
 from jobs.canary import read_state, state_path
-from jobs.cli import JobError, emit, fraction, parser, positive_float, run, track_into_work_dir
+from jobs.cli import JobError, emit, fraction, parser, positive_float, run, track_into_work_dir, version_or
 from jobs.files import locked
 from jobs.paths import MODEL_NAME, Work, versions
 from jobs.predict import DEFAULT_URL, Client, ServerError, Unreachable, wait_for_version
@@ -205,18 +205,6 @@ def record_run(tracker, result: dict) -> str | None:
     return run_id
 
 
-def target_arg(text: str) -> str | int:
-    if text == PREVIOUS:
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a version number or '{PREVIOUS}', got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"version numbers start at 1: {value}")
-    return value
-
-
 def reason_arg(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("empty: say why (it is recorded with the rollback)")
@@ -228,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", type=Path, required=True, help="the shared volume (<work-dir>/models/fmnist)")
     p.add_argument(
         "--to",
-        type=target_arg,
+        type=version_or(PREVIOUS, minimum=1),
         default=PREVIOUS,
         help="the version to serve again (previous: the one served before the current one)",
     )

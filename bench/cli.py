@@ -44,8 +44,8 @@ from typing import Any
 
 from bench import results
 from bench.sizes import FULL, QUICK, Sizes
-from jobs.cli import JobError, csv_list, parser, positive_int
-from jobs.paths import MODEL_NAME, Work
+from jobs.core.cli import JobError, csv_list, parser, positive_int
+from jobs.core.paths import MODEL_NAME, Work
 
 log = logging.getLogger("bench")
 
@@ -131,7 +131,7 @@ def plan(args, sizes: Sizes, sections: list[str], scratch: Path) -> list[Section
     from bench import accuracy, e2e, pipeline, serving, training
 
     if {"input", "serving"} & set(sections):
-        from jobs.cpus import configure_threads
+        from jobs.core.cpus import configure_threads
 
         configure_threads()  # this process measures the pipeline and the in-process baseline
     meter = pipeline.meter(sizes.train_size, sizes.pipeline_batches) if "input" in sections else None

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the whole pipeline on this machine (jobs/local.py): ingest, multi-worker training of
+# Runs the whole pipeline on this machine (jobs/local/runner.py): ingest, multi-worker training of
 # each candidate, evaluation, promotion, and a check through a local model server.
 #   WORK_DIR DATASET EPOCHS WORKERS MODELS MIN_ACCURACY PROMOTE ROLLOUT CANARY_SECONDS
 #   INGEST_ARGS TRAIN_ARGS: the Makefile's knobs (make help); each one set is passed on, an

@@ -26,7 +26,7 @@ import string
 import sys
 from collections.abc import Sequence
 
-from jobs.cli import parser, run
+from jobs.core.cli import parser, run
 
 # The canary's settings: step parameter -> its flag of jobs.canary.
 CANARY_KNOBS = {

@@ -50,7 +50,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> s
 
 @pytest.fixture(scope="session")
 def small_data():
-    from jobs import data
+    from jobs.ingest import data
 
     return data.synthetic(train_size=1500, test_size=500, seed=3)
 
@@ -60,7 +60,7 @@ def untrained_model(tmp_path_factory) -> Path:
     """A cnn that was never trained, exported: about chance (0.1) on any split."""
     import tf_keras as keras
 
-    from jobs import export, models
+    from jobs.train import export, models
 
     keras.utils.set_random_seed(1)
     path = tmp_path_factory.mktemp("untrained") / "saved"
@@ -73,7 +73,8 @@ def trained_model(tmp_path_factory, small_data) -> Path:
     """A small cnn trained briefly on synthetic data and exported with both signatures."""
     import tf_keras as keras
 
-    from jobs import data, export, models
+    from jobs.ingest import data
+    from jobs.train import export, models
 
     keras.utils.set_random_seed(0)
     model = models.build("cnn")
@@ -93,8 +94,8 @@ def work(tmp_path) -> Path:
 @pytest.fixture
 def ingested(work, small_data) -> Path:
     """A work dir holding the small synthetic dataset under data/synthetic."""
-    from jobs import data
-    from jobs.paths import Work
+    from jobs.core.paths import Work
+    from jobs.ingest import data
 
     data.write(small_data, Work(work).dataset("synthetic"), {"name": "synthetic", "test": True})
     return work
@@ -206,7 +207,7 @@ def playground(tmp_path_factory) -> Playground:
     ran once (at the sizes of PIPELINE_KNOBS). Shared by the end-to-end and the docs tests, and
     by every pytest-xdist worker of the session: the first to need it runs it under a lock, the
     others wait and read its outcome. Tests copy it before they change anything."""
-    from jobs.files import locked, read_json, write_json
+    from jobs.core.files import locked, read_json, write_json
 
     shared = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):

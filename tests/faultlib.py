@@ -17,7 +17,7 @@ import httpx
 import psutil
 from conftest import ROOT, job_env
 
-from jobs.processes import free_ports
+from jobs.local.processes import free_ports
 
 MLFLOW = Path(sys.executable).with_name("mlflow")
 

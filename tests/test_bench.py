@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT, job_env
 
 from bench import accuracy, cli, client, e2e, report, results, training
-from jobs.cli import JobError
+from jobs.core.cli import JobError
 
 # --- the quick mode, end to end --------------------------------------------------------------
 
@@ -171,8 +171,8 @@ def test_stages_come_in_pipeline_order():
 
 
 def test_real_data_is_found_only_where_it_is(tmp_path, small_data):
-    from jobs import data
-    from jobs.paths import Work
+    from jobs.core.paths import Work
+    from jobs.ingest import data
 
     work = Work(tmp_path / "work")
     assert accuracy.real_data(work) is None

@@ -8,10 +8,10 @@ import math
 
 import pytest
 
-from jobs import serving_config
-from jobs.canary_metrics import INCONCLUSIVE, PROMOTE, ROLLBACK, Bounds, Snapshot, decide, parse, window
-from jobs.cli import JobError
-from jobs.paths import Work
+from jobs.core import serving_config
+from jobs.core.cli import JobError
+from jobs.core.paths import Work
+from jobs.release.canary_metrics import INCONCLUSIVE, PROMOTE, ROLLBACK, Bounds, Snapshot, decide, parse, window
 
 # A page in TF Serving 2.20's format (util/prometheus_exporter.cc: `/` in names becomes `:`,
 # histograms cumulative with le="+Inf" last, latency in microseconds; request_count carries
@@ -156,7 +156,7 @@ def test_pins_written_per_track_are_read_back(tmp_path):
 
 
 def test_a_name_is_every_address_it_resolves_to_of_one_family():
-    from jobs.canary import addresses
+    from jobs.release.canary import addresses
 
     assert addresses("http://127.0.0.1:8501") == ["http://127.0.0.1:8501"]
     assert addresses("http://localhost:8501/") == ["http://127.0.0.1:8501"]  # not ::1 as well

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from conftest import assert_one_line_error, run_job
 
-from jobs import serving_config
-from jobs.paths import Work
+from jobs.core import serving_config
+from jobs.core.paths import Work
 from tests.serving.conftest import LocalServer, wait_until
 
 pytestmark = pytest.mark.slow

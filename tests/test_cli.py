@@ -11,7 +11,12 @@ import pytest
 from conftest import ROOT, assert_one_line_error, job_env
 
 HEAVY = ("tensorflow", "tf_keras", "tensorflow_datasets", "mlflow")
-JOBS = sorted(path.stem for path in (ROOT / "jobs").glob("*.py") if 'if __name__ == "__main__":' in path.read_text())
+# Every command: a module of jobs/ or a package's __main__.py that runs a main.
+JOBS = sorted(
+    (path.stem if path.name != "__main__.py" else path.parent.name)
+    for path in [*(ROOT / "jobs").glob("*.py"), *(ROOT / "jobs").glob("*/__main__.py")]
+    if 'if __name__ == "__main__":' in path.read_text()
+)
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from jobs import cpus
-from jobs.cli import JobError
+from jobs.core import cpus
+from jobs.core.cli import JobError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 linux_only = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="pinning needs sched_setaffinity")
@@ -82,7 +82,7 @@ def test_pinning_to_a_cpu_this_process_may_not_use_is_refused_before_anything_ch
 
 PINNED_PROCESS = """
 import json, os, threading
-from jobs import cpus
+from jobs.core import cpus
 
 def affinity(thread):
     return sorted(os.sched_getaffinity(thread.native_id))
@@ -121,7 +121,7 @@ def test_pin_confines_every_thread_started_before_and_after_it():
 
 
 def test_the_local_runner_pins_unless_told_not_to(tmp_path, monkeypatch):
-    from jobs import local_settings
+    from jobs.local import settings as local_settings
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     parser = local_settings.build_parser()

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from conftest import assert_one_line_error, run_job
 
-from jobs import data
-from jobs.cli import JobError
-from jobs.paths import Work
+from jobs.core.cli import JobError
+from jobs.core.paths import Work
+from jobs.ingest import data
 
 # --- synthetic -----------------------------------------------------------------------------
 

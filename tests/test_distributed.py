@@ -7,8 +7,8 @@ import json
 import pytest
 from conftest import assert_one_line_error, run_job
 
-from jobs.cli import JobError
-from jobs.distributed import EXIT_PEER_LOST, Cluster, parse_tf_config, retryable, tf_config
+from jobs.core.cli import JobError
+from jobs.train.distributed import EXIT_PEER_LOST, Cluster, parse_tf_config, retryable, tf_config
 
 
 def operator_config(workers: int, index: int) -> str:
@@ -116,7 +116,7 @@ def test_the_peer_lost_exit_is_retryable_and_not_a_signal():
 def test_lost_peers_and_aborted_collectives_are_transient_other_errors_are_not():
     import tensorflow as tf
 
-    from jobs.distributed import transient
+    from jobs.train.distributed import transient
 
     lost = [tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError]
     own = [tf.errors.InvalidArgumentError, tf.errors.ResourceExhaustedError, tf.errors.InternalError]

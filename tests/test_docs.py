@@ -97,8 +97,8 @@ def session(playground, tmp_path_factory):
     # A copy of the playground: what these commands change does not reach the other tests.
     root = tmp_path_factory.mktemp("docs") / "fmnist"
     shutil.copytree(playground.root, root, symlinks=True)
-    from jobs import data
-    from jobs.paths import Work
+    from jobs.core.paths import Work
+    from jobs.ingest import data
 
     test = data.load(Work(root / ".work").dataset("synthetic"), ("test",))["test"]
     (root / "shirt.png").write_bytes(encode(test.images[0], "PNG"))

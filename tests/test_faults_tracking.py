@@ -1,6 +1,6 @@
 """The MLflow tracking server goes away: restarted between runs, killed mid-run, unreachable.
 
-Tracking is best effort for training (jobs/tracking.py): bounded retries, then a warning and
+Tracking is best effort for training (jobs/tracking/tracker.py): bounded retries, then a warning and
 no tracking for the rest of the job; the model is never thrown away because of tracking."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pytest
 from conftest import run_job
 from faultlib import MlflowServer, finished_epochs, kill_tree, promote_cnn, start_job, wait_for
 
-from jobs.files import write_json
-from jobs.paths import Work
+from jobs.core.files import write_json
+from jobs.core.paths import Work
 
 TRAIN = ("--dataset", "synthetic", "--model", "cnn", "--steps-per-epoch", "5")
 

@@ -18,12 +18,14 @@ import pytest
 from conftest import ROOT, assert_one_line_error, job_env
 from faultlib import alive, finished_epochs, wait_for
 
-from jobs import data, steps, summary
-from jobs.cli import JobError
-from jobs.distributed import EXIT_PEER_LOST, tf_config
-from jobs.local import Runner, Settings
-from jobs.paths import Work
-from jobs.processes import free_ports
+from jobs import steps
+from jobs.core.cli import JobError
+from jobs.core.paths import Work
+from jobs.ingest import data
+from jobs.local import summary
+from jobs.local.processes import free_ports
+from jobs.local.runner import Runner, Settings
+from jobs.train.distributed import EXIT_PEER_LOST, tf_config
 
 EPOCHS = 5
 STEPS = "10"  # per epoch: about 1.5 s each on two workers here, so an epoch has a middle
@@ -66,7 +68,7 @@ def settings(work: Work, run_id: str, max_restarts: int = 2, python: str = sys.e
 
 
 def accuracy_of(work: Work, run_id: str) -> float:
-    from jobs.evaluate import metrics, predict
+    from jobs.evaluate.evaluate import metrics, predict
 
     test = data.load(work.dataset("synthetic"), ("test",))["test"]
     return metrics(predict(work.candidate(run_id, "cnn").model, test.images), test.labels)["accuracy"]

@@ -12,10 +12,10 @@ import pytest
 from conftest import ROOT, copy_model, run_job
 from faultlib import kill_tree, promote_cnn, start_job, wait_for
 
-from jobs import data
-from jobs.files import write_json
-from jobs.ingest import ingest
-from jobs.paths import Work, versions
+from jobs.core.files import write_json
+from jobs.core.paths import Work, versions
+from jobs.ingest import data
+from jobs.ingest.ingest import ingest
 
 BIG = ("--train-size", "60000", "--test-size", "1000")  # ~47 MB of arrays: a write takes a while
 

@@ -15,7 +15,8 @@ import pytest
 import yaml
 from conftest import ROOT, makefile_knobs
 
-from jobs import data, local_settings
+from jobs.ingest import data
+from jobs.local import settings as local_settings
 
 KNOBS = makefile_knobs()
 # A value to set for each knob `make local` uses: (the value, jobs.local's attribute, parsed).
@@ -149,7 +150,7 @@ def test_the_readme_names_the_same_defaults():
 def test_rollback_knobs_reach_jobs_rollback(tmp_path):
     """make rollback TO=... REASON=... (WHERE=local): the flags jobs.rollback's parser takes;
     an empty TO leaves its default, an empty REASON or an unknown WHERE stops before it."""
-    from jobs import rollback
+    from jobs.release import rollback
 
     venv = tmp_path / "venv"
     record = tmp_path / "argv"

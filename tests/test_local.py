@@ -9,9 +9,10 @@ import psutil
 import pytest
 from conftest import run_job
 
-from jobs import cpus, steps
-from jobs.local import Runner, Settings
-from jobs.paths import Work
+from jobs import steps
+from jobs.core import cpus
+from jobs.core.paths import Work
+from jobs.local.runner import Runner, Settings
 
 
 @pytest.mark.slow
@@ -26,8 +27,8 @@ def test_make_local_synthetic(playground):
     # The served version exists in TF Serving's layout and scores far above chance (0.1).
     served = Work(work).served() / "1"
     assert (served / "saved_model.pb").exists() and (served / "variables").is_dir()
-    from jobs import data
-    from jobs.evaluate import metrics, predict
+    from jobs.evaluate.evaluate import metrics, predict
+    from jobs.ingest import data
 
     test = data.load(Work(work).dataset("synthetic"))["test"]
     assert metrics(predict(served, test.images), test.labels)["accuracy"] > 0.5

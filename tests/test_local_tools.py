@@ -13,9 +13,9 @@ import urllib.request
 import pytest
 from conftest import ROOT, job_env, run_job
 
-from jobs.files import write_json
-from jobs.paths import Work
-from jobs.processes import free_ports
+from jobs.core.files import write_json
+from jobs.core.paths import Work
+from jobs.local.processes import free_ports
 
 
 @pytest.fixture

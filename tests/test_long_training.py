@@ -17,9 +17,10 @@ import psutil
 import pytest
 from conftest import ROOT
 
-from jobs import data, steps
-from jobs.local import Runner, Settings
-from jobs.paths import Work
+from jobs import steps
+from jobs.core.paths import Work
+from jobs.ingest import data
+from jobs.local.runner import Runner, Settings
 
 EPOCHS = 2
 STEPS_PER_EPOCH = 700  # 1,400 steps in all, well past the ~1,100 where the workers aborted

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobs import loop
-from jobs.progress import learning_rate
+from jobs.train import loop
+from jobs.train.progress import learning_rate
 
 STEPS, BATCH, EPOCHS = 6, 32, 4
 
@@ -27,7 +27,7 @@ def test_epoch_logs_are_means_over_every_example_named_as_fit_names_them():
 
 def fresh(small_data):
     """New pipelines: each iterator of one reshuffles differently, so each run gets its own."""
-    from jobs import data
+    from jobs.ingest import data
 
     return (
         data.training_pipeline(small_data["train"], BATCH, seed=0),
@@ -39,7 +39,7 @@ def seeded(small_data, seed: int = 0):
     """As jobs.train starts: the seed, the model, then the pipelines."""
     import tf_keras as keras
 
-    from jobs import models
+    from jobs.train import models
 
     keras.utils.set_random_seed(seed)
     model = models.build("cnn")
@@ -142,7 +142,7 @@ def test_gradients_sent_as_bfloat16_are_rounded_once_and_keep_their_shapes():
     import numpy as np
     import tensorflow as tf
 
-    from jobs import models
+    from jobs.train import models
 
     strategy = tf.distribute.get_strategy()
     custom = loop.Loop(strategy, models.build("cnn"), 1e-3, "bfloat16")

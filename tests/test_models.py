@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import encode
 
-from jobs import models
+from jobs.train import models
 
 
 @pytest.mark.parametrize("name", models.NAMES)
@@ -35,7 +35,7 @@ def test_saved_model_signatures(trained_model, small_data):
     """Both signatures, their names and dtypes, as TF Serving will see them."""
     import tensorflow as tf
 
-    from jobs import export
+    from jobs.train import export
 
     loaded = export.load(trained_model)
     assert set(loaded.signatures) == {"serving_default", "pixels"}
@@ -54,7 +54,7 @@ def test_saved_model_signatures(trained_model, small_data):
     # A lossless PNG of a 28x28 grey image is the same input: identical predictions.
     np.testing.assert_allclose(by_png["probabilities"].numpy(), by_pixels["probabilities"].numpy(), atol=1e-5)
     ids = by_pixels["class_id"].numpy()
-    from jobs.data import CLASS_NAMES
+    from jobs.ingest.data import CLASS_NAMES
 
     assert [n.decode() for n in by_pixels["class_name"].numpy()] == [CLASS_NAMES[i] for i in ids]
     assert (ids == test.labels[:16]).mean() > 0.5
@@ -65,7 +65,7 @@ def test_serving_default_takes_any_size_and_colour(trained_model, small_data):
     import tensorflow as tf
     from PIL import Image
 
-    from jobs import export
+    from jobs.train import export
 
     default = export.load(trained_model).signatures["serving_default"]
     grey = small_data["test"].images[0]

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from conftest import assert_one_line_error, run_job
 
-from jobs import data
-from jobs.cli import JobError
-from jobs.files import write_json
-from jobs.paths import Work
-from jobs.predict import sample_dataset
+from jobs.core.cli import JobError
+from jobs.core.files import write_json
+from jobs.core.paths import Work
+from jobs.ingest import data
+from jobs.predict.predict import sample_dataset
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import json
 import pytest
 from conftest import assert_one_line_error, copy_model, run_job
 
-from jobs import serving_config
-from jobs.files import write_json
-from jobs.paths import Work, versions
+from jobs.core import serving_config
+from jobs.core.files import write_json
+from jobs.core.paths import Work, versions
 
 
 def test_versions_ignore_temp_and_other_dirs(tmp_path):

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from jobs import report
-from jobs.data import CLASS_NAMES
-from jobs.files import write_json
-from jobs.paths import Work
+from jobs.core.files import write_json
+from jobs.core.paths import Work
+from jobs.evaluate import report
+from jobs.ingest.data import CLASS_NAMES
 
 HISTORY = [
     {

@@ -11,11 +11,13 @@ import socket
 import pytest
 from conftest import assert_one_line_error, run_job
 
-from jobs import history, rollback, serving_config, status
-from jobs.cli import JobError
-from jobs.files import write_json
-from jobs.paths import Work, versions
-from jobs.tracking import Tracker
+from jobs.core import serving_config
+from jobs.core.cli import JobError
+from jobs.core.files import write_json
+from jobs.core.paths import Work, versions
+from jobs.local import status
+from jobs.release import history, rollback
+from jobs.tracking.tracker import Tracker
 
 
 def rolled(version: int, restored_from: int, origin: int) -> dict:
@@ -162,8 +164,8 @@ def promote_forced(work: Work, run_id: str, model_dir) -> int:
     """jobs.promote's promote(), forced, of one candidate holding `model_dir`."""
     from conftest import copy_model
 
-    from jobs import promote
-    from jobs.selection import Gate
+    from jobs.release import promote
+    from jobs.release.selection import Gate
 
     candidate = work.candidate(run_id, "cnn")
     copy_model(model_dir, candidate.model)

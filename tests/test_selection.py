@@ -8,8 +8,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from jobs.cli import JobError
-from jobs.selection import Gate, McNemar, best_candidate, binomial_tail, decide, mcnemar
+from jobs.core.cli import JobError
+from jobs.release.selection import Gate, McNemar, best_candidate, binomial_tail, decide, mcnemar
 
 
 @pytest.mark.parametrize(

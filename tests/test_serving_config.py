@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from jobs import serving_config
-from jobs.cli import JobError
-from jobs.paths import Work
+from jobs.core import serving_config
+from jobs.core.cli import JobError
+from jobs.core.paths import Work
 
 
 def test_latest_and_pinned_versions():

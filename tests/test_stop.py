@@ -134,7 +134,7 @@ def test_a_job_whose_parent_dies_ends_with_its_children(tmp_path):
     child = textwrap.dedent(
         f"""
         import os, subprocess, sys, time
-        from jobs import lifecycle
+        from jobs.core import lifecycle
         os.environ[lifecycle.PARENT_ENV] = sys.argv[1]
         lifecycle.follow_parent(kernel=False)
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "{marker}"])  # in the job's group

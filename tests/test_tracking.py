@@ -24,9 +24,9 @@ import pytest
 from conftest import ROOT, job_env, run_job
 from faultlib import MlflowServer
 
-from jobs.distributed import tf_config
-from jobs.paths import Work
-from jobs.processes import free_ports
+from jobs.core.paths import Work
+from jobs.local.processes import free_ports
+from jobs.train.distributed import tf_config
 
 EXPERIMENT = "fmnist"
 TRAIN = ("--dataset", "synthetic", "--epochs", "2", "--steps-per-epoch", "6", "--batch-per-worker", "32")
@@ -311,7 +311,7 @@ def test_the_champion_loads_and_predicts(pipeline):
     server, work = pipeline
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(server.url)
-    from jobs import data
+    from jobs.ingest import data
 
     splits, _ = data.model_splits(work.dataset("synthetic"), ("test",))
     test = splits["test"]
@@ -388,7 +388,7 @@ def test_the_parent_run_is_found_or_created_once(pipeline, tmp_path, monkeypatch
     that comes after an attempt that died between creating it and recording it."""
     from mlflow.tracking import MlflowClient
 
-    from jobs.tracking import Tracker
+    from jobs.tracking.tracker import Tracker
 
     server, _ = pipeline
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)

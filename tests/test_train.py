@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from conftest import ROOT, encode, job_env, run_job
 
-from jobs import cpus
-from jobs.distributed import tf_config
-from jobs.paths import Work
-from jobs.processes import free_ports
+from jobs.core import cpus
+from jobs.core.paths import Work
+from jobs.local.processes import free_ports
+from jobs.train.distributed import tf_config
 
 
 def train_cluster(
@@ -100,7 +100,8 @@ def test_two_workers_train_save_and_clean_up(ingested, mlflow_uri):
 
     import tensorflow as tf
 
-    from jobs import data, export
+    from jobs.ingest import data
+    from jobs.train import export
 
     model = export.load(candidate.model)
     test = data.load(Work(ingested).dataset("synthetic"))["test"]

@@ -74,7 +74,7 @@ class App:
     def _pins(self) -> tuple[int, ...] | None:
         if self.settings.model_config_file is None:
             return None
-        from jobs import serving_config
+        from jobs.core import serving_config
 
         return serving_config.pinned(self.settings.model_config_file, self.settings.model_name)
 

@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from jobs import tf_errors
+from jobs.core import tf_errors
 from jobs.serving import servable as servables
 from jobs.serving.errors import INTERNAL, ApiError, bad_request, deadline_exceeded, overloaded
 from jobs.serving.limits import LIGHT_PIXELS, RETRY_AFTER_SECONDS

@@ -84,8 +84,8 @@ def signature_metadata(path: Path) -> dict:
 def _warmup_value(spec: TensorSpec) -> np.ndarray:
     shape = tuple(1 if dim is None else dim for dim in spec.shape)
     if spec.is_string:
-        from jobs import png
-        from jobs.data import IMAGE_SHAPE
+        from jobs.core import png
+        from jobs.ingest.data import IMAGE_SHAPE
 
         return np.full(shape, png.encode(np.zeros(IMAGE_SHAPE, np.uint8)), dtype=object)
     return np.zeros(shape, spec.dtype)

@@ -28,7 +28,7 @@ import psutil
 import pytest
 import yaml
 
-from jobs.processes import free_ports, server_argv
+from jobs.local.processes import free_ports, server_argv
 from tests.cluster import workflow
 
 ROOT = workflow.ROOT

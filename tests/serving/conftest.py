@@ -23,7 +23,7 @@ import httpx
 import numpy as np
 import pytest
 
-from jobs.processes import free_ports, server_argv
+from jobs.local.processes import free_ports, server_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVING_URL = os.environ.get("SERVING_URL", "").rstrip("/")
@@ -117,8 +117,8 @@ class LocalServer:
 @pytest.fixture(scope="session")
 def serving_work(tmp_path_factory, trained_model, small_data) -> Path:
     """A work dir with the synthetic dataset and the trained model as version 1."""
-    from jobs import data
-    from jobs.paths import Work
+    from jobs.core.paths import Work
+    from jobs.ingest import data
 
     work = tmp_path_factory.mktemp("serving") / "work"
     data.write(small_data, Work(work).dataset("synthetic"), {"name": "synthetic", "test": True})
@@ -132,7 +132,7 @@ def server_url(request, tmp_path_factory):
     if SERVING_URL:
         yield SERVING_URL
         return
-    from jobs.paths import Work
+    from jobs.core.paths import Work
 
     serving_work = request.getfixturevalue("serving_work")
     server = LocalServer(Work(serving_work).served(), tmp_path_factory.mktemp("logs") / "serve.log").start()
@@ -188,7 +188,7 @@ def reference_request(*images: bytes) -> dict:
 
 
 def check_prediction(prediction: dict) -> None:
-    from jobs.data import CLASS_NAMES
+    from jobs.ingest.data import CLASS_NAMES
 
     assert set(prediction) == {"probabilities", "class_id", "class_name"}, prediction
     probabilities = prediction["probabilities"]

@@ -1,0 +1,209 @@
+"""The model server's client: classify images, wait for a version, or score a test sample.
+
+    python -m jobs.predict shirt.png boot.jpg                       class names and probabilities
+    python -m jobs.predict --work-dir W --dataset D --samples 5     the same for test samples
+    python -m jobs.predict --work-dir W --wait-version latest       until the server serves the
+                                                                    highest version on disk
+    python -m jobs.predict --work-dir W --dataset D --check --min-accuracy 0.8
+
+It speaks TF Serving's REST API, so it works against the local server (`make serve`) and
+against TF Serving in the cluster alike. Images travel as PNG or JPEG bytes through the
+`serving_default` signature in the reference request format
+`{"instances": [{"image_bytes": {"b64": "..."}}]}`, so the server's decoding is exercised too.
+It needs no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from jobs.core import png
+from jobs.core.cli import JobError, emit, fraction, parser, positive_float, positive_int, version_or
+from jobs.core.paths import MODEL_NAME, Work, versions
+from jobs.predict.client import DEFAULT_URL, Client, ServerError, Unreachable, classify_in_batches, wait_for_version
+
+log = logging.getLogger("jobs.predict")
+
+DEFAULT_CHECK_SAMPLES = 1000
+DEFAULT_SHOW_SAMPLES = 10
+
+
+def show(name: str, prediction: dict, top: int = 3) -> None:
+    probabilities = prediction.get("probabilities") or []
+    from jobs.ingest.data import CLASS_NAMES
+
+    best = sorted(range(len(probabilities)), key=lambda i: -probabilities[i])[:top]
+    others = ", ".join(f"{CLASS_NAMES[i] if i < len(CLASS_NAMES) else i} {probabilities[i]:.3f}" for i in best)
+    print(f"{name}\t{prediction.get('class_name')}\t{others}", flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = parser("Classify images through a TF Serving REST endpoint (local server or cluster).")
+    p.add_argument("images", nargs="*", type=Path, help="PNG or JPEG files to classify")
+    p.add_argument("--url", default=DEFAULT_URL, help="the server's base URL")
+    p.add_argument("--model-name", default=MODEL_NAME, help="model name in the URL paths")
+    p.add_argument(
+        "--work-dir",
+        type=Path,
+        default=Path(".work"),
+        help="the work dir: datasets under data/, served versions under models/",
+    )
+    p.add_argument("--dataset", help="dataset under <work>/data whose test split to sample")
+    p.add_argument(
+        "--samples",
+        type=positive_int,
+        help=f"test samples to send (default {DEFAULT_SHOW_SAMPLES} to show, {DEFAULT_CHECK_SAMPLES} for --check)",
+    )
+    p.add_argument("--check", action="store_true", help="score the samples and fail below --min-accuracy")
+    p.add_argument("--min-accuracy", type=fraction, default=0.0, help="the --check threshold")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per request")
+    p.add_argument(
+        "--wait-version",
+        type=version_or("latest", minimum=0),
+        help="'latest' (the newest version the servers' config files pin, else the highest on disk) "
+        "or a number: wait until served",
+    )
+    p.add_argument("--timeout", type=positive_float, default=300.0, help="how long --wait-version waits")
+    p.add_argument("--request-timeout", type=positive_float, default=60.0, help="timeout of one HTTP request")
+    return p
+
+
+def served_dataset(work: Work, model_name: str) -> tuple[int, str] | None:
+    """The newest served version and the dataset it was trained on (its promotion record)."""
+    found = versions(work.served(model_name))
+    if not found:
+        return None
+    version = max(found)
+    try:
+        return version, str(json.loads((found[version] / "promotion.json").read_text())["dataset"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def sample_dataset(work: Work, model_name: str, asked: str | None) -> str:
+    """The dataset whose test split to sample: the one asked for, else the one the served
+    model was trained on, else the only one ingested. A missing one names the fix."""
+    served = served_dataset(work, model_name)
+    ingested = sorted(p.parent.name for p in (work.root / "data").glob("*/manifest.json"))
+    name = asked or (served[1] if served else (ingested[0] if len(ingested) == 1 else None))
+    if name is None:
+        raise JobError(
+            f"no test images to sample: nothing is served or ingested under {work.root} "
+            "(run make local first, or give --dataset, --work-dir, or image files)"
+        )
+    if name in ingested:
+        if not asked:
+            why = f"the dataset version {served[0]} was trained on" if served else "the only dataset ingested"
+            log.info("test images from %s, %s", name, why)
+        return name
+    hint = (
+        f"the served version {served[0]} was trained on {served[1]}: make predict DATASET={served[1]}"
+        if served and served[1] != name and served[1] in ingested
+        else f"ingest it first: make local DATASET={name} (or python -m jobs.ingest --work-dir {work.root} "
+        f"--dataset {name})"
+    )
+    have = f" (ingested: {', '.join(ingested)})" if ingested else ""
+    raise JobError(f"no dataset {name} under {work.root / 'data'}{have}; {hint}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.url.startswith(("http://", "https://")):
+        raise JobError(f"--url must start with http:// or https://, got {args.url!r}")
+    if args.check and args.images:
+        raise JobError("--check scores test samples: give either image files or --check, not both")
+    if args.images and (args.samples or args.dataset):
+        raise JobError("give either image files or test samples (--dataset, --samples), not both")
+    client = Client(args.url, args.model_name, args.request_timeout)
+    work = Work(args.work_dir)
+    if args.check or args.samples or args.dataset or (not args.images and args.wait_version is None):
+        args.dataset = sample_dataset(work, args.model_name, args.dataset)
+    try:
+        return predict(args, client, work)
+    except Unreachable as err:
+        raise JobError(f"{err} (is the server running? make serve starts it; --url or URL points elsewhere)") from None
+
+
+def predict(args, client: Client, work: Work) -> int:
+    """The three modes in turn: wait for a version, then classify files or test samples."""
+    if args.wait_version is not None:
+        wanted = wait_version(args, client, work)
+        if not (args.images or args.dataset):  # waiting was the whole job: say what came
+            emit(version=wanted)
+    if args.images:
+        classify_files(args, client)
+    elif args.dataset:
+        classify_samples(args, client, work)
+    return 0
+
+
+def wait_version(args, client: Client, work: Work) -> int:
+    wanted = args.wait_version
+    if wanted == "latest":
+        from jobs.core import serving_config
+
+        # The newest version a server is pinned to (the canary's, during a canary), else the
+        # highest on disk.
+        wanted = serving_config.newest_served(work, args.model_name)
+        if wanted is None:
+            raise JobError(f"no version folders under {work.served(args.model_name)}: promote a model first")
+    wait_for_version(client, wanted, args.timeout)
+    return wanted
+
+
+def classify_files(args, client: Client) -> None:
+    encoded = []
+    for path in args.images:
+        try:
+            encoded.append(path.read_bytes())
+        except OSError as err:
+            raise JobError(f"cannot read {path}: {err.strerror}") from None
+    for start in range(0, len(encoded), args.batch_size):
+        batch = args.images[start : start + args.batch_size]
+        try:
+            predictions = client.classify(encoded[start : start + args.batch_size])
+        except ServerError as err:
+            # The server numbers the instances; name the file instead.
+            raise JobError(
+                re.sub(
+                    r"instances\[(\d+)\]",
+                    lambda m, batch=batch: str(batch[int(m[1])]) if int(m[1]) < len(batch) else m[0],
+                    str(err),
+                )
+            ) from None
+        for path, prediction in zip(batch, predictions, strict=True):
+            show(str(path), prediction)
+
+
+def classify_samples(args, client: Client, work: Work) -> None:
+    """Test samples of args.dataset: shown, or with --check scored against --min-accuracy."""
+    from jobs.ingest import data
+
+    test = data.load(work.dataset(args.dataset), splits=("test",))["test"]
+    wanted_samples = args.samples or (DEFAULT_CHECK_SAMPLES if args.check else DEFAULT_SHOW_SAMPLES)
+    count = min(wanted_samples, len(test.labels))
+    if count == 0:
+        raise JobError(f"the test split of {args.dataset} is empty")
+    images = [png.encode(test.images[i]) for i in range(count)]
+    labels = test.labels[:count].astype(int)
+    started = time.monotonic()
+    predictions = classify_in_batches(client, images, args.batch_size)
+    elapsed = time.monotonic() - started
+    predicted = np.array([int(p.get("class_id", -1)) for p in predictions])
+    if not args.check:
+        for i, prediction in enumerate(predictions):
+            show(f"sample {i} (label {data.CLASS_NAMES[labels[i]]})", prediction)
+        return
+    accuracy = float(np.mean(predicted == labels))
+    log.info("scored %d samples in %.1fs through %s", count, elapsed, args.url)
+    emit(accuracy=accuracy, samples=count)
+    if accuracy < args.min_accuracy:
+        raise JobError(f"accuracy {accuracy:.4f} is below --min-accuracy {args.min_accuracy:g}")

@@ -138,7 +138,7 @@ clean: ## Delete the local work dir (datasets, runs, models, tracking store)
 ##@ Tests and benchmarks
 
 .PHONY: lint
-lint: venv-dev ## Lint: ruff check and format check, shellcheck, yamllint (seconds)
+lint: venv-dev ## Lint: ruff check and format check, import contracts, shellcheck, yamllint (seconds)
 	hack/lint.sh
 
 .PHONY: fmt

@@ -83,7 +83,7 @@ def evaluate(candidate: Candidate, splits: dict, tracker, datasets: dict, label:
     result["validation"] = metrics(predict(candidate.model, validation.images), validation.labels)
     history = read_json(candidate.history).get("epochs", []) if candidate.history.exists() else []
     with atomic_dir(candidate.eval) as tmp:
-        write_json(tmp / "metrics.json", result)
+        write_json(tmp / candidate.metrics.name, result)
         report.plot_confusion(
             result["confusion_matrix"],
             f"{candidate.name} on {label}: test split, accuracy {result['accuracy']:.4f}",
@@ -121,13 +121,13 @@ def compare(work: Work, run_id: str, results: dict[str, dict], label: str) -> Pa
         histories[name] = read_json(history).get("epochs", []) if history.exists() else []
     recall = {name: {cls: s["recall"] for cls, s in r["per_class"].items()} for name, r in results.items()}
     names = ", ".join(results)
-    with atomic_dir(work.run(run_id) / "plots") as tmp:
+    with atomic_dir(work.plots(run_id)) as tmp:
         report.plot_per_class(recall, f"{names} on {label}:\nper-class test accuracy", tmp / "per_class.png")
         if any(histories.values()):
             report.plot_validation_curves(
                 histories, f"{names} on {label}: accuracy per epoch", tmp / "validation_curves.png"
             )
-    return work.run(run_id) / "plots"
+    return work.plots(run_id)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

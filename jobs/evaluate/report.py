@@ -193,8 +193,8 @@ def write_report(work, result: Mapping, names: Sequence[str]) -> Path:
     lines += dataset_lines(work, result["dataset"])
     lines += candidate_lines(work, result, names)
     lines += decision_lines(result)
-    lines += plot_lines(work.run(run_id) / "plots")
-    path = work.run(run_id) / "report.md"
+    lines += plot_lines(work.plots(run_id))
+    path = work.report(run_id)
     tmp = path.with_name(".report.md.tmp")
     tmp.write_text("\n".join(lines))
     os.replace(tmp, path)

@@ -85,9 +85,7 @@ class Runner:
         # A stop signal that comes while a child is being started waits until it is on our list.
         self._spawning = True
         try:
-            process = Process(
-                argv, self.s.work.run(self.s.run_id) / "logs" / log_name, prefix, echo, {**os.environ, **env}
-            )
+            process = Process(argv, self.s.work.logs(self.s.run_id) / log_name, prefix, echo, {**os.environ, **env})
             self.children.append(process)
         finally:
             self._spawning = False
@@ -262,7 +260,7 @@ class Runner:
                 self.results[step.name] = self.timed(step.name, self.run_single, step)
 
     def log_dir(self) -> Path:
-        return self.s.work.run(self.s.run_id) / "logs"
+        return self.s.work.logs(self.s.run_id)
 
     def spawn_store(self) -> Process:
         """Creates the local MLflow store in a child, beside ingest: MLflow takes seconds to

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.core.cli import duration, parser, positive_int
-from jobs.core.paths import MODEL_NAME, Work, versions
+from jobs.core.paths import MODEL_NAME, Candidate, Work, version_record, versions
 from jobs.predict.client import Client, ServerError, Unreachable
 from jobs.release import history
 
@@ -31,7 +31,7 @@ def served_lines(work: Work) -> list[str]:
     if not found:
         return ["served: nothing yet (make local promotes a model)"]
     version = max(found)
-    record = load(found[version] / "promotion.json") or {}
+    record = load(version_record(found[version])) or {}
     what = ", ".join(
         part
         for part in (
@@ -71,13 +71,13 @@ def server_line(url: str) -> str:
 
 
 def run_lines(work: Work, limit: int) -> list[str]:
-    runs = sorted((p for p in work.root.joinpath("runs").glob("*") if p.is_dir()), key=os.path.getmtime, reverse=True)
+    runs = sorted((p for p in work.runs.glob("*") if p.is_dir()), key=os.path.getmtime, reverse=True)
     if not runs:
         return ["runs: none yet (make local)"]
     lines = [f"runs ({min(limit, len(runs))} of {len(runs)}, newest first):"]
     for folder in runs[:limit]:
-        promotion = load(folder / "promotion.json")
-        timings = load(folder / "timings.json") or {}
+        promotion = load(work.promotion(folder.name))
+        timings = load(work.timings(folder.name)) or {}
         stages = timings.get("stages", {})
         when = datetime.datetime.fromtimestamp(folder.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
         if promotion is None:
@@ -88,9 +88,10 @@ def run_lines(work: Work, limit: int) -> list[str]:
             outcome = f"promoted nothing ({promotion.get('reason', '')})"
         took = f", {duration(timings['wall_seconds'])}" if "wall_seconds" in timings else ""
         lines.append(f"  {folder.name}  {when}{took}: {outcome}")
-        for candidate in sorted(p for p in folder.iterdir() if (p / "run.json").exists() or (p / "eval").is_dir()):
-            metrics = load(candidate / "eval" / "metrics.json")
-            info = load(candidate / "run.json") or {}
+        found = [Candidate(p) for p in sorted(folder.iterdir())]
+        for candidate in (c for c in found if c.run_info.exists() or c.eval.is_dir()):
+            metrics = load(candidate.metrics)
+            info = load(candidate.run_info) or {}
             params = info.get("params", {})
             parts = [
                 f"test accuracy {metrics['accuracy']:.4f}" if metrics else "not evaluated",
@@ -105,7 +106,7 @@ def run_lines(work: Work, limit: int) -> list[str]:
 
 def dataset_line(work: Work) -> str:
     found = []
-    for manifest_path in sorted(work.root.joinpath("data").glob("*/manifest.json")):
+    for manifest_path in sorted(work.data.glob("*/manifest.json")):
         counts = (load(manifest_path) or {}).get("counts", {})
         found.append(f"{manifest_path.parent.name} ({counts.get('train', '?')} train, {counts.get('test', '?')} test)")
     return f"datasets: {', '.join(found) if found else 'none ingested yet'}"

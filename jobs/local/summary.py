@@ -8,8 +8,6 @@ import textwrap
 from jobs.core.cli import duration
 from jobs.core.files import read_json, write_json
 
-RESULTS_FILE = "results.txt"  # name=value lines for scripts, in the run's folder
-
 
 def restart_lines(restarts: dict[str, list[dict[str, str]]]) -> list[str]:
     """One line per restart of a training job: which worker ended how, and why."""
@@ -21,7 +19,7 @@ def restart_lines(restarts: dict[str, list[dict[str, str]]]) -> list[str]:
 
 
 def for_machines(runner, wall: float) -> dict[str, object]:
-    promotion = read_json(runner.s.work.run(runner.s.run_id) / "promotion.json")
+    promotion = read_json(runner.s.work.promotion(runner.s.run_id))
     return {
         "run_id": runner.s.run_id,
         "best": promotion["model"],
@@ -33,11 +31,10 @@ def for_machines(runner, wall: float) -> dict[str, object]:
 
 
 def table(runner, wall: float) -> str:
-    run_dir = runner.s.work.run(runner.s.run_id)
-    promotion = read_json(run_dir / "promotion.json")
+    promotion = read_json(runner.s.work.promotion(runner.s.run_id))
     rows = [("candidate", "test accuracy", "train time", "restarts", "promoted")]
     for model in runner.s.models:
-        accuracy = read_json(runner.s.work.candidate(runner.s.run_id, model).eval / "metrics.json")["accuracy"]
+        accuracy = read_json(runner.s.work.candidate(runner.s.run_id, model).metrics)["accuracy"]
         promoted = (
             f"yes: version {promotion['version']}" if promotion["promoted"] and promotion["model"] == model else "no"
         )
@@ -74,7 +71,7 @@ def table(runner, wall: float) -> str:
         f"promotion: {promotion['reason']}",
         f"served: {runner.s.work.served()}/{promotion['version']} (test accuracy through the server: {served})",
         f"time: {duration(wall)} in all; {stages}",
-        f"logs: {runner.log_dir()}/; results for scripts: {run_dir / RESULTS_FILE}",
+        f"logs: {runner.log_dir()}/; results for scripts: {runner.s.work.results(runner.s.run_id)}",
         "next: make serve, then make predict in another terminal; make ui (MLflow), make tensorboard, make status",
     ]
     return "\n".join(lines)
@@ -82,9 +79,8 @@ def table(runner, wall: float) -> str:
 
 def write(runner, wall: float) -> None:
     """timings.json and results.txt in the run's folder."""
-    run_dir = runner.s.work.run(runner.s.run_id)
-    write_json(run_dir / "timings.json", {"stages": runner.timings, "wall_seconds": wall})
+    write_json(runner.s.work.timings(runner.s.run_id), {"stages": runner.timings, "wall_seconds": wall})
     results = for_machines(runner, wall)
-    (run_dir / RESULTS_FILE).write_text(
+    runner.s.work.results(runner.s.run_id).write_text(
         "".join(f"{k}={f'{v:.6g}' if isinstance(v, float) else v}\n" for k, v in results.items())
     )

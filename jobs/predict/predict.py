@@ -27,7 +27,7 @@ import numpy as np
 
 from jobs.core import png
 from jobs.core.cli import JobError, emit, fraction, parser, positive_float, positive_int, version_or
-from jobs.core.paths import MODEL_NAME, Work, versions
+from jobs.core.paths import MODEL_NAME, Work, version_record, versions
 from jobs.predict.client import DEFAULT_URL, Client, ServerError, Unreachable, classify_in_batches, wait_for_version
 
 log = logging.getLogger("jobs.predict")
@@ -83,7 +83,7 @@ def served_dataset(work: Work, model_name: str) -> tuple[int, str] | None:
         return None
     version = max(found)
     try:
-        return version, str(json.loads((found[version] / "promotion.json").read_text())["dataset"])
+        return version, str(json.loads(version_record(found[version]).read_text())["dataset"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -92,7 +92,7 @@ def sample_dataset(work: Work, model_name: str, asked: str | None) -> str:
     """The dataset whose test split to sample: the one asked for, else the one the served
     model was trained on, else the only one ingested. A missing one names the fix."""
     served = served_dataset(work, model_name)
-    ingested = sorted(p.parent.name for p in (work.root / "data").glob("*/manifest.json"))
+    ingested = sorted(p.parent.name for p in work.data.glob("*/manifest.json"))
     name = asked or (served[1] if served else (ingested[0] if len(ingested) == 1 else None))
     if name is None:
         raise JobError(

@@ -24,7 +24,7 @@ import socket
 from pathlib import Path
 
 from jobs.core.cli import JobError
-from jobs.core.paths import MODEL_NAME, Work, versions
+from jobs.core.paths import MODEL_NAME, Work, version_record, versions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +39,7 @@ def record(folder: Path) -> dict:
     """A version's promotion.json; {} when it is missing or unreadable (a version copied in by
     hand, or by an older promote): such a version counts as its own promotion."""
     try:
-        found = json.loads((folder / "promotion.json").read_text())
+        found = json.loads(version_record(folder).read_text())
     except (OSError, ValueError):
         return {}
     return found if isinstance(found, dict) else {}
@@ -108,7 +108,7 @@ def default_actor() -> str:
 
 
 def path(work: Work, name: str = MODEL_NAME) -> Path:
-    return work.served(name).with_name(f"{name}.history.jsonl")
+    return work.history(name)
 
 
 def append(work: Work, line: dict, name: str = MODEL_NAME) -> None:

@@ -38,7 +38,7 @@ import numpy as np
 from jobs.core import serving_config
 from jobs.core.cli import JobError, add_run_arguments, emit, fraction, parser
 from jobs.core.files import locked, read_json, write_json
-from jobs.core.paths import MODEL_NAME, Work
+from jobs.core.paths import MODEL_NAME, Work, version_record
 from jobs.release import history
 from jobs.release.selection import DEFAULT_MIN_GAIN, DEFAULT_SIGNIFICANCE, Gate, best_candidate, decide, mcnemar
 from jobs.release.state import CANARY, CHAMPION, publish, write_canary
@@ -48,7 +48,7 @@ log = logging.getLogger("jobs.promote")
 
 
 def evaluation(work: Work, run_id: str, name: str) -> dict:
-    path = work.candidate(run_id, name).eval / "metrics.json"
+    path = work.candidate(run_id, name).metrics
     if not path.exists():
         raise JobError(f"candidate {name} of run {run_id} has not been evaluated ({path} is missing)")
     found = read_json(path)
@@ -124,9 +124,9 @@ def register(work: Work, tracker, result: dict, example, alias: str = CHAMPION) 
         description="Fashion-MNIST classifier. The version with the alias champion is the one served.",
     )
     if registered is not None:
-        record = read_json(folder / "promotion.json")
+        record = read_json(version_record(folder))
         write_json(
-            folder / "promotion.json",
+            version_record(folder),
             {
                 **record,
                 "registered_model": MODEL_NAME,
@@ -199,8 +199,7 @@ def write_outputs(work: Work, tracker, parent: str | None, result: dict, names: 
     from jobs.evaluate import report
 
     run_id, dataset, best = result["run_id"], result["dataset"], result["model"]
-    run_dir = work.run(run_id)
-    plots = run_dir / "plots"
+    plots = work.plots(run_id)
     plots.mkdir(parents=True, exist_ok=True)
     title = f"{', '.join(names)} on {dataset}, run {run_id}: accuracy"
     candidates_png = plots / ".candidates.png"
@@ -213,10 +212,10 @@ def write_outputs(work: Work, tracker, parent: str | None, result: dict, names: 
         served_version=result["served_version"],
     )
     os.replace(candidates_png, plots / "candidates.png")
-    write_json(run_dir / "promotion.json", result)
+    write_json(work.promotion(run_id), result)
     report.write_report(work, result, names)
-    tracker.log_artifact(parent, run_dir / "report.md")
-    tracker.log_artifact(parent, run_dir / "promotion.json")
+    tracker.log_artifact(parent, work.report(run_id))
+    tracker.log_artifact(parent, work.promotion(run_id))
     tracker.log_artifacts(parent, plots, "plots")
     tracker.set_tags(parent, {"mlflow.note.content": report.summary(result)})
     tracker.end_run(parent)
@@ -230,7 +229,7 @@ def serve(work: Work, current: int | None, version: int, rollout: str, run_id: s
         return None
     serving_config.pin(work, "stable", current)
     serving_config.pin(work, "canary", version)
-    stable_record = work.served() / str(current) / "promotion.json"
+    stable_record = version_record(work.served() / str(current))
     state = {
         "model": MODEL_NAME,
         "stable_version": current,

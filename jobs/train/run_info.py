@@ -37,7 +37,7 @@ def count_attempt(candidate: Candidate, worker: str, max_attempts: int) -> int:
     recreates a worker that exits 128-255 however often it happens (the operator's
     backoffLimit counts only restarts in place), so a worker killed on every attempt (out of
     memory, say) would otherwise retry until the job's deadline: exit 1 fails the job for good."""
-    path = candidate.root / "attempts" / f"{worker}.json"
+    path = candidate.attempts(worker)
     attempts = (read_json(path).get("attempts", 0) if path.exists() else 0) + 1
     if attempts > max_attempts:
         raise JobError(

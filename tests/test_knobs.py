@@ -1,7 +1,7 @@
-"""The Makefile's knobs: declared once (a `# knob:` line above `NAME ?= default`), listed by
+"""The Makefile's knobs: declared once (a `# knob:` line above `NAME ?= value`), listed by
 `make help` from there, and each one set reaches the job that uses it: make exports it, the
 hack/ script passes it on, the job's parser takes it. An empty pipeline knob leaves the job's
-default in force, and the defaults the Makefile names are the job's and the workflow's."""
+default in force: the pipeline's, which the steps' own parsers own (jobs.steps.default)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 import yaml
 from conftest import ROOT, makefile_knobs
 
+from jobs import steps
 from jobs.ingest import data
 from jobs.local import settings as local_settings
 
@@ -89,7 +90,9 @@ def test_every_local_knob_reaches_jobs_local(tmp_path):
         assert getattr(args, attribute) == parsed, f"make local {name}=... did not reach jobs.local: {argv}"
 
 
-def test_empty_knobs_leave_the_defaults_the_makefile_names(tmp_path):
+def test_empty_knobs_leave_the_pipelines_defaults(tmp_path):
+    """An empty knob is not passed on; jobs.local's defaults are the pipeline's, which the
+    workflow's parameters are generated from too (make verify keeps them so)."""
     argv = local_argv(tmp_path)
     assert argv == [f"--work-dir={KNOBS['WORK_DIR'][0]}"], "an empty knob is not passed on"
     parser = local_settings.build_parser()
@@ -97,13 +100,19 @@ def test_empty_knobs_leave_the_defaults_the_makefile_names(tmp_path):
     parameters = {p["name"]: p for p in workflow["spec"]["arguments"]["parameters"]}
     for name, parameter in WORKFLOW.items():
         default = parser.get_default(LOCAL[name][1])
-        default = ",".join(default) if isinstance(default, list | tuple) else str(default)
+        default = (
+            ",".join(default)
+            if isinstance(default, list | tuple)
+            else f"{default:g}"
+            if isinstance(default, float)
+            else str(default)
+        )
+        assert default == steps.default(parameter.replace("-", "_")), (
+            f"{name}: jobs.local's default is not the pipeline's"
+        )
         assert str(parameters[parameter]["value"]) == default, f"{name}: jobs.local and workflows/e2e.yaml differ"
-        named = re.search(r"\(empty: ([^)]*)\)", KNOBS[name][1])
-        if named and name != "DATASET":
-            assert named[1] == default, f"the Makefile says {name} defaults to {named[1]}, jobs.local to {default}"
+        assert not KNOBS[name][0], f"the Makefile restates {name}'s default"
     assert parameters["dataset"]["enum"] == list(data.SOURCES)
-    assert parser.get_default("promote") in KNOBS["PROMOTE"][1]
 
 
 def test_every_pipeline_knob_reaches_the_workflow(tmp_path):
@@ -136,15 +145,6 @@ def test_every_pipeline_knob_reaches_the_workflow(tmp_path):
 def test_every_other_knob_is_read_by_a_script(name):
     readers = [p.name for p in (ROOT / "hack").glob("*.sh") if re.search(rf"\$\{{{name}\b", p.read_text())]
     assert readers or re.search(rf"\$\({name}\)", (ROOT / "Makefile").read_text()), f"no script reads {name}"
-
-
-def test_the_readme_names_the_same_defaults():
-    rows = dict(re.findall(r"^\| `([A-Z_]+)` \| `([^`]*)`", (ROOT / "README.md").read_text(), re.M))
-    parser = local_settings.build_parser()
-    for name in ("EPOCHS", "WORKERS", "MODELS", "MIN_ACCURACY", "PROMOTE", "WORK_DIR", "DATASET"):
-        default = parser.get_default(LOCAL[name][1])
-        default = ",".join(default) if isinstance(default, list | tuple) else str(default)
-        assert rows.get(name) == default, f"README.md says {name} defaults to {rows.get(name)}, jobs.local {default}"
 
 
 def test_rollback_knobs_reach_jobs_rollback(tmp_path):

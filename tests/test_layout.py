@@ -30,15 +30,6 @@ def test_the_benchmark_is_not_in_the_image_package():
     assert not users, users
 
 
-def test_the_readme_tree_lists_every_module_of_jobs():
-    readme = (ROOT / "README.md").read_text()
-    tree = readme[readme.index("## Repository") : readme.index("## Tests and what was verified how")]
-    listed = set(re.findall(r"^  ([\w/]+(?:\.py|/)) ", tree, re.M))
-    present = {p.name for p in JOBS.glob("*.py") if p.name != "__init__.py"}
-    present |= {f"{p.name}/" for p in JOBS.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
-    assert listed == present, f"README.md's tree: missing {present - listed}, gone {listed - present}"
-
-
 def test_the_long_files_that_start_first_exist():
     from conftest import LONG_FILES
 

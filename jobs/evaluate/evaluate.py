@@ -12,6 +12,7 @@ Promotion chooses on the validation figures; the test figures are the final scor
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -130,10 +131,15 @@ def compare(work: Work, run_id: str, results: dict[str, dict], label: str) -> Pa
     return work.plots(run_id)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The step's flags: their defaults are the pipeline's (jobs.steps reads them)."""
     p = parser(__doc__.splitlines()[0])
     add_run_arguments(p, models.NAMES)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     from jobs.ingest import data
     from jobs.tracking.tracker import Tracker, dataset_inputs

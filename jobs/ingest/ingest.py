@@ -66,7 +66,8 @@ def ingest(work: Work, settings: dict, dataset: str, validation: dict | None = N
     return manifest, True
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The step's flags: their defaults are the pipeline's (jobs.steps reads them)."""
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--work-dir", type=Path, required=True, help="the shared volume")
     p.add_argument("--dataset", choices=data.SOURCES, default="fashion_mnist", help="where the images come from")
@@ -84,7 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--split-seed", type=int, default=data.DEFAULT_VALIDATION["seed"], help="seed of the validation draw"
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     validation = {"fraction": args.validation_fraction, "seed": args.split_seed}
     manifest, wrote = ingest(Work(args.work_dir), source_settings(args), args.dataset, validation)

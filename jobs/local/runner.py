@@ -62,7 +62,9 @@ class Runner:
     # -- processes ------------------------------------------------------------------------
 
     def params(self, **overrides: str) -> dict[str, str]:
+        """The steps' parameters: the pipeline's defaults (jobs.steps), this run's settings."""
         return {
+            **steps.defaults(),
             "work_dir": str(self.s.work.root),
             "run_id": self.s.run_id,
             "dataset": self.s.dataset,
@@ -74,7 +76,7 @@ class Runner:
             "rollout": self.s.rollout,
             "stable_url": self.stable_url or self.url,
             "canary_url": self.url,
-            **canary_params(self.s.canary_seconds),
+            "canary_seconds": f"{self.s.canary_seconds:g}",
             **overrides,
         }
 
@@ -272,23 +274,6 @@ class Runner:
         if process.wait() != 0:
             raise JobError(f"{what} failed\n{process.describe_failure()}")
         self.children.remove(process)
-
-
-def canary_params(seconds: float) -> dict[str, str]:
-    """The canary step's settings: its window, and jobs.canary's defaults for the rest."""
-    from jobs.release.canary import DEFAULT_PROBE_RATE
-    from jobs.release.canary_metrics import Bounds
-
-    bounds = Bounds()
-    return {
-        "canary_seconds": f"{seconds:g}",
-        "canary_probe_rate": f"{DEFAULT_PROBE_RATE:g}",
-        "canary_max_error_rate": f"{bounds.max_error_rate:g}",
-        "canary_max_error_increase": f"{bounds.max_error_increase:g}",
-        "canary_max_p50_ratio": f"{bounds.max_p50_ratio:g}",
-        "canary_max_p95_ratio": f"{bounds.max_p95_ratio:g}",
-        "canary_min_requests": str(bounds.min_requests),
-    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

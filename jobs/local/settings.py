@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from jobs import steps
 from jobs.core import cpus, files
 from jobs.core.cli import (
     JobError,
@@ -52,22 +53,25 @@ class Settings:
 
 def build_parser() -> argparse.ArgumentParser:
     p = parser("Run the whole pipeline on this machine: the cluster's steps, with local processes.")
+    # The pipeline's defaults, as the steps' own parsers own them (jobs.steps.default).
     p.add_argument("--work-dir", type=path_arg, default=Path(".work"), help="datasets, runs, models, tracking")
     p.add_argument(
         "--dataset",
         choices=data.SOURCES,
-        default="fashion_mnist",
+        default=steps.default("dataset"),
         help="where the images come from",
     )
-    p.add_argument("--epochs", type=positive_int, default=5, help="training epochs per candidate")
-    p.add_argument("--workers", type=positive_int, default=2, help="worker processes per candidate")
     p.add_argument(
-        "--models", type=csv_list(models.NAMES), default=",".join(models.NAMES), help="comma-separated candidates"
+        "--epochs", type=positive_int, default=int(steps.default("epochs")), help="training epochs per candidate"
+    )
+    p.add_argument("--workers", type=positive_int, default=steps.WORKERS, help="worker processes per candidate")
+    p.add_argument(
+        "--models", type=csv_list(models.NAMES), default=steps.default("models"), help="comma-separated candidates"
     )
     p.add_argument(
         "--run-id", type=plain_name, default=time.strftime("local-%Y%m%d-%H%M%S"), help="names this run's folder"
     )
-    p.add_argument("--min-accuracy", type=fraction, default=0.8, help="the smoke check's threshold")
+    p.add_argument("--min-accuracy", type=fraction, default=steps.MIN_ACCURACY, help="the smoke check's threshold")
     p.add_argument(
         "--max-restarts",
         type=non_negative_int,
@@ -98,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rollout",
         choices=("direct", "canary"),
-        default="direct",
+        default=steps.default("rollout"),
         help="direct: one model server; canary: a stable and a canary server, the new version on the "
         "canary first, then the canary step promotes or rolls it back",
     )

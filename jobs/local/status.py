@@ -118,8 +118,10 @@ def tracking_line(work: Work) -> str:
         return f"tracking: {uri} (MLFLOW_TRACKING_URI)"
     store = work.mlflow / "mlflow.db"
     if store.exists():
-        port = os.environ.get("MLFLOW_PORT", "5000")
-        return f"tracking: sqlite:///{store.resolve()} (make ui shows it on http://127.0.0.1:{port})"
+        # make exports MLFLOW_PORT, the port of make ui (it owns the default).
+        port = os.environ.get("MLFLOW_PORT", "").strip()
+        where = f" on http://127.0.0.1:{port}" if port else ""
+        return f"tracking: sqlite:///{store.resolve()} (make ui shows it{where})"
     return f"tracking: no store yet ({store} is created by make local)"
 
 

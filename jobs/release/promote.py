@@ -27,6 +27,7 @@ servers' pinned version, not the highest on disk.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import time
@@ -321,7 +322,8 @@ def promote(
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The step's flags: their defaults are the pipeline's (jobs.steps reads them)."""
     p = parser(__doc__.splitlines()[0])
     add_run_arguments(p, models.NAMES)
     p.add_argument("--force", action="store_true", help="promote the best even if it is not better beyond noise")
@@ -343,7 +345,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="direct",
         help="direct: every server serves the new version; canary: the canary servers first (jobs.canary decides)",
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     gate = Gate(args.significance, args.min_gain)
     result = promote(Work(args.work_dir), args.run_id, args.dataset, args.models, args.force, gate, args.rollout)

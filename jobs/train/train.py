@@ -290,7 +290,8 @@ def train(args) -> dict:
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The step's flags: their defaults are the pipeline's (jobs.steps reads them)."""
     p = parser(__doc__.splitlines()[0])
     add_run_arguments(p)
     p.add_argument("--model", required=True, choices=models.NAMES, help="the candidate to train")
@@ -341,7 +342,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=distributed.START_TIMEOUT,
         help="seconds the workers wait for each other to start",
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     result = train(args)
     emit(**result)

@@ -104,11 +104,11 @@ def workflow(text: str) -> str:
 # -- knobs ------------------------------------------------------------------------------------
 
 
-def makefile_knobs() -> dict[str, tuple[str, str]]:
+def makefile_knobs(root: Path = ROOT) -> dict[str, tuple[str, str]]:
     """The Makefile's knobs, name: (its own value, what it is), from the `# knob:` line above
     each `NAME ?= value`."""
     knobs, what = {}, None
-    for line in (ROOT / "Makefile").read_text().splitlines():
+    for line in (root / "Makefile").read_text().splitlines():
         match = re.fullmatch(r"([A-Z_]+) *\?= *(.*)", line)
         if match and what is not None:
             knobs[match[1]] = (match[2].strip(), what)
@@ -116,9 +116,9 @@ def makefile_knobs() -> dict[str, tuple[str, str]]:
     return knobs
 
 
-def local_knobs() -> list[str]:
+def local_knobs(root: Path = ROOT) -> list[str]:
     """The knobs hack/local.sh passes to jobs.local as flags (the Makefile's LOCAL_KNOBS)."""
-    match = re.search(r"^LOCAL_KNOBS := (.*)$", (ROOT / "Makefile").read_text(), re.M)
+    match = re.search(r"^LOCAL_KNOBS := (.*)$", (root / "Makefile").read_text(), re.M)
     return match[1].split()
 
 
@@ -162,19 +162,19 @@ NOT_KNOBS = {"BASH_SOURCE", "HOME", "PATH", "PWD", "USER", "PYTHONWARNINGS", "TF
 NOT_KNOBS |= {"MLFLOW_EXPERIMENT_NAME"}  # MLflow's own variable, which the jobs read as MLflow does
 
 
-def knob_problems() -> list[str]:
+def knob_problems(root: Path = ROOT) -> list[str]:
     """What is wrong with the knobs the Makefile's scripts read: one that the Makefile does not
     declare (nor export), a default of a make-owned knob that differs from the Makefile's, or a
     default of its own for a knob jobs.local's parser owns."""
-    makefile = (ROOT / "Makefile").read_text()
-    knobs = makefile_knobs()
+    makefile = (root / "Makefile").read_text()
+    knobs = makefile_knobs(root)
     exported = {name for line in makefile.splitlines() if line.startswith("export ") for name in line.split()[1:]}
     scripts = sorted({*re.findall(r"^\t+(hack/[\w-]+\.sh)", makefile, re.M), "hack/lib.sh"})
     problems = []
     for script in scripts:
-        text = (ROOT / script).read_text()
+        text = (root / script).read_text()
         if "source hack/lib.sh" in text:
-            text = (ROOT / "hack/lib.sh").read_text() + text
+            text = (root / "hack/lib.sh").read_text() + text
         assigned = set(re.findall(r"^\s*(?:local\s+)?([A-Z][A-Z0-9_]*)=(?!\$\{\1:-)", text, re.M))
         for name, default in re.findall(r"\$\{([A-Z][A-Z0-9_]*)(?::-([^}]*))?\}", text):
             if name in NOT_KNOBS or (name in assigned and name not in knobs):
@@ -183,7 +183,7 @@ def knob_problems() -> list[str]:
                 problems.append(f"{script} reads {name}, which the Makefile does not declare")
             elif name in knobs and knobs[name][0] and default and default != knobs[name][0]:
                 problems.append(f"{script} defaults {name} to {default!r}, the Makefile to {knobs[name][0]!r}")
-            elif name in local_knobs() and not knobs[name][0] and default:
+            elif name in local_knobs(root) and not knobs[name][0] and default:
                 problems.append(f"{script} defaults {name} to {default!r}: jobs.local's parser owns it")
     return sorted(set(problems))
 

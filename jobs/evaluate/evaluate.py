@@ -3,16 +3,19 @@ would be served.
 
 For each candidate: accuracy, loss, per-class precision and recall on both splits
 (eval/metrics.json: the test split's figures at the top, the validation split's under
-`validation`), its training and validation curves and its test confusion matrix, written beside
-the candidate and logged to its MLflow run, the metrics linked to its LoggedModel and to the
-dataset they were measured on. For the pipeline run: the candidates compared (per class, and
-their curves) in `<work>/runs/<run>/plots/`, logged to the parent run.
+`validation`), which test images it classifies right (eval/test_correct.npy, in the test
+split's order: promote pairs it with the served version from there), its training and
+validation curves and its test confusion matrix, written beside the candidate and logged to
+its MLflow run, the metrics linked to its LoggedModel and to the dataset they were measured
+on. For the pipeline run: the candidates compared (per class, and their curves) in
+`<work>/runs/<run>/plots/`, logged to the parent run.
 Promotion chooses on the validation figures; the test figures are the final score.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +27,7 @@ from jobs.core.cpus import configure_threads
 from jobs.core.files import atomic_dir, read_json, write_json
 from jobs.core.paths import Candidate, Work
 from jobs.evaluate import report
+from jobs.ingest import data
 from jobs.ingest.data import CLASS_NAMES
 from jobs.train import models, run_info
 
@@ -70,6 +74,52 @@ def metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict:
     }
 
 
+def correct(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Which images the predictions get right, in order."""
+    return probabilities.argmax(axis=1) == labels.astype(np.int64)
+
+
+def write_record(folder: Path, result: dict, right: np.ndarray) -> None:
+    """A candidate's evaluation record in `folder` (its eval/): metrics.json and test_correct.npy."""
+    write_json(folder / "metrics.json", result)
+    np.save(folder / "test_correct.npy", right, allow_pickle=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """What promote reads of a candidate's evaluation."""
+
+    name: str
+    accuracy: float  # on the test split
+    validation_accuracy: float
+    test_digest: str | None  # the test split it was measured on (jobs.ingest.data.digest)
+    correct: np.ndarray  # which test images it classifies right, in the split's order
+
+    @classmethod
+    def read(cls, candidate: Candidate, run_id: str) -> Evaluation:
+        if not candidate.metrics.exists():
+            raise JobError(
+                f"candidate {candidate.name} of run {run_id} has not been evaluated ({candidate.metrics} is missing)"
+            )
+        found = read_json(candidate.metrics)
+        if "validation" not in found or not candidate.test_correct.exists():
+            raise JobError(
+                f"{candidate.eval} has no validation score or test record (written by an older evaluate): "
+                "re-run evaluate"
+            )
+        try:
+            right = np.load(candidate.test_correct, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise JobError(f"{candidate.test_correct} is unreadable ({err}): re-run evaluate") from None
+        return cls(
+            candidate.name,
+            float(found["accuracy"]),
+            float(found["validation"]["accuracy"]),
+            found.get("test_digest"),
+            right.astype(bool),
+        )
+
+
 def metric_key(class_name: str) -> str:
     return class_name.replace("/", "_").replace(" ", "_").replace("-", "_").lower()
 
@@ -80,11 +130,13 @@ def evaluate(candidate: Candidate, splits: dict, tracker, datasets: dict, label:
     if not (candidate.model / "saved_model.pb").exists():
         raise JobError(f"candidate {candidate.name} has no model at {candidate.model}: did its training finish?")
     validation, test = splits["validation"], splits["test"]
-    result = metrics(predict(candidate.model, test.images), test.labels)
+    probabilities = predict(candidate.model, test.images)
+    result = metrics(probabilities, test.labels)
+    result["test_digest"] = data.digest(test)
     result["validation"] = metrics(predict(candidate.model, validation.images), validation.labels)
     history = read_json(candidate.history).get("epochs", []) if candidate.history.exists() else []
     with atomic_dir(candidate.eval) as tmp:
-        write_json(tmp / candidate.metrics.name, result)
+        write_record(tmp, result, correct(probabilities, test.labels))
         report.plot_confusion(
             result["confusion_matrix"],
             f"{candidate.name} on {label}: test split, accuracy {result['accuracy']:.4f}",
@@ -141,7 +193,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    from jobs.ingest import data
     from jobs.tracking.tracker import Tracker, dataset_inputs
 
     work = Work(args.work_dir)

@@ -1,6 +1,8 @@
 """The ingest stage: the dataset, written once and read by every later stage.
+One concern per module:
 
-data    sources (tensorflow-datasets, idx files, synthetic), the stored format and its
-        manifest, the validation split, the models' input pipelines
-ingest  the step: `python -m jobs.ingest`
+    data      sources (tensorflow-datasets, idx files, synthetic), the stored format and its
+              manifest, the validation split, the models' input pipelines
+    ingest    the step: its settings; the stored dataset replaced only when they change
+    __main__  `python -m jobs.ingest`
 """

@@ -178,7 +178,7 @@ def act(work: Work, state: dict, decision: Decision, tracker, run_id: str) -> di
         # in the history and a rollback run in MLflow.
         reason = f"canary of version {state['canary_version']} rolled back: " + decision.reason
         done = rollback.rollback(work, state["stable_version"], reason, f"canary step of run {run_id}", tracker, model)
-        serve = done["version"]
+        serve = done.version
         log.info("rolled back: every server serves version %d (version %d's model)", serve, state["stable_version"])
     record = {
         **state,

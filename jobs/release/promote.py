@@ -28,6 +28,7 @@ servers' pinned version, not the highest on disk.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import time
@@ -40,6 +41,8 @@ from jobs.core import serving_config
 from jobs.core.cli import JobError, add_run_arguments, emit, fraction, parser
 from jobs.core.files import locked, read_json, write_json
 from jobs.core.paths import MODEL_NAME, Work, version_record
+from jobs.evaluate.evaluate import Evaluation, correct, predict
+from jobs.ingest import data
 from jobs.release import history
 from jobs.release.selection import DEFAULT_MIN_GAIN, DEFAULT_SIGNIFICANCE, Gate, best_candidate, decide, mcnemar
 from jobs.release.state import CANARY, CHAMPION, publish, write_canary
@@ -48,77 +51,99 @@ from jobs.train import models, run_info
 log = logging.getLogger("jobs.promote")
 
 
-def evaluation(work: Work, run_id: str, name: str) -> dict:
-    path = work.candidate(run_id, name).metrics
-    if not path.exists():
-        raise JobError(f"candidate {name} of run {run_id} has not been evaluated ({path} is missing)")
-    found = read_json(path)
-    if "validation" not in found:
-        raise JobError(f"{path} has no validation score (written by an older evaluate): re-run evaluate")
-    return found
+@dataclasses.dataclass
+class Promotion:
+    """What promotion decided, and what it did: promotion.json (`record`), the parent run's
+    report, the step's results."""
+
+    run_id: str
+    dataset: str
+    model: str  # the candidate chosen on validation
+    validation_accuracy: float
+    accuracy: float  # its test accuracy
+    scores: dict[str, float]  # every candidate's validation accuracy
+    test_scores: dict[str, float]
+    served_version: int | None  # what was served before
+    served_accuracy: float | None  # its test accuracy on the same images
+    gate: dict[str, float]
+    mcnemar: dict | None  # the paired test's figures (mcnemar_record), None with nothing served
+    promoted: bool
+    decision: str  # promoted, forced or kept
+    reason: str
+    version: int | None  # what is served now
+    registered_version: str | None
+    mlflow_run_id: str | None
+    model_id: str | None
+    rollout: str
+    canary: dict | None  # the canary started (jobs.release.state), if any
+    mlflow_parent_run_id: str | None = None
+
+    def record(self) -> dict:
+        return dataclasses.asdict(self)
 
 
-def correct(model_dir: Path, test) -> np.ndarray:
-    """Which test images a SavedModel classifies right (JobError if it cannot be loaded)."""
-    from jobs.evaluate.evaluate import predict
-
-    return predict(model_dir, test.images).argmax(axis=1) == test.labels.astype(np.int64)
+def chosen_correct(evaluation: Evaluation, test, digest: str) -> np.ndarray:
+    """Which test images the chosen candidate classifies right, as evaluate recorded it; its
+    record must be of this test split."""
+    if evaluation.test_digest not in (None, digest) or len(evaluation.correct) != len(test.labels):
+        raise JobError(f"candidate {evaluation.name} was evaluated on another test split: re-run evaluate")
+    return evaluation.correct
 
 
 def served_correct(model_dir: Path, test) -> np.ndarray | None:
-    """The served version re-scored on this test split; None if it cannot be loaded."""
+    """The served version scored on this test split; None if it cannot be loaded."""
     try:
-        return correct(model_dir, test)
+        return correct(predict(model_dir, test.images), test.labels)
     except JobError as err:
         log.warning("the served version cannot be scored (%s); treating it as absent", err)
         return None
 
 
-def logged_model(work: Work, tracker, result: dict, example) -> str | None:
+def logged_model(work: Work, tracker, result: Promotion, example) -> str | None:
     """The chosen candidate's LoggedModel: the one its training logged, or, when training lost
     the tracking server before logging it, one logged now into the candidate's run, so that the
     registry version is still a model MLflow can load."""
-    if result["model_id"] or not result["mlflow_run_id"]:
-        return result["model_id"]
-    candidate = work.candidate(result["run_id"], result["model"])
+    if result.model_id or not result.mlflow_run_id:
+        return result.model_id
+    candidate = work.candidate(result.run_id, result.model)
     info = read_json(candidate.run_info) if candidate.run_info.exists() else {}
-    log.info("%s has no logged model in MLflow (tracking was away when it finished): logging it now", result["model"])
+    log.info("%s has no logged model in MLflow (tracking was away when it finished): logging it now", result.model)
     model_id = tracker.log_model(
-        result["mlflow_run_id"],
+        result.mlflow_run_id,
         candidate.model,
-        name=result["model"],
+        name=result.model,
         step=max(0, info.get("epochs_trained", 1) - 1),
         example=example,
         params=info.get("params", {}),
-        tags={"pipeline_run": result["run_id"], "model": result["model"], "dataset": result["dataset"]},
+        tags={"pipeline_run": result.run_id, "model": result.model, "dataset": result.dataset},
     )
     if model_id:
         write_json(candidate.run_info, {**read_json(candidate.run_info), "model_id": model_id})
     return model_id
 
 
-def register(work: Work, tracker, result: dict, example, alias: str = CHAMPION) -> str | None:
+def register(work: Work, tracker, result: Promotion, example, alias: str = CHAMPION) -> str | None:
     """The promoted candidate as a new version of the registered model, from its LoggedModel,
     tagged with the served folder; the folder's promotion.json then names the version.
     `example`: a few test images, the input example of a LoggedModel logged here."""
-    result["model_id"] = logged_model(work, tracker, result, example)
-    version = result["version"]
+    result.model_id = logged_model(work, tracker, result, example)
+    version = result.version
     folder = work.served() / str(version)
     tags = {
         "serving_version": str(version),
         "serving_path": str(folder.resolve()),
-        "pipeline_run": result["run_id"],
-        "model": result["model"],
-        "validation_accuracy": f"{result['validation_accuracy']:.4f}",
-        "test_accuracy": f"{result['accuracy']:.4f}",
-        "decision": result["decision"],
+        "pipeline_run": result.run_id,
+        "model": result.model,
+        "validation_accuracy": f"{result.validation_accuracy:.4f}",
+        "test_accuracy": f"{result.accuracy:.4f}",
+        "decision": result.decision,
     }
-    if result["mcnemar"]:
-        tags["mcnemar_p_value"] = f"{result['mcnemar']['p_value']:.4g}"
+    if result.mcnemar:
+        tags["mcnemar_p_value"] = f"{result.mcnemar['p_value']:.4g}"
     registered = tracker.register(
         MODEL_NAME,
-        result["model_id"],
-        result["mlflow_run_id"],
+        result.model_id,
+        result.mlflow_run_id,
         folder.resolve().as_uri(),
         alias,
         tags,
@@ -132,24 +157,24 @@ def register(work: Work, tracker, result: dict, example, alias: str = CHAMPION) 
                 **record,
                 "registered_model": MODEL_NAME,
                 "registered_version": registered,
-                "model_id": result["model_id"],
+                "model_id": result.model_id,
             },
         )
     return registered
 
 
-def track(work: Work, tracker, result: dict, gate: Gate, force: bool, example) -> None:
+def track(work: Work, tracker, result: Promotion, gate: Gate, force: bool, example) -> None:
     """The decision in the parent run (params, metrics, tags, a description) and in the
     chosen candidate's run; the registry version if promoted (`example`: see register)."""
-    parent, child = result["mlflow_parent_run_id"], result["mlflow_run_id"]
-    comparison = result["mcnemar"] or {}
+    parent, child = result.mlflow_parent_run_id, result.mlflow_run_id
+    comparison = result.mcnemar or {}
     figures = {
-        "chosen_validation_accuracy": result["validation_accuracy"],
-        "chosen_test_accuracy": result["accuracy"],
-        "promoted": int(result["promoted"]),
+        "chosen_validation_accuracy": result.validation_accuracy,
+        "chosen_test_accuracy": result.accuracy,
+        "promoted": int(result.promoted),
     }
-    if result["served_accuracy"] is not None:
-        figures["served_test_accuracy"] = result["served_accuracy"]
+    if result.served_accuracy is not None:
+        figures["served_test_accuracy"] = result.served_accuracy
     if comparison:
         figures.update(
             mcnemar_statistic=comparison["statistic"],
@@ -158,13 +183,13 @@ def track(work: Work, tracker, result: dict, gate: Gate, force: bool, example) -
             mcnemar_served_only=comparison["served_only"],
             test_accuracy_gain=comparison["gain"],
         )
-    if result["version"] is not None:
-        figures["served_version"] = result["version"]
+    if result.version is not None:
+        figures["served_version"] = result.version
     tags = {
-        "decision": result["decision"],
-        "decision_reason": result["reason"],
-        "chosen_candidate": result["model"],
-        "served_version": str(result["version"]),
+        "decision": result.decision,
+        "decision_reason": result.reason,
+        "chosen_candidate": result.model,
+        "served_version": str(result.version),
         # Tags, not params: a repeated promotion of the same pipeline run may use other settings.
         "gate_significance": f"{gate.significance:g}",
         "gate_min_gain": f"{gate.min_gain:g}",
@@ -172,16 +197,16 @@ def track(work: Work, tracker, result: dict, gate: Gate, force: bool, example) -
     }
     tracker.log_metrics(parent, figures)
     tracker.log_metrics(child, {k: v for k, v in figures.items() if k != "promoted"})
-    tracker.set_tags(child, {"selected": "true", "decision": result["decision"]})
-    if result["promoted"]:
-        alias = CANARY if result["canary"] else CHAMPION
-        result["registered_version"] = register(work, tracker, result, example, alias)
-        tags["registered_version"] = str(result["registered_version"])
+    tracker.set_tags(child, {"selected": "true", "decision": result.decision})
+    if result.promoted:
+        alias = CANARY if result.canary else CHAMPION
+        result.registered_version = register(work, tracker, result, example, alias)
+        tags["registered_version"] = str(result.registered_version)
         tracker.set_tags(
             child,
             {
                 "promoted": "true",
-                "serving_version": str(result["version"]),
+                "serving_version": str(result.version),
                 "registered_version": tags["registered_version"],
             },
         )
@@ -194,31 +219,31 @@ def mcnemar_record(comparison) -> dict:
     return {field: getattr(comparison, field) for field in fields}
 
 
-def write_outputs(work: Work, tracker, parent: str | None, result: dict, names: Sequence[str]) -> None:
+def write_outputs(work: Work, tracker, parent: str | None, result: Promotion, names: Sequence[str]) -> None:
     """promotion.json, the candidates' plot and report.md in the run's folder, and on the
     pipeline's MLflow run, which ends here."""
     from jobs.evaluate import report
 
-    run_id, dataset, best = result["run_id"], result["dataset"], result["model"]
+    run_id, dataset, best = result.run_id, result.dataset, result.model
     plots = work.plots(run_id)
     plots.mkdir(parents=True, exist_ok=True)
     title = f"{', '.join(names)} on {dataset}, run {run_id}: accuracy"
     candidates_png = plots / ".candidates.png"
     report.plot_comparison(
-        {name: {"validation": result["scores"][name], "test": result["test_scores"][name]} for name in names},
-        result["served_accuracy"],
+        {name: {"validation": result.scores[name], "test": result.test_scores[name]} for name in names},
+        result.served_accuracy,
         best,
         title,
         candidates_png,
-        served_version=result["served_version"],
+        served_version=result.served_version,
     )
     os.replace(candidates_png, plots / "candidates.png")
-    write_json(work.promotion(run_id), result)
-    report.write_report(work, result, names)
+    write_json(work.promotion(run_id), result.record())
+    report.write_report(work, result.record(), names)
     tracker.log_artifact(parent, work.report(run_id))
     tracker.log_artifact(parent, work.promotion(run_id))
     tracker.log_artifacts(parent, plots, "plots")
-    tracker.set_tags(parent, {"mlflow.note.content": report.summary(result)})
+    tracker.set_tags(parent, {"mlflow.note.content": report.summary(result.record())})
     tracker.end_run(parent)
 
 
@@ -247,24 +272,47 @@ def serve(work: Work, current: int | None, version: int, rollout: str, run_id: s
     return state
 
 
+def choose(work: Work, run_id: str, dataset: str, names: Sequence[str]):
+    """The candidates' evaluations, the one best on validation, the test split and which of its
+    images the chosen one classifies right (evaluate's record)."""
+    evaluations = {name: Evaluation.read(work.candidate(run_id, name), run_id) for name in names}
+    best = best_candidate({name: e.validation_accuracy for name, e in evaluations.items()}, names)
+    splits, records = data.model_splits(work.dataset(dataset), ("test",))
+    test = splits["test"]
+    return evaluations, best, test, chosen_correct(evaluations[best], test, records["test"]["digest"])
+
+
+def publish_promotion(work: Work, result: Promotion, model: Path, outcome: str) -> None:
+    """The chosen model as the next served version, the servers pointed at it (or the canary's),
+    a line in the served history; call with the promotion lock held."""
+    record = {
+        "run_id": result.run_id,
+        "model": result.model,
+        "accuracy": result.accuracy,
+        "dataset": result.dataset,
+        "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "mlflow_run_id": result.mlflow_run_id,
+    }
+    current = result.version
+    result.version = publish(model, work.served(), record)
+    result.canary = serve(work, current, result.version, result.rollout, result.run_id)
+    history.append(work, history.promotion_line(result.version, record, outcome))
+    log.info("promoted %s as version %d of %s", result.model, result.version, work.served())
+
+
 def promote(
     work: Work, run_id: str, dataset: str, names: Sequence[str], force: bool, gate: Gate, rollout: str = "direct"
-) -> dict:
-    from jobs.ingest import data
+) -> Promotion:
     from jobs.tracking.tracker import Tracker
 
-    evaluations = {name: evaluation(work, run_id, name) for name in names}
-    validation_scores = {name: float(e["validation"]["accuracy"]) for name, e in evaluations.items()}
-    best = best_candidate(validation_scores, names)
+    evaluations, best, test, chosen = choose(work, run_id, dataset, names)
+    validation_scores = {name: e.validation_accuracy for name, e in evaluations.items()}
     candidate = work.candidate(run_id, best)
-    splits, _ = data.model_splits(work.dataset(dataset), ("test",))
-    test = splits["test"]
-    chosen_correct = correct(candidate.model, test)
     base = work.served()
     with locked(base / ".promote.lock"):  # held across choose-number-copy-rename
         current = serving_config.served_version(work)
         served = served_correct(base / str(current), test) if current is not None else None
-        comparison = mcnemar(chosen_correct, served) if served is not None else None
+        comparison = mcnemar(chosen, served) if served is not None else None
         decision = decide(comparison, gate, force)
         log.info(
             "chosen on validation: %s (%s); %s",
@@ -273,51 +321,40 @@ def promote(
             decision.reason,
         )
         info = run_info.read(candidate)
-        result = {
-            "run_id": run_id,
-            "dataset": dataset,
-            "model": best,
-            "validation_accuracy": validation_scores[best],
-            "accuracy": float(chosen_correct.mean()),
-            "scores": validation_scores,
-            "test_scores": {name: float(e["accuracy"]) for name, e in evaluations.items()},
-            "served_version": current,
-            "served_accuracy": float(served.mean()) if served is not None else None,
-            "gate": {"significance": gate.significance, "min_gain": gate.min_gain},
-            "mcnemar": None,
-            "promoted": decision.promote,
-            "decision": decision.outcome,
-            "reason": f"{best} chosen on validation ({validation_scores[best]:.4f}); {decision.reason}",
-            "version": current,
-            "registered_version": None,
-            "mlflow_run_id": info.get("mlflow_run_id"),
-            "model_id": info.get("model_id"),
-            "rollout": rollout,
-            "canary": None,
-        }
+        result = Promotion(
+            run_id=run_id,
+            dataset=dataset,
+            model=best,
+            validation_accuracy=validation_scores[best],
+            accuracy=float(chosen.mean()),
+            scores=validation_scores,
+            test_scores={name: e.accuracy for name, e in evaluations.items()},
+            served_version=current,
+            served_accuracy=float(served.mean()) if served is not None else None,
+            gate={"significance": gate.significance, "min_gain": gate.min_gain},
+            mcnemar=None,
+            promoted=decision.promote,
+            decision=decision.outcome,
+            reason=f"{best} chosen on validation ({validation_scores[best]:.4f}); {decision.reason}",
+            version=current,
+            registered_version=None,
+            mlflow_run_id=info.get("mlflow_run_id"),
+            model_id=info.get("model_id"),
+            rollout=rollout,
+            canary=None,
+        )
         if comparison is not None:
-            result["mcnemar"] = mcnemar_record(comparison)
+            result.mcnemar = mcnemar_record(comparison)
         if decision.promote:
-            record = {
-                "run_id": run_id,
-                "model": best,
-                "accuracy": result["accuracy"],
-                "dataset": dataset,
-                "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "mlflow_run_id": result["mlflow_run_id"],
-            }
-            result["version"] = publish(candidate.model, base, record)
-            result["canary"] = serve(work, current, result["version"], rollout, run_id)
-            history.append(work, history.promotion_line(result["version"], record, decision.outcome))
-            log.info("promoted %s as version %d of %s", best, result["version"], base)
+            publish_promotion(work, result, candidate.model, decision.outcome)
 
     tracker = Tracker()
     parent = tracker.pipeline_run(work, run_id, {"dataset": dataset})
-    result["mlflow_parent_run_id"] = parent
+    result.mlflow_parent_run_id = parent
     track(work, tracker, result, gate, force, test.images[:5])
-    if result["canary"] is not None and result["registered_version"] is not None:
-        result["canary"]["registered_version"] = result["registered_version"]
-        write_canary(work, result["canary"])
+    if result.canary is not None and result.registered_version is not None:
+        result.canary["registered_version"] = result.registered_version
+        write_canary(work, result.canary)
     write_outputs(work, tracker, parent, result, names)
     return result
 
@@ -353,14 +390,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     gate = Gate(args.significance, args.min_gain)
     result = promote(Work(args.work_dir), args.run_id, args.dataset, args.models, args.force, gate, args.rollout)
-    comparison = result["mcnemar"] or {}
+    comparison = result.mcnemar or {}
     emit(
-        model=result["model"],
-        validation_accuracy=result["validation_accuracy"],
-        accuracy=result["accuracy"],
-        served_accuracy=result["served_accuracy"] if result["served_accuracy"] is not None else "none",
+        model=result.model,
+        validation_accuracy=result.validation_accuracy,
+        accuracy=result.accuracy,
+        served_accuracy=result.served_accuracy if result.served_accuracy is not None else "none",
         p_value=comparison.get("p_value", "none"),
-        promoted=int(result["promoted"]),
-        version=result["version"] if result["version"] is not None else "none",
+        promoted=int(result.promoted),
+        version=result.version if result.version is not None else "none",
     )
     return 0

@@ -27,6 +27,7 @@ the rollback in place and ends with one error line. --no-check skips both (no se
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -59,11 +60,37 @@ CARRIED = (
 DEFAULT_TOLERANCE = 0.05  # 1,000 test images: about five standard errors at 90% accuracy
 
 
+@dataclasses.dataclass
+class Rollback:
+    """What a rollback did: the restored version's record as the new version carries it (its
+    promotion.json), the new version, and what MLflow got."""
+
+    run_id: str | None
+    model: str | None
+    accuracy: float | None
+    dataset: str | None
+    promoted_at: str | None
+    mlflow_run_id: str | None
+    registered_model: str | None
+    registered_version: str | None  # the restored model's registry version
+    model_id: str | None
+    origin: int  # the promotion whose model it holds
+    restored_from: int
+    rollback_of: int  # the version served before
+    reason: str
+    actor: str
+    rolled_back_at: str
+    version: int  # the new version, serving the restored model
+    replaced_registered_version: str | None
+    mlflow: str = "not configured"  # updated, not configured, not registered or failed
+    rollback_run_id: str | None = None
+
+
 def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def rollback(work: Work, to: int | None, reason: str, actor: str, tracker=None, name: str = MODEL_NAME) -> dict:
+def rollback(work: Work, to: int | None, reason: str, actor: str, tracker=None, name: str = MODEL_NAME) -> Rollback:
     """Publishes version `to` (None: the one served before the current one) as the next
     version, records it in the history and MLflow; returns what was done. No server I/O."""
     base = work.served(name)
@@ -71,8 +98,8 @@ def rollback(work: Work, to: int | None, reason: str, actor: str, tracker=None, 
         records = history.records(base)
         current, restored = history.target(records, to)
         source = records[restored]
-        result = {key: source.get(key) for key in CARRIED}
-        result |= {
+        record = {key: source.get(key) for key in CARRIED}  # the new version's promotion.json
+        record |= {
             "origin": history.origin(restored, source),
             "restored_from": restored,
             "rollback_of": current.version,
@@ -80,55 +107,56 @@ def rollback(work: Work, to: int | None, reason: str, actor: str, tracker=None, 
             "actor": actor,
             "rolled_back_at": utc_now(),
         }
-        result["version"] = publish(versions(base)[restored], base, result)
+        version = publish(versions(base)[restored], base, record)
         serving_config.serve_latest(work, name)
-        result["replaced_registered_version"] = records[current.version].get("registered_version")
+        replaced = records[current.version].get("registered_version")
+        result = Rollback(**record, version=version, replaced_registered_version=replaced)
         history.append(
             work,
             {
                 "event": "rollback",
-                "version": result["version"],
-                "origin": result["origin"],
+                "version": result.version,
+                "origin": result.origin,
                 "rollback_of": current.version,
                 "restored_from": restored,
-                "run_id": result["run_id"],
-                "model": result["model"],
-                "accuracy": result["accuracy"],
-                "registered_version": result["registered_version"],
+                "run_id": result.run_id,
+                "model": result.model,
+                "accuracy": result.accuracy,
+                "registered_version": result.registered_version,
                 "reason": reason,
                 "by": actor,
-                "at": result["rolled_back_at"],
+                "at": result.rolled_back_at,
             },
             name,
         )
     log.info(
         "version %d of %s serves version %d's model (%s of run %s) in place of version %d",
-        result["version"],
+        result.version,
         base,
         restored,
-        result["model"],
-        result["run_id"],
+        result.model,
+        result.run_id,
         current.version,
     )
     if tracker is None:
         from jobs.tracking.tracker import Tracker
 
         tracker = Tracker()
-    result["mlflow"] = track(tracker, result, name)
+    result.mlflow = track(tracker, result, name)
     return result
 
 
-def track(tracker, result: dict, name: str) -> str:
+def track(tracker, result: Rollback, name: str) -> str:
     """The registry and a run of the experiment told about the rollback; returns what MLflow
     got: `updated`, `not configured`, `not registered` or `failed`."""
     if not tracker.enabled:
         log.warning("MLflow was not updated (no tracking configured): the alias %s is unchanged", CHAMPION)
         return "not configured"
-    restored, replaced = result["registered_version"], result["replaced_registered_version"]
+    restored, replaced = result.registered_version, result.replaced_registered_version
     if restored is None and replaced is None:
         log.warning("MLflow was not updated: neither version was registered (promoted without tracking)")
         return "not registered"
-    version, when, actor, reason = str(result["version"]), result["rolled_back_at"], result["actor"], result["reason"]
+    version, when, actor, reason = str(result.version), result.rolled_back_at, result.actor, result.reason
     done = []
     if replaced is not None:
         tags = {
@@ -145,7 +173,7 @@ def track(tracker, result: dict, name: str) -> str:
             "restored_at": when,
             "restored_by": actor,
             "restored_reason": reason,
-            "restored_from_serving_version": str(result["restored_from"]),
+            "restored_from_serving_version": str(result.restored_from),
             "serving_version": version,
         }
         done.append(set_version_tags(tracker, name, str(restored), tags))
@@ -156,16 +184,14 @@ def track(tracker, result: dict, name: str) -> str:
             )
         )
     else:
-        log.warning(
-            "version %d's model was never registered: the alias %s is removed", result["restored_from"], CHAMPION
-        )
+        log.warning("version %d's model was never registered: the alias %s is removed", result.restored_from, CHAMPION)
         done.append(
             tracker.call(
                 f"remove {CHAMPION}", lambda: tracker.client.delete_registered_model_alias(name, CHAMPION) or True
             )
         )
-    result["rollback_run_id"] = record_run(tracker, result)
-    done.append(result["rollback_run_id"])
+    result.rollback_run_id = record_run(tracker, result)
+    done.append(result.rollback_run_id)
     if tracker.enabled and all(done):
         log.info("MLflow: %s@%s is registry version %s; the rollback is run %s", name, CHAMPION, restored, done[-1])
         return "updated"
@@ -173,29 +199,29 @@ def track(tracker, result: dict, name: str) -> str:
     return "failed"
 
 
-def record_run(tracker, result: dict) -> str | None:
+def record_run(tracker, result: Rollback) -> str | None:
     """The rollback as a finished run of the experiment (the UI's run list shows it)."""
-    restored = result["registered_version"]
+    restored = result.registered_version
     note = (
-        f"Rollback by {result['actor']} at {result['rolled_back_at']}: served version {result['version']} "
-        f"holds version {result['restored_from']}'s model ({result['model']} of run {result['run_id']}, "
-        f"registry version {restored}) in place of version {result['rollback_of']} "
-        f"(registry version {result['replaced_registered_version']}). Reason: {result['reason']}"
+        f"Rollback by {result.actor} at {result.rolled_back_at}: served version {result.version} "
+        f"holds version {result.restored_from}'s model ({result.model} of run {result.run_id}, "
+        f"registry version {restored}) in place of version {result.rollback_of} "
+        f"(registry version {result.replaced_registered_version}). Reason: {result.reason}"
     )
     tags = {
         "role": "rollback",
-        "mlflow.user": result["actor"],
+        "mlflow.user": result.actor,
         "mlflow.note.content": note,
-        "reason": result["reason"],
-        "rollback_of": str(result["rollback_of"]),
-        "restored_from": str(result["restored_from"]),
-        "origin": str(result["origin"]),
-        "serving_version": str(result["version"]),
+        "reason": result.reason,
+        "rollback_of": str(result.rollback_of),
+        "restored_from": str(result.restored_from),
+        "origin": str(result.origin),
+        "serving_version": str(result.version),
         "registered_version": str(restored),
-        "replaced_registered_version": str(result["replaced_registered_version"]),
+        "replaced_registered_version": str(result.replaced_registered_version),
     }
-    run_id = tracker.start_run(f"rollback-{result['version']}", tags)
-    tracker.log_metrics(run_id, {"served_version": result["version"], "restored_from": result["restored_from"]})
+    run_id = tracker.start_run(f"rollback-{result.version}", tags)
+    tracker.log_metrics(run_id, {"served_version": result.version, "restored_from": result.restored_from})
     tracker.end_run(run_id)
     return run_id
 
@@ -253,10 +279,10 @@ def check_before(client: Client, current: int) -> None:
         )
 
 
-def check_after(args, client: Client, work: Work, result: dict) -> None:
+def check_after(args, client: Client, work: Work, result: Rollback) -> None:
     """The new version is what the server serves, and it scores what the restored one did."""
-    version = result["version"]
-    published = f"version {version} (version {result['restored_from']}'s model) was published"
+    version = result.version
+    published = f"version {version} (version {result.restored_from}'s model) was published"
     try:
         wait_for_version(client, version, args.timeout)
         available = served_versions(client)
@@ -265,12 +291,12 @@ def check_after(args, client: Client, work: Work, result: dict) -> None:
     if not available or available[-1] != version:
         now = available[-1] if available else "no version"
         raise JobError(f"{published} but the server at {client.url} serves version {now}")
-    accuracy = result["accuracy"]
+    accuracy = result.accuracy
     floor = max(0.0, accuracy - args.tolerance) if isinstance(accuracy, float) else 0.0
     if not isinstance(accuracy, float):
-        log.warning("version %d has no recorded test accuracy: the check only needs answers", result["restored_from"])
+        log.warning("version %d has no recorded test accuracy: the check only needs answers", result.restored_from)
     argv = ["--url", client.url, "--work-dir", str(work.root), "--check", "--min-accuracy", f"{floor:.4f}"]
-    argv += ["--dataset", result["dataset"]] if result["dataset"] else []
+    argv += ["--dataset", result.dataset] if result.dataset else []
     try:
         predict.main(argv)
     except JobError as err:
@@ -299,11 +325,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_before(client, current.version)
     result = rollback(work, to, args.reason, args.actor)
     emit(
-        version=result["version"],
-        rollback_of=result["rollback_of"],
-        restored_from=result["restored_from"],
-        registered_version=result["registered_version"] or "none",
-        mlflow=result["mlflow"].replace(" ", "_"),
+        version=result.version,
+        rollback_of=result.rollback_of,
+        restored_from=result.restored_from,
+        registered_version=result.registered_version or "none",
+        mlflow=result.mlflow.replace(" ", "_"),
     )
     if not args.no_check:
         check_after(args, client, work, result)

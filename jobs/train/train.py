@@ -28,6 +28,7 @@ peers that never started: restart the group, which resumes from the backup.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -48,6 +49,32 @@ from jobs.train.progress import Progress, images_per_second, learning_rate
 log = logging.getLogger("jobs.train")
 
 
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One training job's settings, as its flags give them (`build_parser` owns the defaults)."""
+
+    work_dir: Path
+    run_id: str
+    dataset: str
+    model: str
+    epochs: int
+    steps_per_epoch: int | None
+    steps_per_execution: int
+    loop: str
+    gradient_transfer: str
+    batch_per_worker: int
+    learning_rate: float
+    seed: int
+    deterministic: bool
+    max_attempts: int
+    heartbeat_timeout: float
+    start_timeout: float
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Config:
+        return cls(**{field.name: getattr(args, field.name) for field in dataclasses.fields(cls)})
+
+
 def fail(err, what: str) -> NoReturn:
     """Ends the worker on a TensorFlow error with one line: EXIT_PEER_LOST when a peer was lost
     or never came (a TFJob with restartPolicy ExitCode recreates the pod), 1 for its own error.
@@ -57,7 +84,7 @@ def fail(err, what: str) -> NoReturn:
     abort(f"{what}: {type(err).__name__}: {tf_errors.reason(err, lines=2, limit=300)}", code)
 
 
-def start_tracking(candidate: Candidate, args, params: dict, datasets: dict):
+def start_tracking(candidate: Candidate, config: Config, params: dict, datasets: dict):
     """The chief's MLflow run, a child of the pipeline run's parent run, named after the
     candidate; reused when a restarted chief finds it in run.json. `datasets`: the MLflow
     dataset inputs (train, validation) it trains on."""
@@ -68,10 +95,10 @@ def start_tracking(candidate: Candidate, args, params: dict, datasets: dict):
     info["attempts"] = info.get("attempts", 0) + 1
     mlflow_run = info.get("mlflow_run_id")
     if not mlflow_run:
-        parent = tracker.pipeline_run(Work(args.work_dir), args.run_id, {"dataset": args.dataset})
+        parent = tracker.pipeline_run(Work(config.work_dir), config.run_id, {"dataset": config.dataset})
         mlflow_run = tracker.start_run(
-            args.model,
-            {"pipeline_run": args.run_id, "role": "candidate", "model": args.model, "dataset": args.dataset},
+            config.model,
+            {"pipeline_run": config.run_id, "role": "candidate", "model": config.model, "dataset": config.dataset},
             parent=parent,
         )
         tracker.log_params(mlflow_run, params)
@@ -83,42 +110,44 @@ def start_tracking(candidate: Candidate, args, params: dict, datasets: dict):
     return tracker, mlflow_run
 
 
-def log_model(progress: Progress, candidate: Candidate, args, params: dict, example) -> None:
+def log_model(progress: Progress, candidate: Candidate, config: Config, params: dict, example) -> None:
     """The trained SavedModel as the run's LoggedModel (signature, input example); its id goes
     to run.json for evaluate and promote."""
-    last_epoch = max((e["epoch"] for e in progress.epochs), default=args.epochs - 1)
+    last_epoch = max((e["epoch"] for e in progress.epochs), default=config.epochs - 1)
     model_id = progress.tracker.log_model(
         progress.mlflow_run,
         candidate.model,
-        name=args.model,
+        name=config.model,
         step=last_epoch,
         example=example,
         params=params,
-        tags={"pipeline_run": args.run_id, "model": args.model, "dataset": args.dataset},
+        tags={"pipeline_run": config.run_id, "model": config.model, "dataset": config.dataset},
     )
     if model_id:
         write_json(candidate.run_info, {**read_json(candidate.run_info), "model_id": model_id})
 
 
-def run_params(args, cluster: distributed.Cluster, steps: int, threads: int, records: dict, manifest: dict) -> dict:
+def run_params(
+    config: Config, cluster: distributed.Cluster, steps: int, threads: int, records: dict, manifest: dict
+) -> dict:
     """The training run's parameters, as logged and tracked."""
     split = manifest.get("validation", data.DEFAULT_VALIDATION)
     return {
-        "model": args.model,
-        "dataset": args.dataset,
-        "epochs": args.epochs,
+        "model": config.model,
+        "dataset": config.dataset,
+        "epochs": config.epochs,
         "workers": cluster.workers,
-        "batch_per_worker": args.batch_per_worker,
-        "global_batch": args.batch_per_worker * cluster.workers,
+        "batch_per_worker": config.batch_per_worker,
+        "global_batch": config.batch_per_worker * cluster.workers,
         "steps_per_epoch": steps,
-        "steps_per_execution": args.steps_per_execution,
-        "loop": args.loop,
-        "gradient_transfer": args.gradient_transfer if args.loop == "custom" else "float32",
-        "base_learning_rate": args.learning_rate,
+        "steps_per_execution": config.steps_per_execution,
+        "loop": config.loop,
+        "gradient_transfer": config.gradient_transfer if config.loop == "custom" else "float32",
+        "base_learning_rate": config.learning_rate,
         "threads": threads,
         "cpus": pinned_to(),  # this process's (the chief's): jobs.local pins each worker to its own
-        "seed": args.seed,
-        "deterministic": args.deterministic,
+        "seed": config.seed,
+        "deterministic": config.deterministic,
         "train_examples": records["train"]["examples"],
         "validation_examples": records["validation"]["examples"],
         "validation_fraction": split["fraction"],
@@ -126,18 +155,18 @@ def run_params(args, cluster: distributed.Cluster, steps: int, threads: int, rec
     }
 
 
-def compiled(args, steps: int):
+def compiled(config: Config, steps: int):
     """The candidate's model, compiled (inside the strategy's scope)."""
     import tf_keras as keras
 
-    model = models.build(args.model)
+    model = models.build(config.model)
     model.compile(
-        optimizer=keras.optimizers.Adam(args.learning_rate),
+        optimizer=keras.optimizers.Adam(config.learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         # Several steps per call into the runtime: fewer per-step syncs of the loss and
         # metrics between workers (make bench measured about 15% per step with 10).
-        steps_per_execution=min(args.steps_per_execution, steps),
+        steps_per_execution=min(config.steps_per_execution, steps),
     )
     return model
 
@@ -157,7 +186,9 @@ def results(history: dict, seconds: float) -> dict:
     return result
 
 
-def finish_tracking(progress: Progress, candidate: Candidate, args, params: dict, result: dict, example) -> None:
+def finish_tracking(
+    progress: Progress, candidate: Candidate, config: Config, params: dict, result: dict, example
+) -> None:
     """The chief's end: the results in run.json, the run's last metrics, the model, the logs."""
     result["resumed_at_epoch"] = progress.first_epoch or 0
     result["images_per_second"] = images_per_second(progress.epochs)
@@ -165,19 +196,21 @@ def finish_tracking(progress: Progress, candidate: Candidate, args, params: dict
     write_json(candidate.run_info, {**info, **result, "epochs_trained": len(progress.epochs)})
     restarts = int(run_info.restart_tags(info)["restarts"])
     progress.tracker.log_metrics(progress.mlflow_run, {"train_seconds": result["train_seconds"], "restarts": restarts})
-    log_model(progress, candidate, args, params, example)
+    log_model(progress, candidate, config, params, example)
     progress.tracker.log_artifacts(progress.mlflow_run, candidate.tensorboard, "tensorboard")
     progress.tracker.end_run(progress.mlflow_run)
 
 
-def fit(model, pipelines, args, steps: int, candidate: Candidate, scratch: Path, progress, chief: bool) -> dict:
+def fit(
+    model, pipelines, config: Config, steps: int, candidate: Candidate, scratch: Path, progress, chief: bool
+) -> dict:
     """The previous loop (`--loop fit`): Keras `fit` with BackupAndRestore, the schedule as a
     callback, TensorBoard's callback and the chief's Progress callback. Its History.history."""
     import tf_keras as keras
 
     callbacks = [
         keras.callbacks.BackupAndRestore(str(candidate.backup)),
-        keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate(epoch, args.learning_rate)),
+        keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate(epoch, config.learning_rate)),
         keras.callbacks.TensorBoard(str(candidate.tensorboard if chief else scratch / "tb")),
     ]
     if progress is not None:
@@ -186,7 +219,7 @@ def fit(model, pipelines, args, steps: int, candidate: Candidate, scratch: Path,
     history = model.fit(
         training,
         validation_data=validation,
-        epochs=args.epochs,
+        epochs=config.epochs,
         steps_per_epoch=steps,
         callbacks=callbacks,
         verbose=2 if progress is None else 0,  # the chief logs its own line per epoch
@@ -194,84 +227,67 @@ def fit(model, pipelines, args, steps: int, candidate: Candidate, scratch: Path,
     return history.history
 
 
-def custom(strategy, model, pipelines, args, steps: int, candidate: Candidate, scratch: Path, progress, chief: bool):
+def custom(
+    strategy, model, pipelines, config: Config, steps: int, candidate: Candidate, scratch: Path, progress, chief: bool
+):
     """The custom loop (`--loop custom`, jobs.loop): the same schedule, backup and records."""
     from jobs.train import loop
 
     hooks = loop.Hooks()
     if progress is not None:
         end = progress.end_epoch
-        hooks = loop.Hooks(progress.begin_epoch, lambda epoch, logs, lr: end(epoch, logs, lr, args.epochs))
+        hooks = loop.Hooks(progress.begin_epoch, lambda epoch, logs, lr: end(epoch, logs, lr, config.epochs))
     places = loop.Places(candidate.backup, scratch, candidate.tensorboard if chief else None, chief, hooks)
-    return loop.Loop(strategy, model, args.learning_rate, args.gradient_transfer).fit(
+    return loop.Loop(strategy, model, config.learning_rate, config.gradient_transfer).fit(
         *pipelines,
-        epochs=args.epochs,
+        epochs=config.epochs,
         steps=steps,
-        steps_per_execution=args.steps_per_execution,
-        schedule=lambda epoch: learning_rate(epoch, args.learning_rate),
+        steps_per_execution=config.steps_per_execution,
+        schedule=lambda epoch: learning_rate(epoch, config.learning_rate),
         where=places,
     )
 
 
-def train(args) -> dict:
+def start(config: Config) -> tuple[distributed.Cluster, Candidate, Path, int, object]:
+    """What comes before any training: the dataset is there, this worker's start is counted,
+    the thread pools are sized, and the strategy is formed (before any other TensorFlow op)."""
     cluster = distributed.current()
-    work = Work(args.work_dir)
-    candidate = work.candidate(args.run_id, args.model)
-    dataset_dir = work.dataset(args.dataset)
+    work = Work(config.work_dir)
+    candidate = work.candidate(config.run_id, config.model)
+    dataset_dir = work.dataset(config.dataset)
     if not (dataset_dir / "manifest.json").exists():
         raise JobError(f"no dataset at {dataset_dir}: run the ingest step first")
-    attempt = run_info.count_attempt(candidate, cluster.name, args.max_attempts)
+    attempt = run_info.count_attempt(candidate, cluster.name, config.max_attempts)
     if attempt > 1:
-        log.info("%s: attempt %d of at most %d", cluster.name, attempt, args.max_attempts)
+        log.info("%s: attempt %d of at most %d", cluster.name, attempt, config.max_attempts)
 
     threads = configure_threads()
     import tensorflow as tf
 
     try:
-        strategy = distributed.strategy(cluster, args.heartbeat_timeout, args.start_timeout)  # before any other TF op
+        strategy = distributed.strategy(cluster, config.heartbeat_timeout, config.start_timeout)
     except tf.errors.OpError as err:
-        fail(err, f"{cluster.name} could not form the cluster of {cluster.workers} within {args.start_timeout:g} s")
-    import tf_keras as keras
+        fail(err, f"{cluster.name} could not form the cluster of {cluster.workers} within {config.start_timeout:g} s")
+    return cluster, candidate, dataset_dir, threads, strategy
 
-    from jobs.tracking.tracker import dataset_inputs
+
+def fit_and_save(config: Config, strategy, model, pipelines, steps: int, place: tuple, progress) -> tuple[dict, float]:
+    """Trains with the chosen loop, then every worker saves (only the chief's copy is kept,
+    renamed into place whole); a TensorFlow error ends the worker (`fail`). `place`: the
+    candidate, this worker's scratch dir and whether it is the chief."""
+    import tensorflow as tf
+
     from jobs.train import export
 
-    keras.utils.set_random_seed(args.seed)  # initial weights, dropout, shuffling
-    if args.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    splits, records = data.model_splits(dataset_dir, ("train", "validation"))
-    train_split, validation = splits["train"], splits["validation"]
-    manifest = data.read_manifest(dataset_dir)
-    global_batch = args.batch_per_worker * cluster.workers
-    steps = args.steps_per_epoch or max(1, len(train_split.labels) // global_batch)
-    params = run_params(args, cluster, steps, threads, records, manifest)
-    log.info("%s on %s of %d: %s", args.model, cluster.name, cluster.workers, params)
-    candidate.root.mkdir(parents=True, exist_ok=True)
-
-    with strategy.scope():
-        model = compiled(args, steps) if args.loop == "fit" else models.build(args.model)
-    clear_leftovers(candidate, cluster)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{cluster.name}-", dir=candidate.root))
-    progress = None
+    candidate, scratch, chief = place
     try:
-        if cluster.is_chief:
-            datasets = dataset_inputs(args.dataset, dataset_dir, records, manifest["source"])
-            tracker, mlflow_run = start_tracking(candidate, args, params, datasets)
-            progress = Progress(candidate, tracker, mlflow_run, steps * global_batch)
-
         started = time.monotonic()
-        pipelines = (
-            data.training_pipeline(train_split, global_batch, seed=args.seed),
-            data.evaluation_pipeline(validation, global_batch),
-        )
-        if args.loop == "fit":
-            history = fit(model, pipelines, args, steps, candidate, scratch, progress, cluster.is_chief)
+        if config.loop == "fit":
+            history = fit(model, pipelines, config, steps, candidate, scratch, progress, chief)
         else:
-            history = custom(strategy, model, pipelines, args, steps, candidate, scratch, progress, cluster.is_chief)
+            history = custom(strategy, model, pipelines, config, steps, candidate, scratch, progress, chief)
         seconds = time.monotonic() - started
-
-        # Every worker saves; only the chief's copy is kept, renamed into place whole.
-        if cluster.is_chief:
+        if chief:
             with atomic_dir(candidate.model) as tmp:
                 export.save(model, tmp)
         else:
@@ -280,13 +296,52 @@ def train(args) -> dict:
         shutil.rmtree(scratch, ignore_errors=True)
         if progress is not None:
             progress.tracker.end_run(progress.mlflow_run, "FAILED")
-        fail(err, f"training failed on {cluster.name}")
+        fail(err, f"training failed on {distributed.current().name}")
+    return history, seconds
+
+
+def train(config: Config) -> dict:
+    """One candidate trained on this worker's share: its results (the chief also tracks them)."""
+    cluster, candidate, dataset_dir, threads, strategy = start(config)
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from jobs.tracking.tracker import dataset_inputs
+
+    keras.utils.set_random_seed(config.seed)  # initial weights, dropout, shuffling
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    splits, records = data.model_splits(dataset_dir, ("train", "validation"))
+    train_split, validation = splits["train"], splits["validation"]
+    manifest = data.read_manifest(dataset_dir)
+    global_batch = config.batch_per_worker * cluster.workers
+    steps = config.steps_per_epoch or max(1, len(train_split.labels) // global_batch)
+    params = run_params(config, cluster, steps, threads, records, manifest)
+    log.info("%s on %s of %d: %s", config.model, cluster.name, cluster.workers, params)
+    candidate.root.mkdir(parents=True, exist_ok=True)
+
+    with strategy.scope():
+        model = compiled(config, steps) if config.loop == "fit" else models.build(config.model)
+    clear_leftovers(candidate, cluster)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{cluster.name}-", dir=candidate.root))
+    progress = None
+    try:
+        if cluster.is_chief:
+            datasets = dataset_inputs(config.dataset, dataset_dir, records, manifest["source"])
+            tracker, mlflow_run = start_tracking(candidate, config, params, datasets)
+            progress = Progress(candidate, tracker, mlflow_run, steps * global_batch)
+        pipelines = (
+            data.training_pipeline(train_split, global_batch, seed=config.seed),
+            data.evaluation_pipeline(validation, global_batch),
+        )
+        place = (candidate, scratch, cluster.is_chief)
+        history, seconds = fit_and_save(config, strategy, model, pipelines, steps, place, progress)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
     result = results(history, seconds)
     if progress is not None:
-        finish_tracking(progress, candidate, args, params, result, validation.images[:5])
+        finish_tracking(progress, candidate, config, params, result, validation.images[:5])
     return result
 
 
@@ -348,6 +403,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    result = train(args)
+    result = train(Config.from_args(args))
     emit(**result)
     return 0

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cluster import render
+from tests.helpers import ROOT
 
-ROOT = render.ROOT
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yaml"))
 ZIZMOR = ROOT / ".venv" / "bin" / "zizmor"
 

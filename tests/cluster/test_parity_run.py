@@ -30,8 +30,8 @@ import yaml
 
 from jobs.local.processes import free_ports, server_argv
 from tests.cluster import workflow
+from tests.helpers import ROOT
 
-ROOT = workflow.ROOT
 MODELS = os.environ.get("PARITY_MODELS", "cnn,dropout,batchnorm")
 STEP_TIMEOUT = 900
 SAMPLE_SECONDS = 0.25

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 from jobs.local.processes import free_ports, server_argv
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 SERVING_URL = os.environ.get("SERVING_URL", "").rstrip("/")
 MODEL = os.environ.get("SERVING_MODEL", "fmnist")
 REMOTE_REASON = (

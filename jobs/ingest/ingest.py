@@ -27,12 +27,13 @@ def open_fraction(text: str) -> float:
     return value
 
 
-def source_settings(args) -> dict:
-    """What identifies the data a source produces: equal settings mean equal data."""
-    if args.dataset == "synthetic":
-        return {"name": "synthetic", "train_size": args.train_size, "test_size": args.test_size, "seed": args.seed}
-    if args.dataset == "idx":
-        folder = args.idx_dir or Work(args.work_dir).idx
+def source_settings(dataset: str, work: Work, idx_dir: Path | None, synthetic: dict) -> dict:
+    """What identifies the data a source produces: equal settings mean equal data. `synthetic`:
+    train_size, test_size and seed of the generated images."""
+    if dataset == "synthetic":
+        return {"name": "synthetic", **synthetic}
+    if dataset == "idx":
+        folder = idx_dir or work.idx
         return {"name": "idx", "folder": str(folder.resolve())}
     return {"name": "fashion_mnist", "via": "tensorflow-datasets"}
 
@@ -92,7 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     validation = {"fraction": args.validation_fraction, "seed": args.split_seed}
-    manifest, wrote = ingest(Work(args.work_dir), source_settings(args), args.dataset, validation)
+    work = Work(args.work_dir)
+    synthetic = {"train_size": args.train_size, "test_size": args.test_size, "seed": args.seed}
+    manifest, wrote = ingest(
+        work, source_settings(args.dataset, work, args.idx_dir, synthetic), args.dataset, validation
+    )
     emit(
         train_examples=manifest["counts"]["train"],  # of which the validation split holds:
         validation_examples=manifest["splits"]["validation"]["examples"],

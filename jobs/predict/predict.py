@@ -16,6 +16,7 @@ It needs no TensorFlow.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import re
@@ -114,6 +115,27 @@ def sample_dataset(work: Work, model_name: str, asked: str | None) -> str:
     raise JobError(f"no dataset {name} under {work.root / 'data'}{have}; {hint}")
 
 
+@dataclasses.dataclass
+class Query:
+    """What the command is asked: wait for a version, then classify files or test samples
+    (shown, or scored against a threshold with `check`)."""
+
+    url: str
+    model_name: str
+    images: list[Path]
+    dataset: str | None
+    samples: int | None
+    check: bool
+    min_accuracy: float
+    batch_size: int
+    wait_version: str | int | None
+    timeout: float
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Query:
+        return cls(**{field.name: getattr(args, field.name) for field in dataclasses.fields(cls)})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.url.startswith(("http://", "https://")):
@@ -124,52 +146,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise JobError("give either image files or test samples (--dataset, --samples), not both")
     client = Client(args.url, args.model_name, args.request_timeout)
     work = Work(args.work_dir)
-    if args.check or args.samples or args.dataset or (not args.images and args.wait_version is None):
-        args.dataset = sample_dataset(work, args.model_name, args.dataset)
+    query = Query.from_args(args)
+    if query.check or query.samples or query.dataset or (not query.images and query.wait_version is None):
+        query.dataset = sample_dataset(work, query.model_name, query.dataset)
     try:
-        return predict(args, client, work)
+        return predict(query, client, work)
     except Unreachable as err:
         raise JobError(f"{err} (is the server running? make serve starts it; --url or URL points elsewhere)") from None
 
 
-def predict(args, client: Client, work: Work) -> int:
+def predict(query: Query, client: Client, work: Work) -> int:
     """The three modes in turn: wait for a version, then classify files or test samples."""
-    if args.wait_version is not None:
-        wanted = wait_version(args, client, work)
-        if not (args.images or args.dataset):  # waiting was the whole job: say what came
+    if query.wait_version is not None:
+        wanted = wait_version(query, client, work)
+        if not (query.images or query.dataset):  # waiting was the whole job: say what came
             emit(version=wanted)
-    if args.images:
-        classify_files(args, client)
-    elif args.dataset:
-        classify_samples(args, client, work)
+    if query.images:
+        classify_files(query, client)
+    elif query.dataset:
+        classify_samples(query, client, work)
     return 0
 
 
-def wait_version(args, client: Client, work: Work) -> int:
-    wanted = args.wait_version
+def wait_version(query: Query, client: Client, work: Work) -> int:
+    wanted = query.wait_version
     if wanted == "latest":
         from jobs.core import serving_config
 
         # The newest version a server is pinned to (the canary's, during a canary), else the
         # highest on disk.
-        wanted = serving_config.newest_served(work, args.model_name)
+        wanted = serving_config.newest_served(work, query.model_name)
         if wanted is None:
-            raise JobError(f"no version folders under {work.served(args.model_name)}: promote a model first")
-    wait_for_version(client, wanted, args.timeout)
+            raise JobError(f"no version folders under {work.served(query.model_name)}: promote a model first")
+    wait_for_version(client, wanted, query.timeout)
     return wanted
 
 
-def classify_files(args, client: Client) -> None:
+def classify_files(query: Query, client: Client) -> None:
     encoded = []
-    for path in args.images:
+    for path in query.images:
         try:
             encoded.append(path.read_bytes())
         except OSError as err:
             raise JobError(f"cannot read {path}: {err.strerror}") from None
-    for start in range(0, len(encoded), args.batch_size):
-        batch = args.images[start : start + args.batch_size]
+    for start in range(0, len(encoded), query.batch_size):
+        batch = query.images[start : start + query.batch_size]
         try:
-            predictions = client.classify(encoded[start : start + args.batch_size])
+            predictions = client.classify(encoded[start : start + query.batch_size])
         except ServerError as err:
             # The server numbers the instances; name the file instead.
             raise JobError(
@@ -183,27 +206,27 @@ def classify_files(args, client: Client) -> None:
             show(str(path), prediction)
 
 
-def classify_samples(args, client: Client, work: Work) -> None:
-    """Test samples of args.dataset: shown, or with --check scored against --min-accuracy."""
+def classify_samples(query: Query, client: Client, work: Work) -> None:
+    """Test samples of the query's dataset: shown, or with --check scored against --min-accuracy."""
     from jobs.ingest import data
 
-    test = data.load(work.dataset(args.dataset), splits=("test",))["test"]
-    wanted_samples = args.samples or (DEFAULT_CHECK_SAMPLES if args.check else DEFAULT_SHOW_SAMPLES)
+    test = data.load(work.dataset(query.dataset), splits=("test",))["test"]
+    wanted_samples = query.samples or (DEFAULT_CHECK_SAMPLES if query.check else DEFAULT_SHOW_SAMPLES)
     count = min(wanted_samples, len(test.labels))
     if count == 0:
-        raise JobError(f"the test split of {args.dataset} is empty")
+        raise JobError(f"the test split of {query.dataset} is empty")
     images = [png.encode(test.images[i]) for i in range(count)]
     labels = test.labels[:count].astype(int)
     started = time.monotonic()
-    predictions = classify_in_batches(client, images, args.batch_size)
+    predictions = classify_in_batches(client, images, query.batch_size)
     elapsed = time.monotonic() - started
     predicted = np.array([int(p.get("class_id", -1)) for p in predictions])
-    if not args.check:
+    if not query.check:
         for i, prediction in enumerate(predictions):
             show(f"sample {i} (label {data.CLASS_NAMES[labels[i]]})", prediction)
         return
     accuracy = float(np.mean(predicted == labels))
-    log.info("scored %d samples in %.1fs through %s", count, elapsed, args.url)
+    log.info("scored %d samples in %.1fs through %s", count, elapsed, query.url)
     emit(accuracy=accuracy, samples=count)
-    if accuracy < args.min_accuracy:
-        raise JobError(f"accuracy {accuracy:.4f} is below --min-accuracy {args.min_accuracy:g}")
+    if accuracy < query.min_accuracy:
+        raise JobError(f"accuracy {accuracy:.4f} is below --min-accuracy {query.min_accuracy:g}")

@@ -27,6 +27,7 @@ one line saying why: the pipeline ends failed, loudly, with the stable version s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import threading
@@ -292,12 +293,26 @@ def build_parser():
     return p
 
 
-def judge(args, state: dict, bounds: Bounds) -> Decision:
+@dataclasses.dataclass(frozen=True)
+class Watch:
+    """How the canary is watched: both tracks' servers, for how long, with how much probe traffic."""
+
+    stable_url: str
+    canary_url: str
+    model: str
+    seconds: float
+    probe_rate: float
+    wait_timeout: float
+
+
+def judge(watching: Watch, images: list[bytes], state: dict, bounds: Bounds) -> Decision:
     """Waits for both tracks, watches them, and decides."""
-    images = probe_images(Work(args.work_dir), args.dataset) if args.probe_rate > 0 else []
-    for url, version in ((args.stable_url, state["stable_version"]), (args.canary_url, state["canary_version"])):
-        wait_for_version(Client(url, args.model_name), version, args.wait_timeout)
-    stable, canary = watch(args.stable_url, args.canary_url, args.model_name, args.seconds, images, args.probe_rate)
+    tracks = ((watching.stable_url, state["stable_version"]), (watching.canary_url, state["canary_version"]))
+    for url, version in tracks:
+        wait_for_version(Client(url, watching.model), version, watching.wait_timeout)
+    stable, canary = watch(
+        watching.stable_url, watching.canary_url, watching.model, watching.seconds, images, watching.probe_rate
+    )
     decision = decide(stable, canary, bounds)
     log.info(
         "canary version %d against stable %d: %s (%s)",
@@ -328,7 +343,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         empty = {"requests": 0, "errors": 0, "error_rate": None, "p50_seconds": None, "p95_seconds": None}
         decision = Decision(args.now, (f"decided by hand (--now {args.now})",), {"stable": empty, "canary": empty})
     else:
-        decision = judge(args, state, bounds)
+        watching = Watch(
+            args.stable_url, args.canary_url, args.model_name, args.seconds, args.probe_rate, args.wait_timeout
+        )
+        images = probe_images(work, args.dataset) if args.probe_rate > 0 else []
+        decision = judge(watching, images, state, bounds)
     record = act(work, state, decision, Tracker(), args.run_id)
     c = decision.figures["canary"]
     emit(

@@ -279,12 +279,12 @@ def check_before(client: Client, current: int) -> None:
         )
 
 
-def check_after(args, client: Client, work: Work, result: Rollback) -> None:
+def check_after(client: Client, work: Work, result: Rollback, timeout: float, tolerance: float) -> None:
     """The new version is what the server serves, and it scores what the restored one did."""
     version = result.version
     published = f"version {version} (version {result.restored_from}'s model) was published"
     try:
-        wait_for_version(client, version, args.timeout)
+        wait_for_version(client, version, timeout)
         available = served_versions(client)
     except JobError as err:
         raise JobError(f"{published} but the server did not switch to it: {err}") from None
@@ -292,7 +292,7 @@ def check_after(args, client: Client, work: Work, result: Rollback) -> None:
         now = available[-1] if available else "no version"
         raise JobError(f"{published} but the server at {client.url} serves version {now}")
     accuracy = result.accuracy
-    floor = max(0.0, accuracy - args.tolerance) if isinstance(accuracy, float) else 0.0
+    floor = max(0.0, accuracy - tolerance) if isinstance(accuracy, float) else 0.0
     if not isinstance(accuracy, float):
         log.warning("version %d has no recorded test accuracy: the check only needs answers", result.restored_from)
     argv = ["--url", client.url, "--work-dir", str(work.root), "--check", "--min-accuracy", f"{floor:.4f}"]
@@ -332,5 +332,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         mlflow=result.mlflow.replace(" ", "_"),
     )
     if not args.no_check:
-        check_after(args, client, work, result)
+        check_after(client, work, result, args.timeout, args.tolerance)
     return 0

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from jobs.core.paths import Work
+
 log = logging.getLogger("jobs")
 
 
@@ -196,7 +198,6 @@ def track_into_work_dir(args: argparse.Namespace) -> None:
     made in its work dir, if there is one (as the step does inside a local run)."""
     if os.environ.get("MLFLOW_TRACKING_URI", "").strip():
         return
-    from jobs.core.paths import Work
 
     work = Work(Path(args.work_dir))
     if (work.mlflow / "mlflow.db").is_file():

@@ -29,6 +29,7 @@ from jobs.core.paths import Candidate, Work
 from jobs.evaluate import report
 from jobs.ingest import data
 from jobs.ingest.data import CLASS_NAMES
+from jobs.tracking.tracker import Tracker, dataset_inputs
 from jobs.train import models, run_info
 
 log = logging.getLogger("jobs.evaluate")
@@ -38,7 +39,7 @@ def predict(model_dir: Path, images: np.ndarray, batch: int = 1000) -> np.ndarra
     """Class probabilities `[N,10]` from a SavedModel's `pixels` signature."""
     import tensorflow as tf
 
-    from jobs.train import export
+    from jobs.train import export  # imports TensorFlow: not before the arguments are checked
 
     try:
         fn = export.load(model_dir).signatures["pixels"]
@@ -192,8 +193,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-
-    from jobs.tracking.tracker import Tracker, dataset_inputs
 
     work = Work(args.work_dir)
     folder = work.dataset(args.dataset)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.ingest.data import CLASS_NAMES
+from jobs.ingest.data import CLASS_NAMES, read_manifest
+from jobs.train import run_info
 
 TRAIN_COLOUR, VALIDATION_COLOUR, TEST_COLOUR = "#1f77b4", "#ff7f0e", "#2ca02c"
 
@@ -202,7 +203,6 @@ def write_report(work, result: Mapping, names: Sequence[str]) -> Path:
 
 
 def dataset_lines(work, dataset: str) -> list[str]:
-    from jobs.ingest.data import read_manifest
 
     manifest = read_manifest(work.dataset(dataset)) or {}
     splits = manifest.get("splits", {})
@@ -217,7 +217,6 @@ def dataset_lines(work, dataset: str) -> list[str]:
 
 
 def candidate_lines(work, result: Mapping, names: Sequence[str]) -> list[str]:
-    from jobs.train import run_info
 
     rows = [
         ("candidate", "validation accuracy", "test accuracy", "epochs", "workers", "seed", "train time", "MLflow run")

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from jobs import steps
-from jobs.core import lifecycle
+from jobs.core import lifecycle, serving_config
 from jobs.core.cli import JobError
 from jobs.core.cpus import cpu_count, worker_env
 from jobs.local import processes, summary
@@ -199,7 +199,6 @@ class Runner:
         """The local model server (TF Serving's REST API) on a free port, for the serving steps,
         reading the stable servers' config file; with --rollout canary a second one reading the
         canary's, which the serving checks then talk to (they check the new version)."""
-        from jobs.core import serving_config
 
         tracks = ("stable", "canary") if self.s.rollout == "canary" else ("stable",)
         ports = free_ports(len(tracks))

@@ -26,9 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.core import png
+from jobs.core import png, serving_config
 from jobs.core.cli import JobError, emit, fraction, parser, positive_float, positive_int, version_or
 from jobs.core.paths import MODEL_NAME, Work, version_record, versions
+from jobs.ingest import data
+from jobs.ingest.data import CLASS_NAMES
 from jobs.predict.client import DEFAULT_URL, Client, ServerError, Unreachable, classify_in_batches, wait_for_version
 
 log = logging.getLogger("jobs.predict")
@@ -39,7 +41,6 @@ DEFAULT_SHOW_SAMPLES = 10
 
 def show(name: str, prediction: dict, top: int = 3) -> None:
     probabilities = prediction.get("probabilities") or []
-    from jobs.ingest.data import CLASS_NAMES
 
     best = sorted(range(len(probabilities)), key=lambda i: -probabilities[i])[:top]
     others = ", ".join(f"{CLASS_NAMES[i] if i < len(CLASS_NAMES) else i} {probabilities[i]:.3f}" for i in best)
@@ -171,8 +172,6 @@ def predict(query: Query, client: Client, work: Work) -> int:
 def wait_version(query: Query, client: Client, work: Work) -> int:
     wanted = query.wait_version
     if wanted == "latest":
-        from jobs.core import serving_config
-
         # The newest version a server is pinned to (the canary's, during a canary), else the
         # highest on disk.
         wanted = serving_config.newest_served(work, query.model_name)
@@ -208,7 +207,6 @@ def classify_files(query: Query, client: Client) -> None:
 
 def classify_samples(query: Query, client: Client, work: Work) -> None:
     """Test samples of the query's dataset: shown, or with --check scored against --min-accuracy."""
-    from jobs.ingest import data
 
     test = data.load(work.dataset(query.dataset), splits=("test",))["test"]
     wanted_samples = query.samples or (DEFAULT_CHECK_SAMPLES if query.check else DEFAULT_SHOW_SAMPLES)

@@ -36,10 +36,11 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 
-from jobs.core import serving_config
+from jobs.core import png, serving_config
 from jobs.core.cli import JobError, add_run_arguments, emit, fraction, parser, positive_float, positive_int
 from jobs.core.files import write_json
 from jobs.core.paths import MODEL_NAME, Work, versions
+from jobs.ingest import data
 from jobs.predict.client import Client, wait_for_version
 from jobs.release import rollback
 from jobs.release.canary_metrics import (
@@ -54,6 +55,7 @@ from jobs.release.canary_metrics import (
     window,
 )
 from jobs.release.state import CANARY, CHAMPION, end_canary, read_canary, set_version_tags
+from jobs.tracking.tracker import Tracker
 
 log = logging.getLogger("jobs.canary")
 
@@ -127,8 +129,6 @@ class Probe(threading.Thread):
 
 
 def probe_images(work: Work, dataset: str, count: int = 64) -> list[bytes]:
-    from jobs.core import png
-    from jobs.ingest import data
 
     folder = work.dataset(dataset)
     if not (folder / "manifest.json").exists():
@@ -325,7 +325,6 @@ def judge(watching: Watch, images: list[bytes], state: dict, bounds: Bounds) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from jobs.tracking.tracker import Tracker
 
     args = build_parser().parse_args(argv)
     if args.probe_rate < 0:

@@ -41,11 +41,13 @@ from jobs.core import serving_config
 from jobs.core.cli import JobError, add_run_arguments, emit, fraction, parser
 from jobs.core.files import locked, read_json, write_json
 from jobs.core.paths import MODEL_NAME, Work, version_record
+from jobs.evaluate import report
 from jobs.evaluate.evaluate import Evaluation, correct, predict
 from jobs.ingest import data
 from jobs.release import history
 from jobs.release.selection import DEFAULT_MIN_GAIN, DEFAULT_SIGNIFICANCE, Gate, best_candidate, decide, mcnemar
 from jobs.release.state import CANARY, CHAMPION, publish, write_canary
+from jobs.tracking.tracker import Tracker
 from jobs.train import models, run_info
 
 log = logging.getLogger("jobs.promote")
@@ -222,7 +224,6 @@ def mcnemar_record(comparison) -> dict:
 def write_outputs(work: Work, tracker, parent: str | None, result: Promotion, names: Sequence[str]) -> None:
     """promotion.json, the candidates' plot and report.md in the run's folder, and on the
     pipeline's MLflow run, which ends here."""
-    from jobs.evaluate import report
 
     run_id, dataset, best = result.run_id, result.dataset, result.model
     plots = work.plots(run_id)
@@ -303,7 +304,6 @@ def publish_promotion(work: Work, result: Promotion, model: Path, outcome: str) 
 def promote(
     work: Work, run_id: str, dataset: str, names: Sequence[str], force: bool, gate: Gate, rollout: str = "direct"
 ) -> Promotion:
-    from jobs.tracking.tracker import Tracker
 
     evaluations, best, test, chosen = choose(work, run_id, dataset, names)
     validation_scores = {name: e.validation_accuracy for name, e in evaluations.items()}

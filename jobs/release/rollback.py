@@ -41,6 +41,7 @@ from jobs.predict import predict
 from jobs.predict.client import DEFAULT_URL, Client, ServerError, Unreachable, wait_for_version
 from jobs.release import history
 from jobs.release.state import CHAMPION, publish, read_canary, set_version_tags
+from jobs.tracking.tracker import Tracker
 
 log = logging.getLogger("jobs.rollback")
 
@@ -139,8 +140,6 @@ def rollback(work: Work, to: int | None, reason: str, actor: str, tracker=None, 
         current.version,
     )
     if tracker is None:
-        from jobs.tracking.tracker import Tracker
-
         tracker = Tracker()
     result.mlflow = track(tracker, result, name)
     return result

@@ -42,6 +42,7 @@ from jobs.core.cli import JobError, parser
 from jobs.core.files import locked, read_json, write_json
 from jobs.core.paths import Work
 from jobs.ingest.data import IMAGE_SHAPE
+from jobs.tracking import mlflow_model
 
 log = logging.getLogger("jobs.tracking")
 T = TypeVar("T")
@@ -280,8 +281,6 @@ class Tracker:
         if not run_id or experiment_id is None:
             return None
         from mlflow.entities import LoggedModelOutput, LoggedModelStatus
-
-        from jobs.tracking import mlflow_model
 
         model = self.call(
             "create the logged model",

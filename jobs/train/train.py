@@ -43,7 +43,8 @@ from jobs.core.cpus import configure_threads, pinned_to
 from jobs.core.files import atomic_dir, read_json, write_json
 from jobs.core.paths import Candidate, Work
 from jobs.ingest import data
-from jobs.train import distributed, models, run_info
+from jobs.tracking.tracker import Tracker, dataset_inputs
+from jobs.train import distributed, loop, models, run_info
 from jobs.train.progress import Progress, images_per_second, learning_rate
 
 log = logging.getLogger("jobs.train")
@@ -88,7 +89,6 @@ def start_tracking(candidate: Candidate, config: Config, params: dict, datasets:
     """The chief's MLflow run, a child of the pipeline run's parent run, named after the
     candidate; reused when a restarted chief finds it in run.json. `datasets`: the MLflow
     dataset inputs (train, validation) it trains on."""
-    from jobs.tracking.tracker import Tracker
 
     tracker = Tracker()
     info = run_info.read(candidate)
@@ -231,7 +231,6 @@ def custom(
     strategy, model, pipelines, config: Config, steps: int, candidate: Candidate, scratch: Path, progress, chief: bool
 ):
     """The custom loop (`--loop custom`, jobs.loop): the same schedule, backup and records."""
-    from jobs.train import loop
 
     hooks = loop.Hooks()
     if progress is not None:
@@ -277,7 +276,7 @@ def fit_and_save(config: Config, strategy, model, pipelines, steps: int, place: 
     candidate, this worker's scratch dir and whether it is the chief."""
     import tensorflow as tf
 
-    from jobs.train import export
+    from jobs.train import export  # imports TensorFlow: not before the arguments are checked
 
     candidate, scratch, chief = place
     try:
@@ -305,8 +304,6 @@ def train(config: Config) -> dict:
     cluster, candidate, dataset_dir, threads, strategy = start(config)
     import tensorflow as tf
     import tf_keras as keras
-
-    from jobs.tracking.tracker import dataset_inputs
 
     keras.utils.set_random_seed(config.seed)  # initial weights, dropout, shuffling
     if config.deterministic:

@@ -26,6 +26,7 @@ from jobs.core.cli import (
 )
 from jobs.core.paths import Work
 from jobs.ingest import data
+from jobs.release import promote
 from jobs.train import models
 
 # One training worker's memory: 0.75-0.9 GiB resident measured here (TF 2.20, tf-keras, two
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--rollout",
-        choices=("direct", "canary"),
+        choices=promote.ROLLOUTS,
         default=steps.default("rollout"),
         help="direct: one model server; canary: a stable and a canary server, the new version on the "
         "canary first, then the canary step promotes or rolls it back",

@@ -52,6 +52,9 @@ from jobs.train import models, run_info
 
 log = logging.getLogger("jobs.promote")
 
+# direct: every server serves a promoted version at once; canary: the canary servers first.
+ROLLOUTS = ("direct", "canary")
+
 
 @dataclasses.dataclass
 class Promotion:
@@ -378,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--rollout",
-        choices=("direct", "canary"),
+        choices=ROLLOUTS,
         default="direct",
         help="direct: every server serves the new version; canary: the canary servers first (jobs.canary decides)",
     )

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import io
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -71,15 +71,16 @@ PIPELINE_COMMAND = "make local DATASET=synthetic"
 
 
 def makefile_knobs() -> dict[str, tuple[str, str]]:
-    """The Makefile's knobs, name: (default, what it is), from the `# knob:` line above each
-    `NAME ?= default` (what `make help` prints and the Makefile exports)."""
-    knobs, what = {}, None
-    for line in (ROOT / "Makefile").read_text().splitlines():
-        match = re.fullmatch(r"([A-Z_]+) *\?= *(.*)", line)
-        if match and what is not None:
-            knobs[match[1]] = (match[2].strip(), what)
-        what = line.removeprefix("# knob: ") if line.startswith("# knob: ") else None
-    return knobs
+    """The Makefile's knobs, name: (its own value, what it is), read as make generate reads them."""
+    return generator().makefile_knobs()
+
+
+def generator():
+    """hack/generate.py, the module behind make generate and make verify."""
+    spec = importlib.util.spec_from_file_location("generate", ROOT / "hack" / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def reader_env(**extra: str) -> dict[str, str]:

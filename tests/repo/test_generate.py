@@ -4,7 +4,6 @@ that reads a knob the Makefile does not declare is named."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 import sys
@@ -14,14 +13,12 @@ import yaml
 
 from jobs import steps
 from tests.helpers import ROOT
+from tests.helpers.jobs import generator
 
 
 @pytest.fixture(scope="module")
 def generate():
-    spec = importlib.util.spec_from_file_location("generate", ROOT / "hack" / "generate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return generator()
 
 
 def test_the_committed_workflow_is_what_generate_writes(generate):

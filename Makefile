@@ -101,7 +101,7 @@ PIPELINE_TIMEOUT ?= 7200
 # knob: how long make smoke follows its workflow, in seconds
 SMOKE_TIMEOUT ?= 600
 # knob: the cluster's TF Serving as make smoke and make cluster-ui reach it (k3d's port mapping)
-SERVING_URL ?= http://127.0.0.1:8511
+CLUSTER_SERVING_URL ?= http://127.0.0.1:8511
 # knob: the port make cluster-ui forwards the Argo UI to
 ARGO_PORT  ?= 2746
 # knob: the port make cluster-ui forwards the cluster's MLflow UI to (not MLFLOW_PORT: both may run)

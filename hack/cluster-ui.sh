@@ -9,7 +9,7 @@ source hack/lib.sh
 
 ARGO_PORT=${ARGO_PORT:-2746}
 CLUSTER_MLFLOW_PORT=${CLUSTER_MLFLOW_PORT:-5001}
-SERVING_URL=${SERVING_URL:-http://127.0.0.1:8511}
+CLUSTER_SERVING_URL=${CLUSTER_SERVING_URL:-http://127.0.0.1:8511}
 PIDS=()
 
 # shellcheck disable=SC2329 # run by the EXIT trap
@@ -37,7 +37,7 @@ main() {
   done
   echo "Argo UI    https://127.0.0.1:${ARGO_PORT}   (self-signed certificate; --auth-mode=server: no login)"
   echo "MLflow UI  http://127.0.0.1:${CLUSTER_MLFLOW_PORT}"
-  echo "Serving    ${SERVING_URL}/v1/models/fmnist   (k3d port mapping, all replicas)"
+  echo "Serving    ${CLUSTER_SERVING_URL}/v1/models/fmnist   (k3d port mapping, all replicas)"
   echo "Ctrl-C to stop the port-forwards."
   while kill -0 "${PIDS[0]}" 2>/dev/null && kill -0 "${PIDS[1]}" 2>/dev/null; do sleep 2; done
   die "a port-forward ended (the pod restarted?); run make cluster-ui again"

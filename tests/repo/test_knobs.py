@@ -177,3 +177,15 @@ def test_rollback_knobs_reach_jobs_rollback(tmp_path):
     for knobs, needle in (({"REASON": " "}, 'REASON="..." is required'), ({"REASON": "x", "WHERE": "moon"}, "WHERE")):
         proc = script(**knobs)
         assert proc.returncode != 0 and needle in proc.stderr and not record.exists(), proc.stderr
+
+
+def test_no_knob_is_a_variable_the_tests_or_jobs_read():
+    """make exports every knob to its recipes, make test's included: a knob named like a variable
+    the tests or jobs read (SERVING_URL points the serving tests at another server) would change
+    what they do. Only the knobs meant for them are shared (VENV, the make ui port)."""
+    meant = {"VENV", "MLFLOW_PORT"}
+    read = set()
+    for path in [*(ROOT / "tests").rglob("*.py"), *(ROOT / "jobs").rglob("*.py"), *(ROOT / "bench").glob("*.py")]:
+        read |= set(re.findall(r"environ(?:\.get)?[(\[]\"([A-Z_]+)\"", path.read_text()))
+    assert read, "no environment variable found: the pattern is wrong"
+    assert not (set(KNOBS) & read) - meant, f"knobs that the tests or jobs read: {(set(KNOBS) & read) - meant}"

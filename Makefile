@@ -211,7 +211,7 @@ verify: venv-dev ## Check that the derived files are up to date and hack/ reads 
 	hack/generate.sh verify
 
 .PHONY: test
-test: venv-dev ## Lint and verify, then run every test (offline; about 18 minutes on 2 cores)
+test: venv-dev ## Lint and verify, then run every test (offline; about 20 minutes on 2 idle cores)
 	hack/lint.sh
 	hack/generate.sh verify
 	hack/test.sh -n auto --dist loadfile --no-loadscope-reorder

@@ -42,10 +42,3 @@ def test_the_benchmark_is_not_in_the_image_package():
         if re.search(r"^\s*(from|import) bench\b", p.read_text(), re.M)
     ]
     assert not users, users
-
-
-def test_the_long_files_that_start_first_exist():
-    from conftest import LONG_FILES
-
-    missing = [name for name in LONG_FILES if not (ROOT / "tests" / name).is_file()]
-    assert not missing, f"conftest.LONG_FILES names test files that do not exist: {missing}"

@@ -68,7 +68,8 @@ class Api:
             deadline = time.monotonic() + limits.request_timeout
             if examples is None:
                 signature = find_signature(servable.signatures, name)
-                request = decode_predict(payload, signature, limits, jsonbody.may_hold_booleans(body))
+                booleans = jsonbody.may_hold_booleans(body)
+                request = decode_predict(payload, signature, limits, booleans, servable.strict_ranks)
                 batchable = request.batched and signature.batchable
                 work = Work(
                     servable,

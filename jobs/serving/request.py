@@ -82,9 +82,12 @@ def find_signature(signatures: dict[str, Signature], name: str) -> Signature:
     return signature
 
 
-def decode_predict(payload: dict, signature: Signature, limits: Limits, booleans: bool = True) -> PredictRequest:
+def decode_predict(
+    payload: dict, signature: Signature, limits: Limits, booleans: bool = True, strict_ranks: bool = False
+) -> PredictRequest:
     """`booleans`: the body may hold `true`/`false` (jsonbody.may_hold_booleans); when it
-    cannot, numbers are converted by numpy without looking at each one."""
+    cannot, numbers are converted by numpy without looking at each one. `strict_ranks`: refuse
+    an input of another rank than its signature declares (Servable.strict_ranks)."""
     has_instances, has_inputs = "instances" in payload, "inputs" in payload
     if has_instances and has_inputs:
         raise invalid_argument(
@@ -109,7 +112,8 @@ def decode_predict(payload: dict, signature: Signature, limits: Limits, booleans
     else:
         raise invalid_argument("Missing 'inputs' or 'instances' key")
     _check_inputs(inputs, signature)
-    _check_ranks(inputs, signature)
+    if strict_ranks:
+        _check_ranks(inputs, signature)
     where = "instances" if has_instances else "inputs"
     costs = instance_costs(inputs, signature, size if batched else 1, where, limits)
     return PredictRequest(signature, inputs, has_instances, size if batched else 1, batched, costs)
@@ -128,9 +132,10 @@ def _check_inputs(inputs: dict[str, np.ndarray], signature: Signature) -> None:
 
 def _check_ranks(inputs: dict[str, np.ndarray], signature: Signature) -> None:
     """Each input of the rank its signature declares (when it declares one). TF Serving feeds
-    any shape and leaves it to the model, but a kernel given a tensor of another rank may abort
-    the whole process (TensorFlow 2.20's oneDNN convolution does: "Check failed: index >= 0 &&
-    index < num_total_dims"); sizes within the rank are the model's to check, as there."""
+    any shape and leaves it to the model, but in a model with layout-sensitive ops a tensor of
+    another rank can abort the whole process (TensorFlow 2.20's oneDNN convolution does: "Check
+    failed: index >= 0 && index < num_total_dims"); sizes within the rank are the model's to
+    check, as there."""
     for key, value in inputs.items():
         declared = signature.inputs[key].shape
         if declared is not None and value.ndim != len(declared):

@@ -84,12 +84,21 @@ class Signature:
 class Servable:
     """One loaded version. `inflight` counts the requests that hold it."""
 
-    def __init__(self, version: int, path: Path, session: Any, signatures: dict[str, Signature], metadata: dict):
+    def __init__(
+        self,
+        version: int,
+        path: Path,
+        session: Any,
+        signatures: dict[str, Signature],
+        metadata: dict,
+        strict_ranks: bool = False,
+    ):
         self.version = version
         self.path = path
         self.session = session
         self.signatures = signatures
         self.metadata = metadata  # the signature defs as TF Serving's metadata call prints them
+        self.strict_ranks = strict_ranks  # inputs must have their declared rank (layout_sensitive)
         self._callables: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._inflight = 0
@@ -139,6 +148,23 @@ def signatures_of(meta_graph) -> dict[str, Signature]:
     return found
 
 
+def layout_sensitive(meta_graph) -> bool:
+    """Whether the graph (or a function in it) has an op whose definition has a `data_format`
+    (convolutions, pooling, batch norm, bias add): their kernels index dimensions by layout, and
+    under oneDNN one given a tensor of another rank aborts the process instead of failing the
+    call. (The attribute itself may be absent: a SavedModel strips attributes at their default.)"""
+    from tensorflow.python.framework import op_def_registry
+
+    graph = meta_graph.graph_def
+    kinds = {node.op for node in graph.node}
+    kinds.update(node.op for function in graph.library.function for node in function.node_def)
+    for kind in kinds:
+        definition = op_def_registry.get(kind)
+        if definition is not None and any(attr.name == "data_format" for attr in definition.attr):
+            return True
+    return False
+
+
 def _make_callable(session, signature: Signature):
     from tensorflow.core.protobuf import config_pb2
 
@@ -172,7 +198,9 @@ def load(path: Path, version: int) -> Servable:
         with graph.as_default(), deprecation.silence():
             meta_graph = tf.compat.v1.saved_model.loader.load(session, [TAG], str(path))
         signatures = signatures_of(meta_graph)
-        servable = Servable(version, path, session, signatures, metadata.signature_defs(meta_graph))
+        servable = Servable(
+            version, path, session, signatures, metadata.signature_defs(meta_graph), layout_sensitive(meta_graph)
+        )
         for signature in signatures.values():
             if signature.inputs and signature.outputs:
                 servable.callable(signature)

@@ -114,7 +114,7 @@ class Models:
                 return
             model.poll_once()
         for model in list(self._gone_models()):
-            model.poll_once()  # releases what its last requests held
+            model.release_unused()
 
     def _current(self) -> list[ModelVersions]:
         with self._lock:

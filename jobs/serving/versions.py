@@ -208,6 +208,10 @@ class ModelVersions:
     def unload_all(self) -> None:
         self._unload_unchosen(set())
 
+    def release_unused(self) -> None:
+        """Lets go of unloaded versions that the last request no longer holds."""
+        self._release_retired()
+
     def _failed_to_load(self, version: int, path: Path, print_: tuple, err: Exception) -> None:
         previous = self._failed.get(version)
         attempts = (previous.attempts + 1) if previous and previous.fingerprint == print_ else 1

@@ -39,6 +39,25 @@ class Outcome:
     seconds: float
 
 
+def write(model_dir: Path, requests: dict[str, dict[str, np.ndarray]]) -> Path:
+    """Writes `model_dir`'s warm-up file: one predict request per signature (its inputs by
+    key), which TF Serving and this server replay before serving the version."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    target = model_dir / FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(target)) as writer:
+        for name, inputs in requests.items():
+            request = predict_pb2.PredictRequest()
+            request.model_spec.signature_name = name
+            for key, value in inputs.items():
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+    return target
+
+
 def path_of(servable: Servable) -> Path:
     return servable.path / FILE
 

@@ -27,6 +27,7 @@ serving_open_connections.
 from __future__ import annotations
 
 import bisect
+import re
 import threading
 from collections.abc import Callable, Sequence
 
@@ -43,11 +44,20 @@ def exponential_bounds(scale: float, growth: float, count: int) -> tuple[float, 
 LATENCY_BOUNDS = exponential_bounds(10, 1.8, 33)  # µs, "~20 minutes"
 
 
+def _sanitized(name: str, invalid: str, replacement: str) -> str:
+    """The exporter's names: invalid characters replaced, a leading digit prefixed with `_`."""
+    name = re.sub(invalid, replacement, name)
+    return "_" + name if name[:1].isdigit() else name
+
+
 def _labels(names: Sequence[str], values: Sequence[str]) -> str:
     def escaped(value: str) -> str:
         return value.replace("\\", "\\\\").replace('"', '\\"')
 
-    return ",".join(f'{name}="{escaped(value)}"' for name, value in zip(names, values, strict=True))
+    return ",".join(
+        f'{_sanitized(name, "[^a-zA-Z0-9]", "_")}="{escaped(value)}"'
+        for name, value in zip(names, values, strict=True)
+    )
 
 
 def _number(value: float) -> str:
@@ -62,7 +72,7 @@ class _Family:
 
     @property
     def exported(self) -> str:
-        return self.name.replace("/", ":")
+        return _sanitized(self.name, "[^a-zA-Z0-9_]", ":")
 
 
 class Counter(_Family):

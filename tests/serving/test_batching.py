@@ -255,3 +255,60 @@ def test_the_work_of_a_client_that_has_gone_is_dropped():
         assert sched.queued_pixels == 0
     finally:
         sched.close()
+
+
+# --- the cluster's TF Serving batches as this server does ---------------------------------
+
+
+def batching_parameters_class():
+    """TF Serving's BatchingParameters (servables/tensorflow/session_bundle_config.proto at
+    2.20.0; not in tensorflow-serving-api), built from its field list to parse the file as TF
+    Serving's ParseProtoTextFile would."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
+
+    fields = [
+        ("max_batch_size", 1, "Int64Value"),
+        ("batch_timeout_micros", 2, "Int64Value"),
+        ("max_enqueued_batches", 3, "Int64Value"),
+        ("num_batch_threads", 4, "Int64Value"),
+        ("thread_pool_name", 5, "StringValue"),
+        ("enable_large_batch_splitting", 8, "BoolValue"),
+        ("max_execution_batch_size", 9, "Int64Value"),
+    ]
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
+    file = descriptor_pb2.FileDescriptorProto(
+        name="batching.proto", package="tensorflow.serving", dependency=["google/protobuf/wrappers.proto"]
+    )
+    message = file.message_type.add(name="BatchingParameters")
+    for name, number, kind in fields:
+        message.field.add(name=name, number=number, type=11, label=1, type_name=f".google.protobuf.{kind}")
+    message.field.add(name="allowed_batch_sizes", number=6, type=3, label=3)
+    message.field.add(name="pad_variable_length_inputs", number=7, type=8, label=1)
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters"))
+
+
+def test_the_cluster_batches_as_this_server_does():
+    """kustomize/base/batching.config parses as TF Serving's BatchingParameters, and merges and
+    cuts requests as jobs.serve does by default; the Deployments read it with --enable_batching."""
+    from pathlib import Path
+
+    import yaml
+    from google.protobuf import text_format
+
+    from jobs.serving.cli import build_parser
+    from jobs.serving.limits import Limits
+
+    root = Path(__file__).resolve().parents[2]
+    params = text_format.Parse((root / "kustomize/base/batching.config").read_text(), batching_parameters_class()())
+    defaults = build_parser().parse_args(["--model-base-path", "."])
+    assert params.max_execution_batch_size.value == defaults.max_batch
+    assert params.max_batch_size.value == Limits().max_instances >= params.max_execution_batch_size.value
+    assert params.enable_large_batch_splitting.value and params.batch_timeout_micros.value == 0
+    for manifest in ("kustomize/base/serving.yaml", "kustomize/components/canary/serving-canary.yaml"):
+        (deployment,) = [d for d in yaml.safe_load_all((root / manifest).read_text()) if d["kind"] == "Deployment"]
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        args = dict(a.split("=", 1) for a in container["args"] if "=" in a)
+        assert args["--enable_batching"] == "true", manifest
+        assert args["--batching_parameters_file"] == "/etc/tf-serving/batching.config", manifest

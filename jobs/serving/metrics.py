@@ -55,8 +55,7 @@ def _labels(names: Sequence[str], values: Sequence[str]) -> str:
         return value.replace("\\", "\\\\").replace('"', '\\"')
 
     return ",".join(
-        f'{_sanitized(name, "[^a-zA-Z0-9]", "_")}="{escaped(value)}"'
-        for name, value in zip(names, values, strict=True)
+        f'{_sanitized(name, "[^a-zA-Z0-9]", "_")}="{escaped(value)}"' for name, value in zip(names, values, strict=True)
     )
 
 

@@ -214,7 +214,16 @@ def call(servable: Servable, signature: Signature, inputs: dict[str, np.ndarray]
     """Runs a signature: numpy inputs by key → numpy outputs by key."""
     run = servable.callable(signature)
     results = run(*(inputs[key] for key in signature.inputs))
-    return dict(zip(signature.outputs, results, strict=True))
+    return {key: _array(value) for key, value in zip(signature.outputs, results, strict=True)}
+
+
+def _array(value) -> np.ndarray:
+    """A fetched value as an array (a scalar string comes back as bytes, a number as a scalar)."""
+    if isinstance(value, bytes):
+        array = np.empty((), dtype=object)
+        array[()] = value
+        return array
+    return np.asarray(value)
 
 
 def error_code(err: BaseException) -> str:

@@ -212,6 +212,7 @@ def test_config_file_server(half_plus_two, tmp_path):
         with httpx.Client(base_url=server.url, timeout=30) as http:
             assert http.get("/v1/models/b").status_code == 404
             file.write_text(listing(entry(base / "a", name="a"), entry(base / "b", name="b")))
+
             def b_serves() -> bool:
                 status = http.get("/v1/models/b").json().get("model_version_status", [])
                 return any(e["state"] == "AVAILABLE" for e in status)

@@ -74,6 +74,12 @@ def fingerprint(path: Path) -> tuple:
     return tuple(entries)
 
 
+def _versions_text(versions: list[int]) -> str:
+    if not versions:
+        return "nothing"
+    return f"version{'s' if len(versions) > 1 else ''} {', '.join(map(str, versions))}"
+
+
 def servable_request(name: str, version: int | None) -> str:
     """How TF Serving names a request for a servable in its messages."""
     return f"Latest({name})" if version is None else f"Specific({name}, {version})"
@@ -234,7 +240,7 @@ class ModelVersions:
             version,
             path,
             reason,
-            f"versions {serving}" if serving else "nothing",
+            _versions_text(serving),
             again,
         )
 

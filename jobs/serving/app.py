@@ -40,7 +40,7 @@ from jobs.serving.metrics import CONTENT_TYPE, Metrics
 from jobs.serving.modelconfig import ModelConfig
 from jobs.serving.models import Models, loader_with
 from jobs.serving.response import encode_error
-from jobs.serving.versions import DEFAULT_LOAD_RETRIES, DEFAULT_LOAD_RETRY_SECONDS
+from jobs.serving.versions import DEFAULT_LOAD_RETRIES, DEFAULT_LOAD_RETRY_SECONDS, Retries
 from jobs.serving.warmup import Outcome
 from jobs.serving.warmup import run as warm_up
 
@@ -84,8 +84,7 @@ class App:
             settings.poll_seconds,
             settings.model_config_file,
             settings.models,
-            settings.load_retries,
-            settings.load_retry_seconds,
+            Retries(settings.load_retries, settings.load_retry_seconds),
         )
         self.api = Api(self.models, self.limits)
         self.scheduler: Scheduler | None = None

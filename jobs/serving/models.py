@@ -23,13 +23,7 @@ from jobs.serving import servable as servables
 from jobs.serving.errors import invalid_argument, not_found
 from jobs.serving.modelconfig import ConfigError, ModelConfig
 from jobs.serving.servable import Servable
-from jobs.serving.versions import (
-    DEFAULT_LOAD_RETRIES,
-    DEFAULT_LOAD_RETRY_SECONDS,
-    Loader,
-    ModelVersions,
-    servable_request,
-)
+from jobs.serving.versions import TF_SERVING_RETRIES, Loader, ModelVersions, Retries, servable_request
 
 log = logging.getLogger("jobs.serve")
 
@@ -41,8 +35,7 @@ class Models:
         poll_seconds: float,
         config_file: Path | None = None,
         fixed: tuple[ModelConfig, ...] = (),
-        retries: int = DEFAULT_LOAD_RETRIES,
-        retry_seconds: float = DEFAULT_LOAD_RETRY_SECONDS,
+        retries: Retries = TF_SERVING_RETRIES,
     ):
         """Models from `config_file` (re-read at every poll) or else the `fixed` ones."""
         self.poll_seconds = poll_seconds
@@ -50,7 +43,6 @@ class Models:
         self._fixed = fixed
         self._loader = loader
         self._retries = retries
-        self._retry_seconds = retry_seconds
         self._lock = threading.Lock()
         self._models: dict[str, ModelVersions] = {}
         self._gone: dict[str, ModelVersions] = {}  # removed from the config: their status stays
@@ -166,7 +158,7 @@ class Models:
                 log.info("model %s: %s from %s", name, config.policy.describe(), config.base_path)
                 with self._lock:
                     self._gone.pop(name, None)
-                    self._models[name] = ModelVersions(config, self._loader, self._retries, self._retry_seconds)
+                    self._models[name] = ModelVersions(config, self._loader, self._retries)
 
 
 def loader_with(on_load: Callable[[Path, bool, float], None], warm: Callable[[Servable], None]) -> Loader:

@@ -43,6 +43,17 @@ FINGERPRINT_MAX_ENTRIES = 10_000  # a SavedModel has a handful of files; stop co
 Loader = Callable[[Path, int], Servable]
 
 
+@dataclasses.dataclass(frozen=True)
+class Retries:
+    """How a version that failed to load is tried again (besides when its files change)."""
+
+    count: int = DEFAULT_LOAD_RETRIES
+    seconds: float = DEFAULT_LOAD_RETRY_SECONDS
+
+
+TF_SERVING_RETRIES = Retries()  # --max_num_load_retries 5, --load_retry_interval_micros 60 s
+
+
 @dataclasses.dataclass
 class VersionState:
     state: str  # START, LOADING, AVAILABLE, UNLOADING, END (TF Serving's names)
@@ -88,16 +99,9 @@ def servable_request(name: str, version: int | None) -> str:
 class ModelVersions:
     """Serves the versions of one model that its policy chooses, polled by `poll_once`."""
 
-    def __init__(
-        self,
-        config: ModelConfig,
-        loader: Loader,
-        retries: int = DEFAULT_LOAD_RETRIES,
-        retry_seconds: float = DEFAULT_LOAD_RETRY_SECONDS,
-    ):
+    def __init__(self, config: ModelConfig, loader: Loader, retries: Retries = TF_SERVING_RETRIES):
         self.config = config
         self.retries = retries
-        self.retry_seconds = retry_seconds
         self._loader = loader
         self._lock = threading.Lock()
         self._served: dict[int, Servable] = {}
@@ -179,7 +183,7 @@ class ModelVersions:
         if print_ != failure.fingerprint:
             failure.attempts = 0  # new contents: a fresh series of retries
             return True
-        return failure.attempts <= self.retries and time.monotonic() >= failure.next_try
+        return failure.attempts <= self.retries.count and time.monotonic() >= failure.next_try
 
     def _load(self, version: int, path: Path, print_: tuple) -> None:
         log.info("loading %s version %d from %s", self.name, version, path)
@@ -221,16 +225,16 @@ class ModelVersions:
     def _failed_to_load(self, version: int, path: Path, print_: tuple, err: Exception) -> None:
         previous = self._failed.get(version)
         attempts = (previous.attempts + 1) if previous and previous.fingerprint == print_ else 1
-        self._failed[version] = Failure(print_, attempts, time.monotonic() + self.retry_seconds)
+        self._failed[version] = Failure(print_, attempts, time.monotonic() + self.retries.seconds)
         reason = tf_errors.reason(err)
         # The status is for clients: no server paths in it; the log keeps them.
         message = f"failed to load version {version}: {without_paths(reason, str(path))}"
         with self._lock:
             self._states[version] = VersionState("END", error_code(err), message)
             serving = sorted(self._served)
-        left = self.retries - attempts + 1
+        left = self.retries.count - attempts + 1
         again = (
-            f"retrying in {self.retry_seconds:g}s ({left} left) or when it changes"
+            f"retrying in {self.retries.seconds:g}s ({left} left) or when it changes"
             if left > 0
             else "retrying when it changes"
         )

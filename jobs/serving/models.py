@@ -71,6 +71,8 @@ class Models:
         with self._lock:
             model = self._models.get(name) or self._gone.get(name)
         if model is None:
+            if version is not None:
+                raise not_found(f"Could not find version {version} of model {name}")
             raise not_found(f"Could not find any versions of model {name}")
         return model.status(version)
 

@@ -172,6 +172,7 @@ def test_status(golden):
         assert response.json() == expected, path
     assert golden.get(f"/v1/models/{TF1}/labels/no_such_label").json() == expected
     assert error_of(golden.get("/v1/models/foo"), 404) == "Could not find any versions of model foo"
+    assert error_of(golden.get("/v1/models/foo/versions/3"), 404) == "Could not find version 3 of model foo"
     assert error_of(golden.get(f"/v1/models/{TF1}/versions/124"), 404) == f"Could not find version 124 of model {TF1}"
 
 

@@ -6,6 +6,7 @@ arm64 clusters and tests. One module per concern:
     routes       TF Serving's paths, versions and labels
     jsonbody     a body → JSON within structural limits, as rapidjson reads it; JSON out
     floats       floats as TF Serving writes them, a whole array at a time
+    tensors      one JSON value → the array of an input's type
     request      predict's JSON → numpy inputs of a signature
     examples     classify's and regress's JSON → serialized tf.Examples
     images       what a string value costs to decode, from its header

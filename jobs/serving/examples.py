@@ -18,7 +18,7 @@ import numpy as np
 
 from jobs.serving.errors import invalid_argument
 from jobs.serving.jsonbody import debug_text
-from jobs.serving.request import b64_bytes, json_type
+from jobs.serving.tensors import b64_bytes, json_type
 
 INT64_MAX = 2**63 - 1
 UINT64_MAX = 2**64 - 1

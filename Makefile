@@ -147,12 +147,18 @@ fmt: venv-dev ## Format the Python and fix what ruff can
 
 .PHONY: test
 test: venv-dev ## Lint, then run every test (offline; about 18 minutes on 2 cores)
+	hack/prometheus.sh ensure
 	hack/lint.sh
 	hack/test.sh -n auto --dist loadfile --no-loadscope-reorder
 
 .PHONY: test-fast
 test-fast: venv-dev ## Run the tests not marked slow
+	hack/prometheus.sh ensure
 	hack/test.sh -n auto --dist loadfile --no-loadscope-reorder -m "not slow"
+
+.PHONY: generate
+generate: venv-dev ## Write the files derived from monitoring/: the SLO rules, the PrometheusRule, the dashboards
+	hack/generate.sh
 
 .PHONY: bench
 bench: venv-dev ## Measure training, input, serving and end-to-end speed (python -m bench)

@@ -37,6 +37,10 @@ INGEST_ARGS ?=
 TRAIN_ARGS ?=
 # knob: the port of make serve and make predict
 PORT       ?= 8501
+# knob: the port of make monitor's Prometheus (its UI: alerts, targets, queries)
+MONITOR_PORT ?= 9095
+# knob: the port of make monitor's Grafana, where grafana-server is installed
+GRAFANA_PORT ?= 3095
 # knob: where make rollback acts: local (WORK_DIR, the server on PORT) or cluster (a workflow in NAMESPACE)
 WHERE      ?= local
 # knob: the version make rollback serves again (empty: the one served before the current one)
@@ -122,6 +126,10 @@ predict: venv ## Classify test samples through the server on PORT
 .PHONY: rollback
 rollback: venv ## Serve an earlier version again, deleting nothing: REASON="..." [TO=<version>] [WHERE=cluster]
 	hack/rollback.sh
+
+.PHONY: monitor
+monitor: ## Prometheus with the alert rules on every local model server, on MONITOR_PORT (Grafana too, if installed)
+	hack/monitor.sh
 
 .PHONY: ui
 ui: venv ## Open the MLflow UI on the local tracking store

@@ -48,7 +48,7 @@ def dump(data) -> str:
 
 def slo_rules() -> str:
     header = f"# The model service's SLOs ({slo.DOCS}):\n# {GENERATED.format(source='monitoring/slo.py')}.\n"
-    return header + dump({"groups": [group for s in slo.SLOS for group in s.groups()]})
+    return header + dump({"groups": [s.group() for s in slo.SLOS]})
 
 
 def rule_files(slo_text: str) -> dict[str, dict]:

@@ -136,8 +136,14 @@ main() {
     || die "the Prometheus config ${dir}/prometheus.yml or a rules file is not valid (above)"
   trap cleanup EXIT
   trap 'exit 130' INT TERM HUP
+  # Children in process groups of their own: a Ctrl-C reaches this script only, whose trap stops
+  # them (else they could exit first and look like a failure).
+  set -m
   start_prometheus "${dir}"
-  info "Prometheus: http://127.0.0.1:${MONITOR_PORT}/alerts (targets: /targets; its log: ${dir}/prometheus.log)"
+  # Its pages: /classic/... in Debian's build (the classic UI), /... in Prometheus 3 (Homebrew's).
+  local ui=""
+  curl --silent --fail --output /dev/null "http://127.0.0.1:${MONITOR_PORT}/classic/alerts" && ui=/classic
+  info "Prometheus: http://127.0.0.1:${MONITOR_PORT}${ui}/alerts (targets: ${ui}/targets; its log: ${dir}/prometheus.log)"
   if command -v grafana-server >/dev/null 2>&1; then
     check_port GRAFANA_PORT "${GRAFANA_PORT}"
     start_grafana "${dir}"

@@ -219,3 +219,38 @@ def test_the_knobs_reach_every_object(mirror):
         assert find(docs, "ServiceMonitor", name)["spec"]["namespaceSelector"] == {"matchNames": ["ml"]}
     assert find(docs, "PodMonitor", "workflow-controller")["spec"]["namespaceSelector"] == {"matchNames": ["ml"]}
     assert find(docs, "ConfigMap", "fmnist-dashboard-serving")["metadata"]["namespace"] == "observability"
+
+
+def test_deploy_with_the_component_needs_kube_prometheus_stack_first(tmp_path):
+    """`COMPONENTS=monitoring make deploy` on a cluster without the Prometheus Operator's CRDs
+    stops before it applies anything, with one line saying what to install."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "dirname", "sed", "cat", "head", "git", "env"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    calls = tmp_path / "calls"
+    (bin_dir / "kubectl").write_text(
+        f"#!{shutil.which('bash')}\n"
+        f'echo "$*" >> {calls}\n'
+        'case "$*" in\n'
+        '  "version --client -o yaml") echo \'  minor: "35"\' ;;\n'
+        "  version*) ;;\n"
+        '  "get crd "*) exit 1 ;;\n'
+        '  *) echo "unexpected: kubectl $*" >&2; exit 3 ;;\n'
+        "esac\n"
+    )
+    (bin_dir / "kubectl").chmod(0o755)
+    proc = subprocess.run(
+        [str(bin_dir / "bash"), "hack/deploy.sh"],
+        cwd=render.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": str(bin_dir), "HOME": str(tmp_path), "COMPONENTS": "monitoring"},
+    )
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        "error: COMPONENTS=monitoring needs kube-prometheus-stack installed first (its CRDs are missing): "
+        "docs/monitoring.md\n"
+    )
+    assert not [c for c in calls.read_text().splitlines() if c.startswith(("apply", "kustomize"))]

@@ -93,8 +93,9 @@ start_prometheus() {
 
 # Grafana's home (its static files): the Debian/Ubuntu package's, or Homebrew's.
 grafana_home() {
-  local candidate
-  for candidate in /usr/share/grafana "$(brew --prefix 2>/dev/null || echo /nonexistent)/share/grafana"; do
+  local candidate brew
+  brew=$(brew --prefix 2>/dev/null || echo /nonexistent)
+  for candidate in /usr/share/grafana "${brew}/opt/grafana/share/grafana" "${brew}/share/grafana"; do
     [[ -d "${candidate}/public" ]] && { echo "${candidate}"; return 0; }
   done
   return 1
@@ -108,7 +109,7 @@ start_grafana() {
   cat > "${dir}/grafana/provisioning/datasources/prometheus.yaml" <<EOF
 apiVersion: 1
 datasources:
-  - {name: Prometheus, uid: prometheus, type: prometheus, url: "http://127.0.0.1:${MONITOR_PORT}", isDefault: true}
+  - {name: Prometheus, uid: prometheus, type: prometheus, access: proxy, url: "http://127.0.0.1:${MONITOR_PORT}", isDefault: true}
 EOF
   cat > "${dir}/grafana/provisioning/dashboards/fmnist.yaml" <<EOF
 apiVersion: 1

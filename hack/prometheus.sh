@@ -2,8 +2,9 @@
 # Prometheus and promtool as the OS provides them: Debian's and Ubuntu's `prometheus` package
 # (2.42 on Debian 12), Homebrew's `prometheus` on macOS. The tests check the alert rules with
 # promtool; `make monitor` runs Prometheus.
-#   hack/prometheus.sh ensure  promtool on PATH; as root on Debian or Ubuntu (CI) the package
-#                              is installed when it is missing (`make test` runs this first)
+#   hack/prometheus.sh ensure  promtool on PATH; on Debian or Ubuntu, as root or on a CI runner
+#                              with passwordless sudo, the package is installed when it is
+#                              missing (`make test` runs this first)
 #   hack/prometheus.sh check   promtool and prometheus on PATH, or one line saying how to
 #                              install them (`make monitor`)
 set -o errexit -o nounset -o pipefail
@@ -37,15 +38,20 @@ require() {
   at_least "${version}" "${MIN_VERSION}" || die "${tool} ${version} found, ${MIN_VERSION} or newer needed: $(how_to_install)"
 }
 
-# As root with apt-get (a fresh CI machine): install the distribution's package.
+# With apt-get, as root (a fresh CI machine) or on a CI runner (CI=true) with passwordless sudo
+# (GitHub's): install the distribution's package. Anywhere else nothing is installed.
 install_package() {
-  [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1 || return 0
+  command -v apt-get >/dev/null 2>&1 || return 0
+  local as=()
+  if [[ "$(id -u)" -ne 0 ]]; then
+    [[ "${CI:-}" == true ]] && sudo -n true 2>/dev/null || return 0
+    as=(sudo -n)
+  fi
   echo ">> installing the OS package prometheus (for promtool)" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  if ! apt-get install --yes --quiet --no-install-recommends prometheus >/dev/null 2>&1; then
+  if ! "${as[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install --yes --quiet --no-install-recommends prometheus >/dev/null 2>&1; then
     # A fresh machine may have no package lists yet.
-    apt-get update --quiet >/dev/null 2>&1 || die "apt-get update failed: cannot install prometheus"
-    apt-get install --yes --quiet --no-install-recommends prometheus >/dev/null \
+    "${as[@]}" apt-get update --quiet >/dev/null 2>&1 || die "apt-get update failed: cannot install prometheus"
+    "${as[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install --yes --quiet --no-install-recommends prometheus >/dev/null \
       || die "apt-get install prometheus failed (above)"
   fi
 }

@@ -201,9 +201,10 @@ def test_the_knobs_reach_every_object(mirror):
         settings.write_text(text)
         wrapper = Path(tmp) / "wrapper"
         wrapper.mkdir()
+        # The component alone: its knobs act on its own objects.
         (wrapper / "kustomization.yaml").write_text(
             "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-            "resources: [../kustomize/overlays/local]\ncomponents: [../kustomize/components/monitoring]\n"
+            "components: [../kustomize/components/monitoring]\n"
         )
         out = subprocess.run(
             [render.kubectl(), "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(wrapper)],
@@ -212,7 +213,7 @@ def test_the_knobs_reach_every_object(mirror):
             timeout=300,
         )
     assert out.returncode == 0, out.stderr
-    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    docs = [d for d in map(render.parse, render.DOCUMENT.split(out.stdout)) if d]
     for doc in monitoring_objects(docs):
         assert doc["metadata"]["namespace"] == "observability" and doc["metadata"]["labels"]["release"] == "prom"
     for name in ("tf-serving",):

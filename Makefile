@@ -37,6 +37,10 @@ INGEST_ARGS ?=
 TRAIN_ARGS ?=
 # knob: the port of make serve and make predict
 PORT       ?= 8501
+# knob: the port of make monitor's Prometheus (its UI: alerts, targets, queries)
+MONITOR_PORT ?= 9095
+# knob: the port of make monitor's Grafana, where grafana-server is installed
+GRAFANA_PORT ?= 3095
 # knob: where make rollback acts: local (WORK_DIR, the server on PORT) or cluster (a workflow in NAMESPACE)
 WHERE      ?= local
 # knob: the version make rollback serves again (empty: the one served before the current one)
@@ -123,6 +127,10 @@ predict: venv ## Classify test samples through the server on PORT
 rollback: venv ## Serve an earlier version again, deleting nothing: REASON="..." [TO=<version>] [WHERE=cluster]
 	hack/rollback.sh
 
+.PHONY: monitor
+monitor: ## Prometheus with the alert rules on every local model server, on MONITOR_PORT (Grafana too, if installed)
+	hack/monitor.sh
+
 .PHONY: ui
 ui: venv ## Open the MLflow UI on the local tracking store
 	hack/mlflow-ui.sh
@@ -147,12 +155,18 @@ fmt: venv-dev ## Format the Python and fix what ruff can
 
 .PHONY: test
 test: venv-dev ## Lint, then run every test (offline; about 18 minutes on 2 cores)
+	hack/prometheus.sh ensure
 	hack/lint.sh
 	hack/test.sh -n auto --dist loadfile --no-loadscope-reorder
 
 .PHONY: test-fast
 test-fast: venv-dev ## Run the tests not marked slow
+	hack/prometheus.sh ensure
 	hack/test.sh -n auto --dist loadfile --no-loadscope-reorder -m "not slow"
+
+.PHONY: generate
+generate: venv-dev ## Write the files derived from monitoring/: the SLO rules, the PrometheusRule, the dashboards
+	hack/generate.sh
 
 .PHONY: bench
 bench: venv-dev ## Measure training, input, serving and end-to-end speed (python -m bench)

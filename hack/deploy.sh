@@ -5,7 +5,7 @@
 #   OVERLAY        local (one k3d node), local-nodes (several k3d nodes sharing a host folder),
 #                  cluster (any other cluster); default: local or local-nodes by the node count
 #   STORAGE_CLASS  with OVERLAY=cluster: a ReadWriteMany storage class for the work volume
-#   COMPONENTS     comma-separated kustomize/components to add, e.g. gpu,arm64-serving
+#   COMPONENTS     comma-separated kustomize/components to add, e.g. gpu,arm64-serving,monitoring
 #   NAMESPACE, IMAGE_REPO, REGISTRY, WAIT_TIMEOUT (default 300s per component)
 set -o errexit -o nounset -o pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -77,6 +77,18 @@ choose_target() {
   } > "${WORK}/kustomization.yaml"
 }
 
+# COMPONENTS=monitoring: kube-prometheus-stack (the Prometheus Operator's CRDs, its namespace) first.
+require_monitoring() {
+  [[ ",${COMPONENTS}," == *,monitoring,* ]] || return 0
+  local monitoring_ns
+  monitoring_ns=$(sed -n "s/^  namespace: *//p" kustomize/components/monitoring/settings.yaml)
+  kubectl get crd servicemonitors.monitoring.coreos.com podmonitors.monitoring.coreos.com \
+    prometheusrules.monitoring.coreos.com >/dev/null 2>&1 \
+    || die "COMPONENTS=monitoring needs kube-prometheus-stack installed first (its CRDs are missing): docs/monitoring.md"
+  kubectl get namespace "${monitoring_ns}" >/dev/null 2>&1 \
+    || die "COMPONENTS=monitoring puts its objects into namespace ${monitoring_ns}, which does not exist: install kube-prometheus-stack there, or set namespace in kustomize/components/monitoring/settings.yaml"
+}
+
 apply() {
   local path=$1
   info "applying ${path} (server-side)"
@@ -103,6 +115,7 @@ wait_serving() {
 main() {
   require git kubectl # kustomize fetches the pinned remote bases with git
   require_cluster
+  require_monitoring
   trap cleanup EXIT
   apply kustomize/addons/argo-crds
   kubectl wait --for=condition=Established --timeout="${WAIT_TIMEOUT}" \

@@ -25,6 +25,7 @@ from pathlib import Path
 from jobs import distributed, lifecycle, local_settings, processes, run_info, steps, summary
 from jobs.cli import JobError, run
 from jobs.cpus import cpu_count, worker_env
+from jobs.files import write_json
 from jobs.local_settings import Settings
 from jobs.processes import Process, free_ports
 
@@ -198,19 +199,26 @@ class Runner:
         from jobs import serving_config
 
         tracks = ("stable", "canary") if self.s.rollout == "canary" else ("stable",)
-        ports = free_ports(len(tracks))
-        started, urls = [], {}
+        ports = dict(zip(tracks, free_ports(len(tracks)), strict=True))
+        started = []
+        # `make monitor` scrapes the servers listed here (Prometheus's file-based service discovery).
+        targets = self.s.work.scrape_targets / f"local-{self.s.run_id}.json"
         try:
-            for track, port in zip(tracks, ports, strict=True):
+            for track, port in ports.items():
                 config = serving_config.track_path(self.s.work, track)
                 argv = processes.server_argv(self.s.python, self.s.work.served(), port, config=config)
                 name = "serve" if track == "stable" else "serve-canary"
                 started.append(self.spawn(argv, f"{name}.log", f"[{name}]", echo=False))
-                urls[track] = f"http://127.0.0.1:{port}"
-            self.stable_url = urls["stable"]
-            self.url = urls.get("canary", urls["stable"])
+            self.stable_url = f"http://127.0.0.1:{ports['stable']}"
+            self.url = f"http://127.0.0.1:{ports.get('canary', ports['stable'])}"
+            listed = [
+                {"targets": [f"127.0.0.1:{port}"], "labels": {"track": track, "run": self.s.run_id}}
+                for track, port in ports.items()
+            ]
+            write_json(targets, listed)
             yield
         finally:
+            targets.unlink(missing_ok=True)
             self.stop(started)
 
     def timed(self, name: str, fn, *args):

@@ -10,6 +10,8 @@
 <work>/models/<name>.history.jsonl the served history: a line per promotion and rollback
 <work>/mlflow/                     the local MLflow store (mlflow.db, artifacts/) when no
                                    MLFLOW_TRACKING_URI is set
+<work>/monitor/targets/*.json      the local model servers running now, for `make monitor`'s
+                                   Prometheus (its file-based service discovery)
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ class Work:
     def mlflow_parent(self, run_id: str) -> Path:
         """Where a pipeline run keeps the id of its parent MLflow run."""
         return self.run(run_id) / "mlflow.json"
+
+    @property
+    def scrape_targets(self) -> Path:
+        return self.root / "monitor" / "targets"
 
     @property
     def mlflow(self) -> Path:

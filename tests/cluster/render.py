@@ -35,7 +35,7 @@ KUSTOMIZATIONS = (
 )
 # The overlays a user applies (hack/deploy.sh's OVERLAY).
 OVERLAYS = ("local", "local-nodes", "cluster")
-COMPONENTS = ("gpu", "arm64-serving")
+COMPONENTS = ("gpu", "arm64-serving", "monitoring")
 
 
 class Unavailable(Exception):

@@ -207,15 +207,6 @@ def versions_row() -> Row:
                 "{{status}} {{model_path}}",
             ),
         ),
-        graph(
-            "Served version (local servers)",
-            "The version the local server reports serving (serving_model_version; 0: none). TF Serving has "
-            "no such gauge: see the panel beside.",
-            "none",
-            query(
-                f'max by (instance, track) ({series.LOCAL_VERSION.name}{{track=~"$track"}})', "{{track}} {{instance}}"
-            ),
-        ),
     ]
 
 
@@ -301,9 +292,9 @@ def limits_row() -> Row:
         ),
         graph(
             "Images predicted",
-            "Images (instances) the local servers classified per second.",
+            "Images (instances) the local servers classified per second: the batch sizes' sum.",
             "short",
-            query(f"sum by (track) (rate({series.LOCAL_INSTANCES.name}{{{own}}}[$__rate_interval]))", "{{track}}"),
+            query(f"sum by (track) (rate({series.LOCAL_BATCH_SIZE.name}_sum{{{own}}}[$__rate_interval]))", "{{track}}"),
             width=6,
         ),
     ]

@@ -68,15 +68,13 @@ BATCH_QUEUING = Series(
     f"{TF_SERVING}: batching/batching_session.cc, microseconds, with --enable_batching",
 )
 
-# The local server's own (jobs/serving/metrics.py): queue, batching, limits, version.
+# The local server's own (jobs/serving/metrics.py): queue, batching, limits.
 LOCAL_BATCH_SIZE = Series("serving_batch_size", "histogram", (), f"{LOCAL}: instances per signature call")
 LOCAL_QUEUED = Series("serving_queued_pixels", "gauge", (), f"{LOCAL}: decoded pixels queued or running")
 LOCAL_CONNECTIONS = Series("serving_open_connections", "gauge", (), f"{LOCAL}: open HTTP connections")
 LOCAL_DROPPED = Series(
     "serving_dropped_requests_total", "counter", ("reason",), f"{LOCAL}: predict requests dropped, by limit"
 )
-LOCAL_INSTANCES = Series("serving_predict_instances_total", "counter", (), f"{LOCAL}: images predicted")
-LOCAL_VERSION = Series("serving_model_version", "gauge", ("model",), f"{LOCAL}: the version served (0: none)")
 
 # Argo Workflows (docs/metrics.md; util/telemetry/metrics_list.go).
 ARGO_WORKFLOWS = Series("argo_workflows_gauge", "gauge", ("phase",), f"{ARGO}: workflows by phase, now")

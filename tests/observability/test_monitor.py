@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from jobs import serving_config
 from jobs.local import Runner
 from jobs.local_settings import Settings
 from jobs.paths import Work
@@ -179,13 +181,28 @@ def test_the_local_servers_own_series_are_scraped(monitor, servers):
     until(f"the local server's own series {sorted(expected)} are scraped", lambda: expected <= scraped(), timeout=30)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the local server exports TF Serving's own series once it speaks TF Serving's names"
-)
-def test_the_local_servers_write_tf_servings_series(monitor):
-    """The series the rules read from TF Serving, scraped from the local servers."""
+def test_the_local_servers_write_tf_servings_series(monitor, servers, work, untrained_model):
+    """The series the rules read from TF Serving, scraped from the local servers once a version
+    is loaded and answers (TF Serving writes a labelled series at its first record)."""
+    shutil.copytree(untrained_model, work / "models" / "fmnist" / "1")
+    for track in ("stable", "canary"):
+        serving_config.pin(Work(work), track, 1)
+    body = {"signature_name": "pixels", "instances": [[[0] * 28] * 28]}
+
+    def answered():
+        try:
+            answer = httpx.post(f"{servers.url}/v1/models/fmnist/versions/1:predict", json=body, timeout=10)
+        except httpx.HTTPError:
+            return False
+        return answer.status_code == 200
+
+    until("the servers load version 1 and answer a predict", answered, timeout=120)
     for s in (series.REQUEST_COUNT, series.REQUEST_LATENCY, series.LOAD_ATTEMPTS):
-        assert monitor.query(f'count({{job="tf-serving", __name__=~"{s.name}.*"}})'), s.name
+        until(
+            f"{s.name} is scraped",
+            lambda s=s: monitor.query(f'count({{job="tf-serving", __name__=~"{s.name}.*"}})'),
+            timeout=60,
+        )
 
 
 def test_a_killed_server_is_reported(monitor, servers):

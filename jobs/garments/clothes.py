@@ -61,7 +61,7 @@ def pullover(d: Draws) -> Shape:
     half = d.u(0.38, 0.55)
     shoulder = half * d.u(1.0, 1.12)
     torso, armpit, neck_w, neck_h = upper_body(d, top, hem, half, shoulder)
-    angle = d.angle(55, 80)
+    angle = d.angle(55, 88)
     length = (hem - top) * d.u(0.95, 1.2) / np.sin(angle)
     root, cuff = d.u(0.3, 0.42), d.u(0.14, 0.22)
     band = d.u(0.06, 0.13)
@@ -179,7 +179,7 @@ def dress(d: Draws) -> Shape:
 
 def trouser(d: Draws) -> Shape:
     top, crotch, hem = -1.0, d.u(-0.5, -0.2), d.u(0.88, 1.0)
-    waist = d.u(0.24, 0.48)
+    waist = d.u(0.24, 0.55)
     hip = waist * d.u(1.0, 1.12)
     leg, gap = d.u(0.08, 0.26) * waist / 0.36, d.u(0.01, 0.16)
     band = d.u(0.06, 0.1)

@@ -56,7 +56,7 @@ def draw_class(label: int, n: int, rng: np.random.Generator, side: int = SIDE, n
     d, garment = Draws(rng, n), CLASSES[label]
     shape = garment.draw(d)
     cx, cy, half = bounds(shape, n)
-    fill, turn = d.u(0.8, 1.0), d.angle(-7, 7)
+    fill, turn = d.u(0.85, 1.0), d.angle(-7, 7)
     shift_x, shift_y = d.u(-0.07, 0.07), d.u(-0.07, 0.07)
     flip = np.where(d.p(garment.mirrored), -1.0, 1.0)
     # canvas coordinates in [-1, 1], then into the garment's own: rotate, scale, centre
@@ -77,8 +77,18 @@ def draw_class(label: int, n: int, rng: np.random.Generator, side: int = SIDE, n
     image = body * level * texture(d, garment.textures, x, y)
     accent = coverage(parts.accent, pixel) * body
     image = image * (1.0 - accent) + accent * accent_level
-    image = image * light * (1.0 - d.u(0.35, 0.75) * coverage(parts.seams, pixel))
+    image = image * light * (1.0 - d.u(0.35, 1.0) * coverage(parts.seams, pixel))
+    image = soften(image, d.u(0.0, 0.7))
     return np.clip(image + rng.normal(0.0, noise, image.shape), 0.0, 1.0).astype(np.float32)
+
+
+def soften(images: np.ndarray, amount: np.ndarray) -> np.ndarray:
+    """Each image mixed with its 3x3 box blur by `amount`: pictures shrunk from larger ones,
+    as every decoded photo is, are never as crisp as ones drawn at their size."""
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    side_y, side_x = images.shape[1:]
+    blurred = sum(padded[:, dy : dy + side_y, dx : dx + side_x] for dy in range(3) for dx in range(3)) / 9.0
+    return images * (1.0 - amount) + blurred * amount
 
 
 def draw(labels: np.ndarray, rng: np.random.Generator, side: int = SIDE, noise: float = 0.015) -> np.ndarray:

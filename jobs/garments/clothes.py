@@ -31,6 +31,13 @@ def upper_body(d: Draws, top, hem, half, shoulder):
     return torso, armpit, neck_w, neck_h
 
 
+def long_sleeves(d: Draws, top, hem, angles: tuple[float, float], reach: tuple[float, float]):
+    """The angle (degrees below the horizontal) and length of long sleeves whose cuffs come
+    down to `reach` times the body's length."""
+    angle = d.angle(*angles)
+    return angle, (hem - top) * d.u(*reach) / np.sin(angle)
+
+
 def tshirt(d: Draws) -> Shape:
     top, hem = d.u(-0.8, -0.65), d.u(0.5, 0.95)
     half = d.u(0.34, 0.52)
@@ -61,8 +68,7 @@ def pullover(d: Draws) -> Shape:
     half = d.u(0.38, 0.55)
     shoulder = half * d.u(1.0, 1.12)
     torso, armpit, neck_w, neck_h = upper_body(d, top, hem, half, shoulder)
-    angle = d.angle(55, 88)
-    length = (hem - top) * d.u(0.95, 1.2) / np.sin(angle)
+    angle, length = long_sleeves(d, top, hem, (55, 88), (0.95, 1.2))
     root, cuff = d.u(0.3, 0.42), d.u(0.14, 0.22)
     band = d.u(0.06, 0.13)
     turtleneck = d.p(0.2)
@@ -92,8 +98,7 @@ def coat(d: Draws) -> Shape:
     shoulder = d.u(0.4, 0.55)
     half = shoulder * d.u(1.0, 1.2)
     torso, armpit, _, _ = upper_body(d, top, hem, half, shoulder)
-    angle = d.angle(60, 82)
-    length = (hem - top) * d.u(0.72, 0.95) / np.sin(angle)
+    angle, length = long_sleeves(d, top, hem, (60, 82), (0.72, 0.95))
     root, cuff = d.u(0.34, 0.45), d.u(0.17, 0.25)
     lapel_w, lapel_y = d.u(0.12, 0.25), top + d.u(0.25, 0.5)
     hood = d.p(0.2)

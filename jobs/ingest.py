@@ -1,9 +1,10 @@
 """Ingest: write the dataset once to `<work>/data/<dataset>/`, atomically and idempotently.
 
 Sources: `fashion_mnist` (tensorflow-datasets; downloads on first run), `idx` (the four
-official `*-ubyte.gz` files in a folder, for air-gapped machines), `synthetic` (generated,
-deterministic, learnable; for offline runs and tests). Re-running with the same source and
-settings finds the manifest and does nothing. Training reads only what this step wrote.
+official `*-ubyte.gz` files in a folder, for air-gapped machines), `synthetic` (garments drawn
+by jobs.garments, deterministic; for offline runs and tests). Re-running with the same source
+and settings finds the manifest and does nothing; a synthetic dataset drawn by another version
+of the generator is drawn again. Training reads only what this step wrote.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from jobs import data
+from jobs import data, garments
 from jobs.cli import emit, fraction, parser, positive_int, run
 from jobs.paths import Work
 
@@ -31,7 +32,8 @@ def open_fraction(text: str) -> float:
 def source_settings(args) -> dict:
     """What identifies the data a source produces: equal settings mean equal data."""
     if args.dataset == "synthetic":
-        return {"name": "synthetic", "train_size": args.train_size, "test_size": args.test_size, "seed": args.seed}
+        sizes = {"train_size": args.train_size, "test_size": args.test_size, "seed": args.seed}
+        return {"name": "synthetic", "generator": garments.SYNTHETIC_VERSION, **sizes}
     if args.dataset == "idx":
         folder = args.idx_dir or Work(args.work_dir).idx
         return {"name": "idx", "folder": str(folder.resolve())}

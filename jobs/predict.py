@@ -243,6 +243,17 @@ def served_dataset(work: Work, model_name: str) -> tuple[int, str] | None:
         return None
 
 
+def what_it_knows(work: Work, model_name: str) -> str | None:
+    """For a model trained on generated garments, what to expect of a user's own images."""
+    served = served_dataset(work, model_name)
+    if served is None or served[1] != "synthetic":
+        return None
+    return (
+        f"version {served[0]} learnt from drawn garments (DATASET=synthetic): expect it to name "
+        "drawings like samples/*.png, not photographs (docs/data.md)"
+    )
+
+
 def sample_dataset(work: Work, model_name: str, asked: str | None) -> str:
     """The dataset whose test split to sample: the one asked for, else the one the served
     model was trained on, else the only one ingested. A missing one names the fix."""
@@ -294,6 +305,8 @@ def predict(args, client: Client, work: Work) -> int:
         if not (args.images or args.dataset):  # waiting was the whole job: say what came
             emit(version=wanted)
     if args.images:
+        if note := what_it_knows(work, args.model_name):
+            log.info("%s", note)
         classify_files(args, client)
     elif args.dataset:
         classify_samples(args, client, work)

@@ -75,6 +75,7 @@ def workflow_pods(wf: dict) -> list[dict]:
                     },
                     "spec": {
                         "serviceAccountName": wf["spec"]["serviceAccountName"],
+                        "automountServiceAccountToken": wf["spec"]["automountServiceAccountToken"],
                         "securityContext": wf["spec"]["securityContext"],
                         "containers": [{"name": "main", **workflow.substitute_obj(t["container"], values)}],
                         "volumes": wf["spec"]["volumes"],
@@ -216,28 +217,61 @@ def test_no_cluster_admin(everything):
                 assert "*" not in rule.get("verbs", []) and "*" not in rule.get("resources", []), d["metadata"]["name"]
 
 
-def test_pipeline_rbac_is_minimal(overlay, wf):
-    sa = wf["spec"]["serviceAccountName"]
-    bindings = [
+def bindings_of(docs: list[dict], account: str) -> list[dict]:
+    return [
         d
-        for d in overlay
+        for d in docs
         if d["kind"] in ("RoleBinding", "ClusterRoleBinding")
-        and any(s.get("name") == sa and s["kind"] == "ServiceAccount" for s in d["subjects"])
+        and any(s.get("name") == account and s["kind"] == "ServiceAccount" for s in d.get("subjects") or [])
     ]
+
+
+def bound_rules(docs: list[dict], wf: dict) -> dict[tuple[str, str], list[str]]:
+    """(apiGroup, resource) -> verbs the workflow's executor may use, from its one Role."""
+    bindings = bindings_of(docs, wf["spec"]["executor"]["serviceAccountName"])
     assert [(b["kind"], b["roleRef"]["kind"]) for b in bindings] == [("RoleBinding", "Role")], "nothing cluster-wide"
-    role = next(d for d in overlay if d["kind"] == "Role" and d["metadata"]["name"] == bindings[0]["roleRef"]["name"])
-    rules = {
+    role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == bindings[0]["roleRef"]["name"])
+    return {
         (g, r): sorted(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
     }
-    # The executor's task results; a resource template creates its TFJob, then gets it.
+
+
+# A resource template's action -> the verbs kubectl needs for it (workflow/executor/resource.go).
+ACTION_VERBS = {"create": {"create"}, "patch": {"patch"}, "get": {"get"}}
+
+
+@pytest.mark.parametrize("name", ["e2e", "rollback"])
+def test_pipeline_rbac_is_minimal(overlay, wf, rollback_wf, name):
+    flow = wf if name == "e2e" else rollback_wf
+    # The jobs' containers get no token and their account no rights.
+    assert flow["spec"]["automountServiceAccountToken"] is False
+    pods_account = flow["spec"]["serviceAccountName"]
+    assert bindings_of(overlay, pods_account) == []
+    sa = next(d for d in overlay if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == pods_account)
+    assert sa["automountServiceAccountToken"] is False
+    # The executor's: its task results; a resource template creates its TFJob, gets it, and the
+    # exit handler patches it.
+    rules = bound_rules(overlay, flow)
     assert rules == {
         ("argoproj.io", "workflowtaskresults"): ["create", "patch"],
-        ("kubeflow.org", "tfjobs"): ["create", "get"],
+        ("kubeflow.org", "tfjobs"): ["create", "get", "patch"],
     }
-    # Only what the workflow uses: every resource template's action needs its verb.
-    for t in wf["spec"]["templates"]:
-        if "resource" in t:
-            assert t["resource"]["action"] in rules[("kubeflow.org", "tfjobs")]
+    # Only what the workflows use: every resource template's action has its verbs, and every
+    # TFJob verb is used by some template (get: the wait after a create).
+    used = {"get"}
+    for flow_ in (wf, rollback_wf):
+        for t in flow_["spec"]["templates"]:
+            if "resource" in t:
+                assert ACTION_VERBS[t["resource"]["action"]] <= set(rules[("kubeflow.org", "tfjobs")])
+                used |= ACTION_VERBS[t["resource"]["action"]]
+    assert used == set(rules[("kubeflow.org", "tfjobs")])
+    # Argo finds the executor's token Secret by its name (docs/service-account-secrets.md).
+    executor = flow["spec"]["executor"]["serviceAccountName"]
+    token = next(
+        d for d in overlay if d["kind"] == "Secret" and d["metadata"]["name"] == f"{executor}.service-account-token"
+    )
+    assert token["type"] == "kubernetes.io/service-account-token"
+    assert token["metadata"]["annotations"]["kubernetes.io/service-account.name"] == executor
     memo = next(d for d in overlay if d["kind"] == "Role" and d["metadata"]["name"] == "argo-memoize-cache")
     assert memo["rules"] == [
         {

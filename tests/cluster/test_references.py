@@ -165,6 +165,12 @@ def other_problems(docs: list[dict], wf: dict, objects: set) -> list[str]:
             cm = next((d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == ref["name"]), None)
             if cm is not None and ref["key"] not in cm.get("data", {}):
                 problems.append(f"workflow parameter {p['name']}: ConfigMap {ref['name']} has no key {ref['key']}")
+    # The executor's account and the token Secret Argo mounts for it (found by its name).
+    executor = (wf["spec"].get("executor") or {}).get("serviceAccountName")
+    if executor:
+        problems.append(resolve(objects, "ServiceAccount", APP_NAMESPACE, executor, "workflow executor"))
+        token = f"{executor}.service-account-token"
+        problems.append(resolve(objects, "Secret", APP_NAMESPACE, token, "workflow executor's token"))
     for t in wf["spec"]["templates"]:
         cache = ((t.get("memoize") or {}).get("cache") or {}).get("configMap")
         if cache:

@@ -77,10 +77,40 @@ choose_target() {
   } > "${WORK}/kustomization.yaml"
 }
 
+# Objects with this label are a person's to edit (the ConfigMap fmnist-settings): created when
+# missing, never applied again, so an edit is neither overwritten nor a server-side apply
+# conflict. Everything else is applied every time and owned by the install.
+CREATE_ONLY=fmnist/apply=create-only
+
 apply() {
-  local path=$1
+  local path=$1 rendered out
   info "applying ${path} (server-side)"
-  kubectl kustomize "${path}" | kubectl apply --server-side --field-manager=fmnist-deploy -f - >/dev/null
+  rendered=$(kubectl kustomize "${path}")
+  if ! out=$(kubectl apply --server-side --field-manager=fmnist-deploy --selector="${CREATE_ONLY/=/!=}" -f - \
+      <<<"${rendered}" 2>&1 >/dev/null); then
+    echo "${out}" >&2
+    if grep -q "Apply failed with" <<<"${out}"; then
+      die "an object this install owns was changed by another field manager (above; kubectl edit?): make the change in kustomize/ and deploy again, or take the fields back with kubectl apply --server-side --force-conflicts --field-manager=fmnist-deploy"
+    fi
+    die "applying ${path} failed (above)"
+  fi
+  create_missing "${rendered}"
+}
+
+# create_missing RENDERED: the create-only objects of a render that do not exist yet.
+create_missing() {
+  local rendered=$1 out
+  grep -q "^    ${CREATE_ONLY/=/: }\$" <<<"${rendered}" || return 0
+  if out=$(kubectl create --selector="${CREATE_ONLY}" -f - <<<"${rendered}" 2>&1); then
+    info "created ${out//$'\n'/, } (yours to edit: make deploy leaves it as it is)"
+    return
+  fi
+  # After the first deploy they exist: that is the normal case, anything else is an error.
+  if grep -v -e "(AlreadyExists)" -e " created\$" <<<"${out}" | grep -q .; then
+    echo "${out}" >&2
+    die "creating the objects labelled ${CREATE_ONLY} failed (above)"
+  fi
+  info "kept what exists of the objects labelled ${CREATE_ONLY} (yours: make deploy does not change them)"
 }
 
 # TF Serving is ready only once a model version is loaded, which the first pipeline run

@@ -68,6 +68,7 @@ def test_overlay_has_every_component(overlay):
         ("PersistentVolumeClaim", "fmnist-work"),
         ("ServiceAccount", "fmnist-pipeline"),
         ("ConfigMap", "fmnist-pipeline"),
+        ("ConfigMap", "fmnist-settings"),
         ("ConfigMap", "fmnist-ingest-cache"),
     ]:
         find(overlay, kind, name)

@@ -89,9 +89,13 @@ def test_storage_is_rwo_local_path(overlay):
         assert pvc["spec"]["storageClassName"] == "local-path"
 
 
-def test_argo_server_auth_mode_and_namespaced(overlay):
+def test_argo_server_auth_mode_and_namespaced(overlay, rendered):
     args = container(find(overlay, "Deployment", "argo-server"))["args"]
     assert "--auth-mode=server" in args and "--namespaced" in args
+    # A shared cluster: each user's own token (client mode), never the server's Role.
+    for name in ("overlays/cluster", "overlays/cluster+gpu"):
+        args = container(find(rendered[name], "Deployment", "argo-server"))["args"]
+        assert [a for a in args if a.startswith("--auth-mode")] == ["--auth-mode=client"], name
     controller = container(find(overlay, "Deployment", "workflow-controller"))
     assert "--namespaced" in controller["args"]
     assert "--executor-image=quay.io/argoproj/argoexec:v4.1.2" in controller["args"]

@@ -87,7 +87,7 @@ def deployed(request, rendered, tmp_path_factory):
     """(render, objects applied, objects only created) of `make deploy` for one overlay."""
     docs = rendered[f"overlays/{request.param}"]
     tmp = tmp_path_factory.mktemp("deploy")
-    with_tools(tmp, "grep", "sleep", "tail", "mktemp", "rm")
+    with_tools(tmp, "grep", "sleep", "tail", "mktemp", "rm", "awk")
     rendered_file, calls = tmp / "rendered.yaml", tmp / "calls.log"
     rendered_file.write_text(yaml.safe_dump_all(docs))
     fake_kubectl(tmp / "bin", rendered_file, calls)

@@ -45,7 +45,7 @@ def test_remote_bases_are_pinned_to_release_tags():
 
 def test_one_namespace_everywhere(overlay):
     transformer = yaml.safe_load((render.KUSTOMIZE / "overlays/local/namespace.yaml").read_text())
-    base_ns = yaml.safe_load((render.KUSTOMIZE / "base/namespace.yaml").read_text())
+    base_ns = yaml.safe_load((render.KUSTOMIZE / "base/namespace/namespace.yaml").read_text())
     makefile = (render.ROOT / "Makefile").read_text()
     assert transformer["metadata"]["namespace"] == base_ns["metadata"]["name"] == NAMESPACE
     assert re.search(rf"^NAMESPACE\s*\?=\s*{NAMESPACE}\s*$", makefile, re.M)
@@ -98,7 +98,9 @@ def test_argo_server_auth_mode_and_namespaced(overlay, rendered):
         assert [a for a in args if a.startswith("--auth-mode")] == ["--auth-mode=client"], name
     controller = container(find(overlay, "Deployment", "workflow-controller"))
     assert "--namespaced" in controller["args"]
-    assert "--executor-image=quay.io/argoproj/argoexec:v4.1.2" in controller["args"]
+    assert [a.split("@")[0] for a in controller["args"] if a.startswith("--executor-image=")] == [
+        "--executor-image=quay.io/argoproj/argoexec:v4.1.2"
+    ]
 
 
 def test_mlflow_server(overlay, wf):

@@ -45,6 +45,8 @@ CLUSTER_SCRIPTS = [
     "diagnose.sh",
     "tools.sh",
     "actionlint.sh",
+    "image-digests.sh",
+    "kill-worker.sh",
 ]
 
 

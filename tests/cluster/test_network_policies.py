@@ -50,10 +50,9 @@ def world(rendered, wf, rollback_wf):
             pods[name.removeprefix("e2e-")] = Pod(name, NS, labels, container_ports(pod["spec"]))
     # The pods of resource templates (the train step's wait, the exit handler) carry the
     # workflow's pod labels and the template's.
-    suspend = workflow.templates(wf)["suspend-tfjob"]
-    pods["suspend-tfjob"] = Pod(
-        "suspend-tfjob", NS, {**wf["spec"]["podMetadata"]["labels"], **suspend["metadata"]["labels"]}
-    )
+    for name, template in workflow.templates(wf).items():
+        if "resource" in template and name != "train":
+            pods[name] = Pod(name, NS, {**wf["spec"]["podMetadata"]["labels"], **template["metadata"]["labels"]})
     pods["worker-1"] = Pod("worker-1", NS, pods["worker"].labels, pods["worker"].ports)
     pods["kube-dns"] = Pod("coredns", "kube-system", {"k8s-app": "kube-dns"}, {"dns": (53, "UDP")})
     pods["prometheus"] = Pod("prometheus", "monitoring", {"app.kubernetes.io/name": "prometheus"})

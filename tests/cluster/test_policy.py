@@ -80,11 +80,11 @@ def workflow_pods(wf: dict) -> list[dict]:
                     },
                     "spec": {
                         "serviceAccountName": wf["spec"]["serviceAccountName"],
-                        "automountServiceAccountToken": wf["spec"]["automountServiceAccountToken"],
                         "securityContext": wf["spec"]["securityContext"],
                         "containers": [{"name": "main", **workflow.substitute_obj(t["container"], values)}],
                         "volumes": wf["spec"]["volumes"],
-                    },
+                    }
+                    | {k: wf["spec"][k] for k in ("automountServiceAccountToken",) if k in wf["spec"]},
                 }
             )
     for _, tfjob in workflow.embedded_manifests(wf, values):

@@ -47,7 +47,7 @@ def edited_by_hand() -> set[tuple[str, str]]:
 
 def selected(selector: str, labels: dict[str, str]) -> bool:
     """A label selector of `k=v` / `k!=v` terms (a `!=` term also matches a missing label)."""
-    for term in selector.split(","):
+    for term in filter(None, selector.split(",")):
         if "!=" in term:
             key, value = term.split("!=")
             if labels.get(key) == value:
@@ -78,8 +78,9 @@ esac
 
 
 def selector_of(call: str) -> str:
-    [selector] = re.findall(r"--selector=(\S+)", call)
-    return selector
+    """The call's label selector ("": none, every object of the render)."""
+    found = re.findall(r"--selector=(\S+)", call)
+    return found[0] if found else ""
 
 
 @pytest.fixture(scope="module", params=["local", "local-nodes"])

@@ -22,13 +22,9 @@ servers only: the stable servers' config pins the version they serve, the canary
 config (`serving-canary.config`) pins the new one, `<work>/models/canary.json` says which is
 which, and the registry version gets the alias `canary` (`champion` stays on the stable
 one) until `jobs.canary` promotes or rolls it back. "What is served" is then the stable
-servers' pinned version, not the highest on disk.
-
-The stable servers are pinned before the new version is published, and when that pin is new
-to them promote waits `--config-settle-seconds` before publishing: TF Serving re-reads its
-config file and polls the model folder on separate timers, so a version that appears before
-a server has read its pin is loaded as the `latest` one, and a canary would reach the stable
-servers for a few seconds.
+servers' pinned version, not the highest on disk. The stable servers are pinned before the
+new version is published (`jobs.serving_config.hold`: TF Serving polls its config and its
+model folder on separate timers).
 """
 
 from __future__ import annotations
@@ -52,10 +48,6 @@ from jobs.selection import DEFAULT_MIN_GAIN, DEFAULT_SIGNIFICANCE, Gate, best_ca
 log = logging.getLogger("jobs.promote")
 
 ALIAS = "champion"
-# Longer than the servers take to re-read their config file: TF Serving's
-# --model_config_file_poll_wait_seconds (5 in kustomize/base/serving.yaml) plus the reload.
-# jobs.serve reads its config file and its folder in one poll, so 0 would do there.
-CONFIG_SETTLE_SECONDS = 8.0
 
 
 def evaluation(work: Work, run_id: str, name: str) -> dict:
@@ -246,32 +238,13 @@ def write_outputs(work: Work, tracker, parent: str | None, result: dict, names: 
     tracker.end_run(parent)
 
 
-def settle(seconds: float) -> None:
-    """Gives every server time to re-read its config file (tests replace this with a clock)."""
-    time.sleep(seconds)
-
-
-def hold_stable(work: Work, current: int | None, rollout: str, settle_seconds: float) -> None:
-    """Before a canary version is published: the stable servers pinned to the version they
-    serve, and, if that pin is new to them, time to read it (their config and folder polls are
-    separate timers: a version published first is loaded as `latest` before the pin lands)."""
-    if rollout != "canary" or current is None:
-        return
-    if serving_config.pinned(serving_config.track_path(work, "stable")) == (current,):
-        return
-    serving_config.pin(work, "stable", current)
-    log.info("stable servers pinned to version %d; waiting %g s for them to read it", current, settle_seconds)
-    settle(settle_seconds)
-
-
 def serve(work: Work, current: int | None, version: int, rollout: str, run_id: str) -> dict | None:
     """Points the servers at a new version: all of them (`direct`, or nothing served yet), or
-    only the canary servers (`canary`, the stable ones already held by `hold_stable`),
-    returning the canary's record then."""
+    only the canary servers (`canary`), returning the canary's record then."""
     if rollout != "canary" or current is None:
         serving_config.serve_latest(work)  # the canary servers, if any, follow too
         return None
-    serving_config.pin(work, "canary", version)
+    serving_config.pin(work, "canary", version)  # the stable ones were held before it was published
     stable_record = work.served() / str(current) / "promotion.json"
     state = {
         "model": MODEL_NAME,
@@ -290,14 +263,7 @@ def serve(work: Work, current: int | None, version: int, rollout: str, run_id: s
 
 
 def promote(
-    work: Work,
-    run_id: str,
-    dataset: str,
-    names: Sequence[str],
-    force: bool,
-    gate: Gate,
-    rollout: str = "direct",
-    settle_seconds: float = CONFIG_SETTLE_SECONDS,
+    work: Work, run_id: str, dataset: str, names: Sequence[str], force: bool, gate: Gate, rollout: str = "direct"
 ) -> dict:
     from jobs import data
     from jobs.tracking import Tracker
@@ -355,7 +321,8 @@ def promote(
                 "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "mlflow_run_id": result["mlflow_run_id"],
             }
-            hold_stable(work, current, rollout, settle_seconds)
+            if rollout == "canary" and current is not None:
+                serving_config.hold(work, "stable", current)
             result["version"] = publish(candidate.model, base, record)
             result["canary"] = serve(work, current, result["version"], rollout, run_id)
             history.append(work, history.promotion_line(result["version"], record, decision.outcome))
@@ -394,28 +361,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="direct",
         help="direct: every server serves the new version; canary: the canary servers first (jobs.canary decides)",
     )
-    p.add_argument(
-        "--config-settle-seconds",
-        type=float,
-        default=CONFIG_SETTLE_SECONDS,
-        help="with --rollout canary: how long the stable servers get to read their new pin before the new "
-        "version is published (longer than TF Serving's config file poll)",
-    )
     args = p.parse_args(argv)
-    if args.config_settle_seconds < 0:
-        raise JobError(f"--config-settle-seconds must be 0 or more, got {args.config_settle_seconds:g}")
 
     gate = Gate(args.significance, args.min_gain)
-    result = promote(
-        Work(args.work_dir),
-        args.run_id,
-        args.dataset,
-        args.models,
-        args.force,
-        gate,
-        args.rollout,
-        args.config_settle_seconds,
-    )
+    result = promote(Work(args.work_dir), args.run_id, args.dataset, args.models, args.force, gate, args.rollout)
     comparison = result["mcnemar"] or {}
     emit(
         model=result["model"],

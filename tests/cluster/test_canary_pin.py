@@ -11,7 +11,8 @@ loaded as the latest one.
 
 The real `jobs.promote.promote` runs here with `--rollout canary` over a served version; every
 rename it makes under the models folder (a config file replaced, a version published) is
-recorded with the time on a clock that only its settle wait advances. Then each server is
+recorded with the time on a clock that only its settle wait (jobs.serving_config.hold)
+advances. Then each server is
 simulated with the rendered poll periods and every combination of phases (a config poll before
 a folder poll, and after it, in the same period): a stable server must never aspire the new
 version, a canary server must end up on it.
@@ -139,7 +140,9 @@ def recorded(ingested, untrained_model, monkeypatch):
     monkeypatch.setattr(os, "replace", recording(os.replace))
     monkeypatch.setattr(os, "rename", recording(os.rename))
     # (raising=False: a promote without a settle wait, as this project had, runs all the same.)
-    monkeypatch.setattr(promote_job, "settle", lambda seconds: clock.__setitem__(0, clock[0] + seconds), raising=False)
+    monkeypatch.setattr(
+        serving_config, "settle", lambda seconds: clock.__setitem__(0, clock[0] + seconds), raising=False
+    )
     result = promote_job.promote(work, "b", "synthetic", ["cnn", "dropout"], True, Gate(0.05, 0.002), "canary")
     monkeypatch.undo()
     assert result["version"] == 2 and result["canary"]["stable_version"] == 1
@@ -155,7 +158,7 @@ def test_the_stable_servers_never_load_the_canary_version(recorded, overlay):
         assert simulate(recorded, "stable", config_period, folder_period, phases)[1] == {1}
     for name in ("tf-serving", "tf-serving-canary"):
         config_period, _ = periods(overlay, name)
-        assert config_period + 1 < promote_job.CONFIG_SETTLE_SECONDS, f"{name} may not have read its pin"
+        assert config_period + 1 < serving_config.SETTLE_SECONDS, f"{name} may not have read its pin"
 
 
 def test_the_model_catches_the_races(recorded, overlay):

@@ -14,6 +14,11 @@ exports every TensorFlow monitoring metric, names with `/` turned into `:`) and 
 
 Counters only grow, so a window is the difference of two snapshots; a counter that went down
 means the server restarted in between, and then its end value is the whole window.
+
+The canary step (jobs.canary) judges latency from these pages, but requests and errors from
+its own tally of the probe requests it sent: TF Serving's request_count also counts the
+kubelet's readiness GETs, which a starting pod answers NOT_FOUND, and has no label to tell
+them apart.
 """
 
 from __future__ import annotations

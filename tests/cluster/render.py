@@ -32,6 +32,7 @@ KUSTOMIZATIONS = (
     "overlays/local",
     "overlays/local-nodes",
     "overlays/cluster",
+    "overlays/cluster-admin",
 )
 # The overlays a user applies (hack/deploy.sh's OVERLAY).
 OVERLAYS = ("local", "local-nodes", "cluster")

@@ -58,6 +58,12 @@ MLFLOW_PORT ?= 5000
 TENSORBOARD_PORT ?= 6006
 # knob: what make status shows: auto, local or cluster
 STATUS     ?= auto
+# knob: the port of make monitor's Prometheus (its UI: alerts, targets, queries)
+MONITOR_PORT ?= 9095
+# knob: the port of make monitor's Grafana, where grafana-server is installed
+GRAFANA_PORT ?= 3095
+# knob: how long make monitor waits for Prometheus (and Grafana) to answer, in seconds
+MONITOR_READY_SECONDS ?= 60
 
 # -- rollback
 # knob: where make rollback acts: local (WORK_DIR, the server on PORT) or cluster (a workflow in NAMESPACE)
@@ -180,6 +186,10 @@ predict: venv ## Classify test samples through the server on PORT
 rollback: venv ## Serve an earlier version again, deleting nothing: REASON="..." [TO=<version>] [WHERE=cluster]
 	hack/rollback.sh
 
+.PHONY: monitor
+monitor: ## Prometheus with the alert rules on every local model server, on MONITOR_PORT (Grafana too, if installed)
+	hack/monitor.sh
+
 .PHONY: ui
 ui: venv ## Open the MLflow UI on the local tracking store
 	hack/mlflow-ui.sh
@@ -203,7 +213,7 @@ fmt: venv-dev ## Format the Python and fix what ruff can
 	hack/lint.sh fix
 
 .PHONY: generate
-generate: venv-dev ## Write the derived files: the workflow's steps and defaults, the knob table, the module map, the test count
+generate: venv-dev ## Write the derived files: the workflow's steps and defaults, the knob table, the module map, the test count, the alert rules and dashboards
 	hack/generate.sh
 
 .PHONY: verify
@@ -212,12 +222,14 @@ verify: venv-dev ## Check that the derived files are up to date and hack/ reads 
 
 .PHONY: test
 test: venv-dev ## Lint and verify, then run every test (offline; about 20 minutes on 2 idle cores)
+	hack/prometheus.sh ensure
 	hack/lint.sh
 	hack/generate.sh verify
 	hack/test.sh -n auto --dist loadfile --no-loadscope-reorder
 
 .PHONY: test-fast
 test-fast: venv-dev ## Run the tests not marked slow
+	hack/prometheus.sh ensure
 	hack/test.sh -n auto --dist loadfile --no-loadscope-reorder -m "not slow"
 
 .PHONY: bench

@@ -69,9 +69,38 @@ def _flow(values: list[str]) -> str:
     return "[" + ", ".join(f'"{v}"' if "{{" in v else v for v in values) + "]"
 
 
+def _dump(yaml: YAML, data) -> str:
+    out = io.StringIO()
+    yaml.dump(data, out)
+    return out.getvalue()
+
+
+def _carry(text: str, before: str, after: str) -> str:
+    """`text` with the edits that turn `before` (its round trip) into `after`, so that what the
+    round trip itself rewrites (a sequence of sequences, `- - name:`, which ruamel.yaml indents
+    its own way) stays as written. An edit in a part the round trip rewrote is an error."""
+    original, base, new = (t.splitlines(keepends=True) for t in (text, before, after))
+    where = {}  # a line of the round trip -> the same line in the text
+    for tag, i1, i2, j1, _ in difflib.SequenceMatcher(None, base, original, autojunk=False).get_opcodes():
+        if tag == "equal":
+            where.update((i, j1 + i - i1) for i in range(i1, i2))
+    out = list(original)
+    for tag, i1, i2, j1, j2 in reversed(difflib.SequenceMatcher(None, base, new, autojunk=False).get_opcodes()):
+        if tag == "equal":
+            continue
+        # The lines replaced (none: an insertion, before line i1 or after the last line).
+        kept = [where.get(i) for i in range(i1, i2)] or [where.get(i1, where.get(i1 - 1, -2) + 1)]
+        if None in kept or -1 in kept or kept != list(range(kept[0], kept[0] + len(kept))):
+            raise SystemExit(f"error: cannot place an edit of {WORKFLOW.name} at line {i1 + 1}: edit it by hand")
+        start = kept[0]
+        out[start : start + (i2 - i1)] = new[j1:j2]
+    return "".join(out)
+
+
 def workflow(text: str) -> str:
     yaml = _yaml()
     wf = yaml.load(text)
+    before = _dump(yaml, wf)
     defaults = steps.defaults()
     for parameter in wf["spec"]["arguments"]["parameters"]:
         name = parameter["name"].replace("-", "_")
@@ -96,9 +125,7 @@ def workflow(text: str) -> str:
         else:
             _replace(template["container"]["command"], command[:3])
             _replace(template["container"]["args"], command[3:])
-    out = io.StringIO()
-    yaml.dump(wf, out)
-    return out.getvalue()
+    return _carry(text, before, _dump(yaml, wf))
 
 
 # -- knobs ------------------------------------------------------------------------------------
@@ -159,7 +186,8 @@ def knob_table() -> str:
 
 # Variables a script may read that are not knobs: the shell's and the tools' own.
 NOT_KNOBS = {"BASH_SOURCE", "HOME", "PATH", "PWD", "USER", "PYTHONWARNINGS", "TF_CPP_MIN_LOG_LEVEL"}
-NOT_KNOBS |= {"MLFLOW_EXPERIMENT_NAME"}  # MLflow's own variable, which the jobs read as MLflow does
+NOT_KNOBS |= {"MLFLOW_EXPERIMENT_NAME", "MLFLOW_DISABLE_TELEMETRY"}  # MLflow's own variables, read as MLflow does
+NOT_KNOBS |= {"CI"}  # set by CI services (GitHub Actions: true)
 
 
 def knob_problems(root: Path = ROOT) -> list[str]:
@@ -193,6 +221,11 @@ def knob_problems(root: Path = ROOT) -> list[str]:
 
 def packages() -> list[Path]:
     return sorted(p.parent for p in (ROOT / "jobs").glob("*/__init__.py"))
+
+
+def all_packages() -> list[Path]:
+    """The stages' packages and the packages inside them."""
+    return sorted(p.parent for p in (ROOT / "jobs").glob("*/**/__init__.py"))
 
 
 def docstring(path: Path) -> str:
@@ -246,8 +279,9 @@ def layout() -> str:
         "```",
         "",
     ]
-    for package in packages():
-        out += [f"## jobs/{package.name}/", "", "```", docstring(package / "__init__.py"), "```", ""]
+    for package in all_packages():
+        name = package.relative_to(ROOT)
+        out += [f"## {name}/", "", "```", docstring(package / "__init__.py"), "```", ""]
     return "\n".join(out)
 
 

@@ -27,6 +27,7 @@ PY
   # Only the UI: no job runner (7 more processes and about 1 GiB), one web worker; quiet about
   # a deprecation inside MLflow that a user cannot act on.
   export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
+  export MLFLOW_DISABLE_TELEMETRY=${MLFLOW_DISABLE_TELEMETRY:-true} # no usage telemetry unless asked
   export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore:starlette.middleware.wsgi is deprecated}
   echo ">> MLflow UI on ${url} (Ctrl-C stops it)"
   if [[ -n "${experiment}" ]]; then

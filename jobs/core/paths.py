@@ -17,6 +17,8 @@ map of the work dir; every job asks it rather than joining names of its own.
 <work>/models/canary.json          the canary in progress, if any
 <work>/mlflow/                     the local MLflow store (mlflow.db, artifacts/) when no
                                    MLFLOW_TRACKING_URI is set
+<work>/monitor/targets/*.json      the local model servers running now, for `make monitor`'s
+                                   Prometheus (its file-based service discovery)
 """
 
 from __future__ import annotations
@@ -100,6 +102,10 @@ class Work:
     def mlflow_parent(self, run_id: str) -> Path:
         """Where a pipeline run keeps the id of its parent MLflow run."""
         return self.run(run_id) / "mlflow.json"
+
+    @property
+    def scrape_targets(self) -> Path:
+        return self.root / "monitor" / "targets"
 
     @property
     def mlflow(self) -> Path:

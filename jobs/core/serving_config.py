@@ -16,13 +16,17 @@ so that a canary can pin a version per track of servers (each track reads its ow
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from jobs.core.cli import JobError
 from jobs.core.files import fsync_dir, write_text
 from jobs.core.paths import MODEL_NAME, Work, versions
+
+log = logging.getLogger("jobs.serving_config")
 
 # What the file says before any model exists: parses as an empty ModelServerConfig. Not a
 # zero-byte file: TF Serving reads the file through a memory map, which fails on zero bytes.
@@ -113,6 +117,29 @@ def pin(work: Work, track: str, version: int | None, name: str = MODEL_NAME) -> 
     versions = (version,) if version is not None else ()
     write(target, render([Model(name, str(work.served(name).absolute()), versions)]))
     return target
+
+
+# Longer than a server takes to re-read its config file: TF Serving's
+# --model_config_file_poll_wait_seconds (5 in kustomize/base/serving.yaml) plus the reload.
+# (jobs.serve reads its config file and its folder in one poll.)
+SETTLE_SECONDS = 8.0
+
+
+def settle(seconds: float) -> None:
+    """Gives every server time to re-read its config file (tests replace this with a clock)."""
+    time.sleep(seconds)
+
+
+def hold(work: Work, track: str, version: int, name: str = MODEL_NAME) -> None:
+    """Pins one track's servers to `version` before another version is published and, if the
+    pin is new to them, waits until they have read it: TF Serving polls this file and the model
+    folder on separate timers, so a version published before the pin is read is loaded as the
+    latest one."""
+    if pinned(track_path(work, track), name) == (version,):
+        return
+    pin(work, track, version, name)
+    log.info("%s servers pinned to version %d; %g s to read it", track, version, SETTLE_SECONDS)
+    settle(SETTLE_SECONDS)
 
 
 _CONFIG = re.compile(r"config\s*\{(?P<body>(?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*)\}", re.DOTALL)

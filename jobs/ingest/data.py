@@ -26,6 +26,7 @@ import numpy as np
 
 from jobs.core.cli import JobError
 from jobs.core.files import atomic_dir, read_json, write_json
+from jobs.ingest import garments
 
 log = logging.getLogger("jobs.data")
 
@@ -69,31 +70,14 @@ Dataset = dict[str, Split]
 
 
 def synthetic(train_size: int = 12_000, test_size: int = 2_000, seed: int = 0) -> Dataset:
-    """Deterministic, learnable images: each class is a smooth random template; every sample
-    is its class template shifted by up to two pixels, scaled, and noised."""
+    """Garments drawn from seeded parameters (jobs.ingest.garments), as many of each class, in a
+    seeded order: the same seed and sizes give the same images."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0 : IMAGE_SHAPE[0], 0 : IMAGE_SHAPE[1]].astype(np.float32)
-    templates = np.zeros((len(CLASS_NAMES), *IMAGE_SHAPE), np.float32)
-    for c in range(len(CLASS_NAMES)):
-        for _ in range(4):
-            cy, cx = rng.uniform(6, 22, size=2)
-            sy, sx = rng.uniform(2, 6, size=2)
-            templates[c] += rng.uniform(0.5, 1.0) * np.exp(
-                -((yy - cy) ** 2 / (2 * sy**2) + (xx - cx) ** 2 / (2 * sx**2))
-            )
-        templates[c] /= templates[c].max()
 
     def make(n: int) -> Split:
         labels = np.arange(n) % len(CLASS_NAMES)
         rng.shuffle(labels)
-        images = templates[labels]
-        shifts = rng.integers(-2, 3, size=(n, 2))
-        for i, (dy, dx) in enumerate(shifts):
-            images[i] = np.roll(images[i], (dy, dx), axis=(0, 1))
-        images = images * rng.uniform(0.6, 1.0, size=(n, 1, 1))
-        images = images + rng.normal(0.0, 0.25, size=images.shape)
-        pixels = np.clip(images * 255.0, 0, 255).astype(np.uint8)
-        return Split(pixels, labels.astype(np.uint8))
+        return Split(garments.draw(labels, rng), labels.astype(np.uint8))
 
     return {"train": make(train_size), "test": make(test_size)}
 

@@ -1,9 +1,10 @@
 """Ingest: write the dataset once to `<work>/data/<dataset>/`, atomically and idempotently.
 
 Sources: `fashion_mnist` (tensorflow-datasets; downloads on first run), `idx` (the four
-official `*-ubyte.gz` files in a folder, for air-gapped machines), `synthetic` (generated,
-deterministic, learnable; for offline runs and tests). Re-running with the same source and
-settings finds the manifest and does nothing. Training reads only what this step wrote.
+official `*-ubyte.gz` files in a folder, for air-gapped machines), `synthetic` (garments drawn
+by jobs.ingest.garments, deterministic; for offline runs and tests). Re-running with the same
+source and settings finds the manifest and does nothing; a synthetic dataset drawn by another
+version of the generator is drawn again. Training reads only what this step wrote.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from jobs.core.cli import emit, fraction, parser, positive_int
 from jobs.core.paths import Work
-from jobs.ingest import data
+from jobs.ingest import data, garments
 
 log = logging.getLogger("jobs.ingest")
 
@@ -31,7 +32,7 @@ def source_settings(dataset: str, work: Work, idx_dir: Path | None, synthetic: d
     """What identifies the data a source produces: equal settings mean equal data. `synthetic`:
     train_size, test_size and seed of the generated images."""
     if dataset == "synthetic":
-        return {"name": "synthetic", **synthetic}
+        return {"name": "synthetic", "generator": garments.SYNTHETIC_VERSION, **synthetic}
     if dataset == "idx":
         folder = idx_dir or work.idx
         return {"name": "idx", "folder": str(folder.resolve())}

@@ -26,6 +26,7 @@ from jobs import steps
 from jobs.core import lifecycle, serving_config
 from jobs.core.cli import JobError
 from jobs.core.cpus import cpu_count, worker_env
+from jobs.core.files import write_json
 from jobs.local import processes, summary
 from jobs.local import settings as local_settings
 from jobs.local.processes import Process, free_ports
@@ -201,19 +202,26 @@ class Runner:
         canary's, which the serving checks then talk to (they check the new version)."""
 
         tracks = ("stable", "canary") if self.s.rollout == "canary" else ("stable",)
-        ports = free_ports(len(tracks))
-        started, urls = [], {}
+        ports = dict(zip(tracks, free_ports(len(tracks)), strict=True))
+        started = []
+        # `make monitor` scrapes the servers listed here (Prometheus's file-based service discovery).
+        targets = self.s.work.scrape_targets / f"local-{self.s.run_id}.json"
         try:
-            for track, port in zip(tracks, ports, strict=True):
+            for track, port in ports.items():
                 config = serving_config.track_path(self.s.work, track)
                 argv = processes.server_argv(self.s.python, self.s.work.served(), port, config=config)
                 name = "serve" if track == "stable" else "serve-canary"
                 started.append(self.spawn(argv, f"{name}.log", f"[{name}]", echo=False))
-                urls[track] = f"http://127.0.0.1:{port}"
-            self.stable_url = urls["stable"]
-            self.url = urls.get("canary", urls["stable"])
+            self.stable_url = f"http://127.0.0.1:{ports['stable']}"
+            self.url = f"http://127.0.0.1:{ports.get('canary', ports['stable'])}"
+            listed = [
+                {"targets": [f"127.0.0.1:{port}"], "labels": {"track": track, "run": self.s.run_id}}
+                for track, port in ports.items()
+            ]
+            write_json(targets, listed)
             yield
         finally:
+            targets.unlink(missing_ok=True)
             self.stop(started)
 
     def timed(self, name: str, fn, *args):

@@ -140,6 +140,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
     create_store = not os.environ.get("MLFLOW_TRACKING_URI", "").strip()
     if create_store:
         os.environ["MLFLOW_TRACKING_URI"] = work.mlflow_uri
+    # MLflow 3.17 sends usage telemetry unless told not to; every step inherits this (set it to
+    # false to send it).
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     return Settings(
         work=work,
         run_id=args.run_id,

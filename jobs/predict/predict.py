@@ -90,6 +90,17 @@ def served_dataset(work: Work, model_name: str) -> tuple[int, str] | None:
         return None
 
 
+def what_it_knows(work: Work, model_name: str) -> str | None:
+    """For a model trained on generated garments, what to expect of a user's own images."""
+    served = served_dataset(work, model_name)
+    if served is None or served[1] != "synthetic":
+        return None
+    return (
+        f"version {served[0]} learnt from drawn garments (DATASET=synthetic): expect it to name "
+        "drawings like samples/*.png, not photographs (docs/data.md)"
+    )
+
+
 def sample_dataset(work: Work, model_name: str, asked: str | None) -> str:
     """The dataset whose test split to sample: the one asked for, else the one the served
     model was trained on, else the only one ingested. A missing one names the fix."""
@@ -163,6 +174,8 @@ def predict(query: Query, client: Client, work: Work) -> int:
         if not (query.images or query.dataset):  # waiting was the whole job: say what came
             emit(version=wanted)
     if query.images:
+        if note := what_it_knows(work, query.model_name):
+            log.info("%s", note)
         classify_files(query, client)
     elif query.dataset:
         classify_samples(query, client, work)

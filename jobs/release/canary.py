@@ -8,11 +8,15 @@ alias `canary`. This step then:
 
   1. waits until each track serves its version;
   2. reads both tracks' Prometheus metrics, sends probe traffic from the test split to each
-     track at `--probe-rate` requests a second for `--seconds` (so that a quiet cluster still
-     decides; 0: real traffic only), and reads the metrics again;
+     track at `--probe-rate` requests a second for `--seconds`, and reads the metrics again;
   3. compares the canary's error rate and p50/p95 latency over the window with the stable
      one's (`jobs.release.canary_metrics.decide`): promote, roll back, or inconclusive (too few
-     requests, which rolls back too: nothing unproven is promoted);
+     requests, which rolls back too: nothing unproven is promoted). The requests and errors
+     are this step's own tally of the probes it sent and what came back; TF Serving's
+     `request_count` has no label that tells them from other calls, and counts every REST
+     call of the model, the kubelet's readiness GETs included, which a pod that starts
+     during the window answers 404 until its version loads. The latency is the servers'
+     histogram of successful predict calls, which only predict requests reach;
   4. acts (`act`, the one place a decision is carried out): promote points every server at the
      canary version and moves `champion` to it; roll back is `jobs.rollback`'s: the stable
      version's model is published again as the next version, which every server then serves
@@ -106,8 +110,9 @@ def snapshot(url: str, model: str) -> dict[str, Snapshot]:
 
 
 class Probe(threading.Thread):
-    """Sends one test image per request to `url` at `rate` a second until stopped; counts the
-    answers (the servers' own metrics are what is judged)."""
+    """Sends one test image per request to `url` at `rate` a second until stopped, and tallies
+    the answers: `sent`, and `failed` for every request that did not come back with a
+    prediction per image (an HTTP error, no answer in time, a connection refused)."""
 
     def __init__(self, url: str, model: str, images: list[bytes], rate: float):
         super().__init__(name=f"probe {url}", daemon=True)
@@ -132,28 +137,31 @@ def probe_images(work: Work, dataset: str, count: int = 64) -> list[bytes]:
 
     folder = work.dataset(dataset)
     if not (folder / "manifest.json").exists():
-        raise JobError(f"no dataset {dataset} under {work.root / 'data'} for probe traffic (or give --probe-rate 0)")
+        raise JobError(f"no dataset {dataset} under {work.root / 'data'}: the probe traffic sends its test images")
     test = data.load(folder, splits=("test",))["test"]
     if len(test.labels) == 0:
-        raise JobError(f"the test split of {dataset} is empty: no probe traffic (or give --probe-rate 0)")
+        raise JobError(f"the test split of {dataset} is empty: no images for the probe traffic")
     return [png.encode(test.images[i]) for i in range(min(count, len(test.labels)))]
 
 
 def watch(stable_url: str, canary_url: str, model: str, seconds: float, images: list[bytes], rate: float):
-    """Both tracks' requests over a window of `seconds`, with probe traffic at `rate`."""
+    """Both tracks over a window of `seconds` of probe traffic at `rate`: requests and errors
+    from the probes' tally, latency from each track's servers' histograms."""
     start = {"stable": snapshot(stable_url, model), "canary": snapshot(canary_url, model)}
-    probes = [Probe(url, model, images, rate) for url in (stable_url, canary_url)] if rate > 0 else []
-    for probe in probes:
+    probes = {"stable": Probe(stable_url, model, images, rate), "canary": Probe(canary_url, model, images, rate)}
+    for probe in probes.values():
         probe.start()
     log.info("watching the canary for %g s (probe traffic: %g requests/s to each track)", seconds, rate)
     time.sleep(seconds)
-    for probe in probes:
+    for probe in probes.values():
         probe.stopped.set()
-    for probe in probes:
+    tracks = []
+    for track, probe in probes.items():
         probe.join(timeout=30)
         log.info("probe %s: %d sent, %d answered with an error", probe.client.url, probe.sent, probe.failed)
-    end = {"stable": snapshot(stable_url, model), "canary": snapshot(canary_url, model)}
-    return window(start["stable"], end["stable"]), window(start["canary"], end["canary"])
+        served = window(start[track], snapshot(stable_url if track == "stable" else canary_url, model))
+        tracks.append(Snapshot(probe.sent - probe.failed, probe.failed, served.buckets))
+    return tracks[0], tracks[1]
 
 
 # -- acting on a decision ---------------------------------------------------------------------
@@ -266,7 +274,10 @@ def build_parser():
     p.add_argument("--model-name", default=MODEL_NAME, help="model name in the URL paths and metrics")
     p.add_argument("--seconds", type=positive_float, default=DEFAULT_SECONDS, help="how long the canary is watched")
     p.add_argument(
-        "--probe-rate", type=float, default=DEFAULT_PROBE_RATE, help="probe requests a second to each track (0: none)"
+        "--probe-rate",
+        type=positive_float,
+        default=DEFAULT_PROBE_RATE,
+        help="probe requests a second to each track; the error rates are counted from them",
     )
     p.add_argument("--wait-timeout", type=positive_float, default=600.0, help="how long to wait for each track")
     p.add_argument(
@@ -327,8 +338,6 @@ def judge(watching: Watch, images: list[bytes], state: dict, bounds: Bounds) -> 
 def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
-    if args.probe_rate < 0:
-        raise JobError(f"--probe-rate must be 0 or more, got {args.probe_rate:g}")
     bounds = Bounds(
         args.max_error_rate, args.max_error_increase, args.max_p50_ratio, args.max_p95_ratio, args.min_requests
     )
@@ -345,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         watching = Watch(
             args.stable_url, args.canary_url, args.model_name, args.seconds, args.probe_rate, args.wait_timeout
         )
-        images = probe_images(work, args.dataset) if args.probe_rate > 0 else []
+        images = probe_images(work, args.dataset)
         decision = judge(watching, images, state, bounds)
     record = act(work, state, decision, Tracker(), args.run_id)
     c = decision.figures["canary"]

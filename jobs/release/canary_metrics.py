@@ -1,10 +1,9 @@
 """What a canary is judged on: predict requests, their errors and latency, read from a model
 server's Prometheus page (`/monitoring/prometheus/metrics`), and the decision taken on them.
 
-Two servers speak this page with different series; both are read into one `Snapshot`:
-
-  TF Serving 2.20 (`--monitoring_config_file` with `prometheus_config { enable: true }`, which
-  exports every TensorFlow monitoring metric, names with `/` turned into `:`):
+TF Serving 2.20 (`--monitoring_config_file` with `prometheus_config { enable: true }`, which
+exports every TensorFlow monitoring metric, names with `/` turned into `:`) and the local server
+(jobs/serving/metrics.py, the same series) are read alike:
     :tensorflow:serving:request_count{model_name, status}    every REST and gRPC request of the
         model, by its status code name (OK, INVALID_ARGUMENT, NOT_FOUND...), status and
         metadata calls (the readiness probe) included: the errors are the non-OK ones
@@ -12,12 +11,14 @@ Two servers speak this page with different series; both are read into one `Snaps
         wall time of *successful* requests in microseconds (model_servers/http_server.cc
         records it only for an OK status); API `predict` (REST) or `Predict` (gRPC): its
         `_count` is the successful predict requests
-  the local server (jobs/serving/metrics.py):
-    serving_requests_total{api, code}, serving_request_errors_total{api, code} (4xx/5xx) and
-    serving_request_duration_seconds_bucket{api, le}, for api="predict"
 
 Counters only grow, so a window is the difference of two snapshots; a counter that went down
 means the server restarted in between, and then its end value is the whole window.
+
+The canary step (jobs.canary) judges latency from these pages, but requests and errors from
+its own tally of the probe requests it sent: TF Serving's request_count also counts the
+kubelet's readiness GETs, which a starting pod answers NOT_FOUND, and has no label to tell
+them apart.
 """
 
 from __future__ import annotations
@@ -29,9 +30,6 @@ from jobs.core.cli import JobError
 
 TF_COUNT = ":tensorflow:serving:request_count"
 TF_LATENCY = ":tensorflow:serving:request_latency"
-LOCAL_REQUESTS = "serving_requests"
-LOCAL_ERRORS = "serving_request_errors"
-LOCAL_LATENCY = "serving_request_duration_seconds"
 MICROSECONDS = 1e-6
 
 
@@ -86,8 +84,8 @@ def _bound(text: str, scale: float) -> float:
 
 
 def parse(text: str, model: str) -> Snapshot:
-    """A Snapshot of `model`'s predict requests from a Prometheus text page of either server.
-    A page with neither server's series is an error (the URL is not a model server's)."""
+    """A Snapshot of `model`'s predict requests from a model server's Prometheus text page. A
+    page without TF Serving's series is an error (the URL is not a model server's)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     try:
@@ -96,9 +94,7 @@ def parse(text: str, model: str) -> Snapshot:
         raise JobError(f"the metrics page does not parse as Prometheus text: {err}") from None
     if TF_COUNT in families or TF_LATENCY in families:
         return _tf_serving(families, model)
-    if LOCAL_REQUESTS in families:
-        return _local(families)
-    raise JobError(f"the metrics page has neither {TF_COUNT} (TF Serving) nor {LOCAL_REQUESTS} (jobs.serve)")
+    raise JobError(f"the metrics page has no {TF_COUNT}: not a model server's (TF Serving or jobs.serve)")
 
 
 def _tf_serving(families: dict, model: str) -> Snapshot:
@@ -117,20 +113,6 @@ def _tf_serving(families: dict, model: str) -> Snapshot:
             bound = _bound(labels["le"], MICROSECONDS)
             buckets[bound] = buckets.get(bound, 0.0) + sample.value
     return Snapshot(ok, errors, tuple(sorted(buckets.items())))
-
-
-def _local(families: dict) -> Snapshot:
-    def predict_total(name: str) -> float:
-        samples = getattr(families.get(name), "samples", ())
-        return sum(s.value for s in samples if s.name == name + "_total" and s.labels.get("api") == "predict")
-
-    requests, errors = predict_total(LOCAL_REQUESTS), predict_total(LOCAL_ERRORS)
-    buckets = {}
-    for sample in getattr(families.get(LOCAL_LATENCY), "samples", ()):
-        if sample.name == LOCAL_LATENCY + "_bucket" and sample.labels.get("api") == "predict":
-            bound = _bound(sample.labels["le"], 1.0)
-            buckets[bound] = buckets.get(bound, 0.0) + sample.value
-    return Snapshot(requests - errors, errors, tuple(sorted(buckets.items())))
 
 
 def window(start: dict[str, Snapshot], end: dict[str, Snapshot]) -> Snapshot:

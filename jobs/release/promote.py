@@ -22,7 +22,9 @@ servers only: the stable servers' config pins the version they serve, the canary
 config (`serving-canary.config`) pins the new one, `<work>/models/canary.json` says which is
 which, and the registry version gets the alias `canary` (`champion` stays on the stable
 one) until `jobs.canary` promotes or rolls it back. "What is served" is then the stable
-servers' pinned version, not the highest on disk.
+servers' pinned version, not the highest on disk. The stable servers are pinned before the
+new version is published (`jobs.core.serving_config.hold`: TF Serving polls its config and its
+model folder on separate timers).
 """
 
 from __future__ import annotations
@@ -257,8 +259,7 @@ def serve(work: Work, current: int | None, version: int, rollout: str, run_id: s
     if rollout != "canary" or current is None:
         serving_config.serve_latest(work)  # the canary servers, if any, follow too
         return None
-    serving_config.pin(work, "stable", current)
-    serving_config.pin(work, "canary", version)
+    serving_config.pin(work, "canary", version)  # the stable ones were held before it was published
     stable_record = version_record(work.served() / str(current))
     state = {
         "model": MODEL_NAME,
@@ -298,6 +299,8 @@ def publish_promotion(work: Work, result: Promotion, model: Path, outcome: str) 
         "mlflow_run_id": result.mlflow_run_id,
     }
     current = result.version
+    if result.rollout == "canary" and current is not None:
+        serving_config.hold(work, "stable", current)
     result.version = publish(model, work.served(), record)
     result.canary = serve(work, current, result.version, result.rollout, result.run_id)
     history.append(work, history.promotion_line(result.version, record, outcome))

@@ -1,16 +1,24 @@
-"""The ASGI app: TF Serving's REST paths answered with JSON, each request within its limits.
+"""The ASGI app: TF Serving's REST API over HTTP, each request within its limits.
 
-    GET  /v1/models/<name>[/versions/<N>]              model_version_status
-    GET  /v1/models/<name>[/versions/<N>]/metadata     signature defs
-    POST /v1/models/<name>[/versions/<N>]:predict      {"instances": ...} or {"inputs": ...}
-    GET  /monitoring/prometheus/metrics                Prometheus text format
+    GET     /v1/models/<name>[/versions/<N>|/labels/<L>]             model_version_status
+    GET     /v1/models/<name>[/versions/<N>|/labels/<L>]/metadata    signature defs
+    POST    /v1/models/<name>[/versions/<N>|/labels/<L>]:predict     {"instances"|"inputs": ...}
+    POST    ...:classify, ...:regress                                {"examples": [...]}
+    OPTIONS /v1/...                                                  CORS preflight
+    any     /monitoring/prometheus/metrics                           Prometheus text format
 
-A predict request's body is read within `body_timeout` and `max_body_bytes` (and the bytes
-of all bodies being held within `max_inflight_body_bytes`), parsed within the JSON limits,
-checked against the pixel limits from the image headers, and queued as work (a full queue
-is a 503). The answer is awaited until `request_timeout` (504); if the client disconnects
-first (the protocol in connections.py tells through the scope's LOST future), what is left
-of its work is dropped.
+As TF Serving's REST server does (model_servers/http_server.cc, 2.20.0): every /v1 answer is
+JSON with `Content-Type: application/json`; with `cors` every /v1 answer carries its three CORS
+headers; a preflight (OPTIONS) is answered 200 with an empty body when its `Origin` names an
+http(s) origin, else 400; each /v1 request counts in `request_count` under its model name
+(empty when the path did not parse) and its status code's name, and an OK one in
+`request_latency`.
+
+A POST's body is read within `body_timeout` and `max_body_bytes` (and the bytes of all bodies
+being held within `max_inflight_body_bytes`), parsed within the JSON limits, checked against
+the pixel limits from the image headers, and queued as work (a full queue is a 503). The answer
+is awaited until `request_timeout` (504); if the client disconnects first (the protocol in
+connections.py tells through the scope's LOST future), what is left of its work is dropped.
 """
 
 from __future__ import annotations
@@ -19,35 +27,46 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import re
 import time
 from pathlib import Path
 
-from jobs.serving import jsonbody, routes
-from jobs.serving.batching import Scheduler, Work
-from jobs.serving.errors import INTERNAL, ApiError, bad_request, deadline_exceeded, not_found, overloaded
+from jobs.serving import routes
+from jobs.serving.api import Api, Call
+from jobs.serving.batching import Scheduler
+from jobs.serving.errors import INTERNAL, ApiError, deadline_exceeded, overloaded, timed_out, too_large
 from jobs.serving.limits import CHUNK_PIXELS, RETRY_AFTER_SECONDS, Limits
-from jobs.serving.metrics import Metrics
-from jobs.serving.request import decode_predict
-from jobs.serving.response import encode_error, encode_predict
-from jobs.serving.versions import DEFAULT_LOAD_RETRIES, DEFAULT_LOAD_RETRY_SECONDS, ModelManager
+from jobs.serving.metrics import CONTENT_TYPE, Metrics
+from jobs.serving.modelconfig import ModelConfig
+from jobs.serving.models import Models, loader_with
+from jobs.serving.response import encode_error
+from jobs.serving.versions import DEFAULT_LOAD_RETRIES, DEFAULT_LOAD_RETRY_SECONDS, Retries
+from jobs.serving.warmup import Outcome
+from jobs.serving.warmup import run as warm_up
 
 log = logging.getLogger("jobs.serve")
 
 JSON = b"application/json"
 LOST = "fmnist.connection_lost"  # scope key: a future done when the client's connection is lost
+CORS_HEADERS = [
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-allow-methods", b"POST, GET"),
+    (b"access-control-allow-headers", b"Content-Type"),
+]
+ORIGIN = re.compile(rb"https?://")
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    model_name: str
-    base_path: Path
+    models: tuple[ModelConfig, ...] = ()  # --model_name/--model_base_path's one model
+    model_config_file: Path | None = None  # read at every poll instead, when given
     poll_seconds: float = 1.0
     max_batch: int = 64
     threads: int = 2
     limits: Limits = Limits()
     load_retries: int = DEFAULT_LOAD_RETRIES
     load_retry_seconds: float = DEFAULT_LOAD_RETRY_SECONDS
-    model_config_file: Path | None = None  # its `specific` versions pin what is served
+    cors: bool = False  # TF Serving's --rest_api_enable_cors_support
 
 
 class ClientGone(Exception):
@@ -58,25 +77,26 @@ class App:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.limits = settings.limits
-        self.metrics = Metrics(settings.model_name)
-        self.manager = ModelManager(
-            settings.model_name,
-            settings.base_path,
+        self.metrics = Metrics()
+        loader = loader_with(lambda path, ok, seconds: self.metrics.load(str(path), ok, seconds), self._warm_up)
+        self.models = Models(
+            loader,
             settings.poll_seconds,
-            self.metrics.changed,
-            settings.load_retries,
-            settings.load_retry_seconds,
-            pins=self._pins,
+            settings.model_config_file,
+            settings.models,
+            Retries(settings.load_retries, settings.load_retry_seconds),
         )
+        self.api = Api(self.models, self.limits)
         self.scheduler: Scheduler | None = None
         self.body_bytes = 0  # bytes of request bodies being received or held
 
-    def _pins(self) -> tuple[int, ...] | None:
-        if self.settings.model_config_file is None:
-            return None
-        from jobs.core import serving_config
+    def _warm_up(self, servable) -> None:
+        def report(outcome: Outcome) -> None:
+            self.metrics.warmup(str(servable.path), outcome.status, outcome.records, outcome.seconds)
 
-        return serving_config.pinned(self.settings.model_config_file, self.settings.model_name)
+        records = warm_up(servable, report)
+        if records:
+            log.info("warmed up version %d with %d request(s) from its warm-up file", servable.version, records)
 
     # ASGI entry points.
 
@@ -95,12 +115,12 @@ class App:
                     self.settings.max_batch,
                     CHUNK_PIXELS,
                     self.limits.max_queued_pixels,
-                    on_batch=self.metrics.batch.observe,
+                    on_batch=self.metrics.batch,
                 )
-                self.manager.start()
+                self.models.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                self.manager.stop()
+                self.models.stop()
                 if self.scheduler is not None:
                     self.scheduler.close()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -111,102 +131,85 @@ class App:
         method = scope["method"]
         raw = scope.get("raw_path")
         path = raw.decode("latin-1") if raw else scope["path"]
-        api, status, headers = "other", 200, [(b"content-type", JSON)]
+        route: routes.Route | None = None
+        code, status, headers, body = "OK", 200, [(b"content-type", JSON)], b""
         try:
             route = routes.route(method, path)
-            api = route.api
-            if api == "predict":
-                body = await self._predict(route, scope, receive)
-            elif api == "metrics":
-                body, kind = self.metrics.page()
-                headers = [(b"content-type", kind.encode("latin-1"))]
-            elif api == "metadata":
-                body = jsonbody.dumps(self._metadata(route))
+            if route.api == "metrics":
+                headers = [(b"content-type", CONTENT_TYPE.encode("latin-1"))]
+                body = self.metrics.page()
+            elif route.api == "options":
+                headers = []
+                self._preflight(scope)
+            elif route.api == "status":
+                body = self.api.status(route)
+            elif route.api == "metadata":
+                body = self.api.metadata(route)
             else:
-                body = jsonbody.dumps(self._status(route))
+                body = await self._call(route, scope, receive)
         except ApiError as err:
-            status, body = err.status, encode_error(err.message)
+            code, status, body = err.code, err.status, encode_error(err.message)
+            if route is None or route.api == "options":
+                headers = [(b"content-type", JSON)]
             headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in err.headers.items()]
             if err.close:
                 headers.append((b"connection", b"close"))
         except ClientGone:
-            self.metrics.dropped.labels("gone").inc()
-            self.metrics.observe(api, 499, time.perf_counter() - started)
+            self.metrics.drop("gone")
+            self._count(route, path, "CANCELLED", started)
             return
         except Exception:  # a fault of the server: logged with its trace, answered without it
             log.exception("%s %s failed", method, path[:200])
-            status, body = 500, encode_error(INTERNAL)
+            code, status, body = "INTERNAL", 500, encode_error(INTERNAL)
+        if self.settings.cors and routes.API_RE.fullmatch(path):
+            headers += CORS_HEADERS
         headers.append((b"content-length", str(len(body)).encode("latin-1")))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-        self.metrics.observe(api, status, time.perf_counter() - started)
+        self._count(route, path, code, started)
 
-    # The APIs.
+    def _count(self, route: routes.Route | None, path: str, code: str, started: float) -> None:
+        """TF Serving's request_count and request_latency for a /v1 request (any other path
+        never reaches its REST handler)."""
+        if not routes.API_RE.fullmatch(path):
+            return
+        model, verb = (route.model, route.verb) if route is not None else ("", "")
+        self.metrics.request(model, code, verb, time.perf_counter() - started)
 
-    def _status(self, route: routes.Route) -> dict:
-        if not route.model:
-            raise bad_request("Missing model name in request.")
-        if route.model != self.settings.model_name:
-            raise not_found(f"Could not find any versions of model {route.model}")
-        self._no_labels(route)
-        return self.manager.status(route.version)
+    @staticmethod
+    def _preflight(scope) -> None:
+        origin = next((value for name, value in scope["headers"] if name == b"origin"), b"")
+        if not ORIGIN.search(origin):
+            raise ApiError("FAILED_PRECONDITION", "Origin header is missing in CORS preflight")
 
-    def _metadata(self, route: routes.Route) -> dict:
-        if route.model != self.settings.model_name:
-            raise not_found(f"Servable not found for request: Latest({route.model})")
-        self._no_labels(route)
-        servable = self.manager.acquire(route.version)
-        try:
-            spec = {"name": route.model, "signature_name": "", "version": str(servable.version)}
-            return {"model_spec": spec, "metadata": servable.metadata}
-        finally:
-            servable.release()
+    # POST calls.
 
-    def _no_labels(self, route: routes.Route) -> None:
-        if route.label is not None:
-            raise not_found(f"Unrecognized servable version label: {route.label[:100]} (this server has no labels)")
-
-    async def _predict(self, route: routes.Route, scope, receive) -> bytes:
-        if route.model != self.settings.model_name:
-            spec = f"Latest({route.model})" if route.version is None else f"Specific({route.model}, {route.version})"
-            raise not_found(f"Servable not found for request: {spec}")
-        self._no_labels(route)
+    async def _call(self, route: routes.Route, scope, receive) -> bytes:
         declared = _content_length(scope)
         with self._holding(declared or 0) as hold:
             body = await self._read_body(receive, declared, hold)
-            servable = self.manager.acquire(route.version)
+            call = self.api.prepare(route, body)
+            del body
             try:
-                payload = jsonbody.parse(body, self.limits.max_json_containers, self.limits.max_json_values)
-                del body
-                request = decode_predict(payload, servable.signatures, self.limits)
-                del payload
-                timeout = self.limits.request_timeout
-                work = Work(
-                    servable,
-                    request.signature,
-                    request.inputs,
-                    request.costs,
-                    request.where,
-                    time.monotonic() + timeout,
-                    timeout,
-                )
                 assert self.scheduler is not None
                 try:
-                    future = self.scheduler.submit(work)
+                    future = self.scheduler.submit(call.work)
                 except ApiError:
-                    self.metrics.dropped.labels("queue_full").inc()
+                    self.metrics.drop("queue_full")
                     raise
-                outputs = await self._answer(work, future, scope)
+                started = time.perf_counter()
+                outputs = await self._answer(call, future, scope)
+                self.metrics.runtime(route.model, route.api, time.perf_counter() - started)
             finally:
-                servable.release()
-        self.metrics.instances.inc(request.size)
-        return encode_predict(outputs, request.row_format)
+                call.servable.release()
+        return call.finish(outputs)
 
-    async def _answer(self, work: Work, future, scope):
+    async def _answer(self, call: Call, future, scope):
         """The work's outputs; drops the work if its client goes or its deadline passes.
 
         Neither watch costs a task or a loop iteration: a timer and the connection's own
         "lost" future (set by the protocol, connections.py) cancel the awaited answer."""
+        work = call.work
         answer = asyncio.wrap_future(future)
         why: list[str] = []
 
@@ -233,7 +236,7 @@ class App:
             self.scheduler.cancel(work)
             if why[0] == "gone":
                 raise ClientGone() from None
-            self.metrics.dropped.labels("deadline").inc()
+            self.metrics.drop("deadline")
             raise deadline_exceeded(work.timeout) from None
         finally:
             timer.cancel()
@@ -248,7 +251,7 @@ class App:
 
         def hold(more: int) -> None:
             if self.body_bytes + more > limit and self.body_bytes > 0:
-                self.metrics.dropped.labels("body_bytes").inc()
+                self.metrics.drop("body_bytes")
                 raise overloaded(
                     f"The server is busy: {self.body_bytes} bytes of request bodies are being held "
                     f"(limit {limit}); retry later",
@@ -267,7 +270,7 @@ class App:
     async def _read_body(self, receive, declared: int | None, hold) -> bytes:
         limit, timeout = self.limits.max_body_bytes, self.limits.body_timeout
         if declared is not None and declared > limit:
-            raise ApiError(413, f"Request body of {declared} bytes is over the limit of {limit} bytes", close=True)
+            raise too_large(f"Request body of {declared} bytes is over the limit of {limit} bytes")
         task = asyncio.current_task()
         expired: list[bool] = []
 
@@ -285,7 +288,7 @@ class App:
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > limit:
-                    raise ApiError(413, f"Request body of more than {limit} bytes is over the limit", close=True)
+                    raise too_large(f"Request body of more than {limit} bytes is over the limit")
                 if declared is None:
                     hold(len(chunk))
                 chunks.append(chunk)
@@ -294,7 +297,7 @@ class App:
             if not expired:
                 raise
             task.uncancel()
-            raise ApiError(408, f"The request body did not arrive within {timeout:g} s", close=True) from None
+            raise timed_out(f"The request body did not arrive within {timeout:g} s") from None
         finally:
             timer.cancel()
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -304,7 +307,7 @@ def _content_length(scope) -> int | None:
     for name, value in scope["headers"]:
         if name == b"content-length":
             if not value.isdigit() or len(value) > 18:
-                raise ApiError(400, "Content-Length is not a number", close=True)
+                raise ApiError("INVALID_ARGUMENT", "Content-Length is not a number", close=True)
             return int(value)
     return None
 

@@ -1,19 +1,23 @@
-"""Predict work on worker threads: a bounded queue, fair interleaving, merged calls.
+"""Signature calls on worker threads: a bounded queue, fair interleaving, merged calls.
 
-Each request becomes a `Work`: its instances cut into chunks of at most `max_batch`
-instances and `chunk_pixels` decoded pixels. A free worker takes the next chunk of the work
-that has had the least done so far (oldest first among equals), so a one-image request is
-not stuck behind a heavy one, and adds the next chunks of other works for the same version
-and signature up to the same bounds: that merging is where a 2-core machine gets its
-throughput under concurrency, and an idle server adds no waiting time. Heavy chunks (over
-`light_pixels`) may occupy every worker but one, so a light request always finds one free.
+Each request becomes a `Work`. When its signature declares a leading batch dimension on every
+input and output (Signature.batchable) and the request is a batch, its instances are cut into
+chunks of at most `max_batch` instances and `chunk_pixels` of decoding cost; any other request
+runs whole, in one call of its own. A free worker takes the next chunk of the work that has had
+the least done so far (oldest first among equals), so a one-image request is not stuck behind a
+heavy one, and adds the next chunks of other batchable works for the same version and signature
+(with inputs of the same types and inner shapes) up to the same bounds: that merging is where a
+2-core machine gets its throughput under concurrency, and an idle server adds no waiting time.
+Heavy chunks (over `light_pixels`) may occupy every worker but one, so a light request always
+finds one free.
 
-Admission is bounded by the decoded pixels of the work waiting or running (a 503 past it),
-counted apart for light requests (each at most `light_pixels`) and heavy ones, so that heavy
-requests filling the queue do not turn light ones away. Work whose deadline has passed or
-whose client has gone is dropped before its next chunk. If a merged call fails on its input,
-the batch is split in halves until the failing instance is found: it fails its own request,
-named by index, and the rest are answered.
+Admission is bounded by the decoding cost (pixels of images, else values) of the work waiting or
+running (a 503 past it), counted apart for light requests (each at most `light_pixels`) and
+heavy ones, so that heavy requests filling the queue do not turn light ones away. Work whose
+deadline has passed or whose client has gone is dropped before its next chunk. A call that fails
+fails its requests with TensorFlow's code and message, as TF Serving answers; if a call of a
+batch fails on its input, the batch is split in halves until the failing instance is found: it
+fails its own request, named by index (`instances[3]: ...`), and the rest are answered.
 """
 
 from __future__ import annotations
@@ -28,11 +32,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from jobs.core import tf_errors
 from jobs.serving import servable as servables
-from jobs.serving.errors import INTERNAL, ApiError, bad_request, deadline_exceeded, overloaded
+from jobs.serving.errors import INTERNAL, ApiError, deadline_exceeded, overloaded
 from jobs.serving.limits import LIGHT_PIXELS, RETRY_AFTER_SECONDS
 from jobs.serving.servable import Servable, Signature
+
+CLIENT_ERRORS = ("INVALID_ARGUMENT", "OUT_OF_RANGE", "FAILED_PRECONDITION")  # the input's fault
 
 log = logging.getLogger("jobs.serve")
 
@@ -55,6 +60,7 @@ class Work:
         where: str,
         deadline: float,
         timeout: float,
+        batchable: bool = True,
     ):
         self.servable = servable
         self.signature = signature
@@ -65,6 +71,8 @@ class Work:
         self.where = where  # "instances" or "inputs", to name a failing instance
         self.deadline = deadline
         self.timeout = timeout
+        self.batchable = batchable  # may be cut into chunks and merged with other works
+        self.shapes = {name: (value.dtype, value.shape[1:]) for name, value in inputs.items()}
         self.future: concurrent.futures.Future = concurrent.futures.Future()
         self.sequence = next(_sequence)
         self.chunks: collections.deque[tuple[int, int]] = collections.deque()
@@ -74,6 +82,9 @@ class Work:
         self.done = False
 
     def cut(self, max_instances: int, max_pixels: int) -> None:
+        if not self.batchable:
+            self.chunks.append((0, self.size))
+            return
         start = 0
         while start < self.size:
             end, pixels = start, 0
@@ -103,8 +114,8 @@ class Scheduler:
         max_queued_pixels: int,
         light_pixels: int = LIGHT_PIXELS,
         on_batch: Callable[[int], None] | None = None,
-        call: Callable[[Signature, dict[str, np.ndarray]], dict[str, np.ndarray]] = servables.call,
-        client_error: Callable[[BaseException], bool] = servables.is_client_error,
+        call: Callable[[Servable, Signature, dict[str, np.ndarray]], dict[str, np.ndarray]] = servables.call,
+        api_error: Callable[[BaseException], ApiError] = servables.as_api_error,
     ):
         self.max_batch = max_batch
         self.chunk_pixels = chunk_pixels
@@ -112,7 +123,7 @@ class Scheduler:
         self.light_pixels = light_pixels
         self._on_batch = on_batch or (lambda size: None)
         self._call = call
-        self._client_error = client_error
+        self._api_error = api_error
         self._works: list[Work] = []
         self._queued = {True: 0, False: 0}  # heavy?: pixels of work waiting or running
         self._heavy_running = 0
@@ -153,7 +164,7 @@ class Scheduler:
         with self._cond:
             self._closed = True
             for work in list(self._works):
-                self._finish(work, ApiError(503, "The server is shutting down"))
+                self._finish(work, overloaded("The server is shutting down", RETRY_AFTER_SECONDS))
             self._cond.notify_all()
         for thread in self._threads:
             thread.join(timeout=30)
@@ -171,9 +182,11 @@ class Scheduler:
             if not work.future.done():
                 work.future.set_exception(error)
             return
-        names = work.parts[0].keys()
         starts = sorted(work.parts)
-        outputs = {name: np.concatenate([work.parts[s][name] for s in starts]) for name in names}
+        if len(starts) == 1:
+            outputs = work.parts[starts[0]]
+        else:
+            outputs = {name: np.concatenate([work.parts[s][name] for s in starts]) for name in work.parts[0]}
         if not work.future.done():  # its waiter may have given up (and cancelled it) just now
             work.future.set_result(outputs)
 
@@ -204,7 +217,7 @@ class Scheduler:
             instances = pixels = 0
             heavy = False
             for work in ready:
-                if work.servable is not first.servable or work.signature is not first.signature:
+                if batch and not _mergeable(first, work):
                     continue
                 chunk_pixels = self._next_pixels(work)
                 start, end = work.chunks[0]
@@ -231,11 +244,11 @@ class Scheduler:
             batch, heavy = taken
             try:
                 self._run(batch)
-            except Exception:  # a fault of the server: every request in the batch gets a 500
+            except Exception:  # a fault of this server: every request in the batch gets a 500
                 log.exception("signature %s failed", getattr(batch[0][0].signature, "name", "?"))
                 with self._cond:
                     for work, _, _ in batch:
-                        self._finish(work, ApiError(500, INTERNAL))
+                        self._finish(work, ApiError("INTERNAL", INTERNAL))
             with self._cond:
                 for work, _, _ in batch:
                     work.running -= 1
@@ -255,35 +268,67 @@ class Scheduler:
         inputs = {
             name: np.concatenate([work.inputs[name][start:end] for work, start, end in batch])
             if len(batch) > 1
-            else first.inputs[name][batch[0][1] : batch[0][2]]
+            else (first.inputs[name] if not first.batchable else first.inputs[name][batch[0][1] : batch[0][2]])
             for name in first.inputs
         }
         try:
-            outputs = self._call(first.signature, inputs)
+            outputs = self._call(first.servable, first.signature, inputs)
         except Exception as err:
-            if not self._client_error(err):
-                raise
-            self._bisect(batch, err)
+            error = self._api_error(err)
+            if error.code == "INTERNAL" and error.message == INTERNAL:
+                raise  # not TensorFlow's error: this server's fault, logged by the caller
+            if error.code in CLIENT_ERRORS and first.batchable:
+                self._bisect(batch, error)
+            else:
+                self._fail(batch, error)
             return
-        self._on_batch(sum(end - start for _, start, end in batch))
+        total = sum(end - start for _, start, end in batch)
+        self._on_batch(total)
+        if first.batchable and any(np.ndim(value) == 0 or len(value) != total for value in outputs.values()):
+            if len(batch) > 1:
+                for item in batch:  # the model does not keep the batch: each on its own
+                    self._run([item])
+                return
+            if batch[0][1] != 0 or batch[0][2] != first.size:
+                raise ValueError(f"signature {first.signature.name} does not keep the batch dimension")
         with self._cond:
+            if not first.batchable or len(batch) == 1 and batch[0][1] == 0 and batch[0][2] == first.size:
+                batch[0][0].parts[0] = outputs
+                return
             offset = 0
             for work, start, end in batch:
                 count = end - start
                 work.parts[start] = {name: value[offset : offset + count] for name, value in outputs.items()}
                 offset += count
 
-    def _bisect(self, batch: list[Item], err: Exception) -> None:
+    def _fail(self, batch: list[Item], error: ApiError) -> None:
+        with self._cond:
+            for work, _, _ in batch:
+                self._finish(work, error)
+
+    def _bisect(self, batch: list[Item], error: ApiError) -> None:
         """A call failed on its input: find the instance by halves; the others still run."""
         if len(batch) == 1 and batch[0][2] - batch[0][1] == 1:
             work, start, _ = batch[0]
             with self._cond:
-                self._finish(work, bad_request(f"{work.where}[{start}]: {tf_errors.reason(err)}"))
+                self._finish(work, ApiError(error.code, f"{work.where}[{start}]: {error.message}"))
             return
         items = _halves_of_one(batch[0]) if len(batch) == 1 else batch
         half = len(items) // 2
         for part in (items[:half], items[half:]):
             self._run(part)
+
+
+def _mergeable(first: Work, other: Work) -> bool:
+    """Works whose chunks may go into one call: batchable, for the same version and signature,
+    with inputs of the same types and inner shapes."""
+    return (
+        first.batchable
+        and other.batchable
+        and other.servable is first.servable
+        and other.signature is first.signature
+        and other.shapes == first.shapes
+    )
 
 
 def _halves_of_one(item: Item) -> list[Item]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import socket
@@ -11,9 +12,11 @@ from pathlib import Path
 from jobs.core.cli import JobError, parser, port_number, positive_float, positive_int
 from jobs.core.paths import MODEL_NAME
 from jobs.serving import limits as limits_module
+from jobs.serving import modelconfig
 from jobs.serving.app import Settings, create_app
 from jobs.serving.connections import ConnectionStats, protocol_class
 from jobs.serving.limits import Limits
+from jobs.serving.modelconfig import ModelConfig
 from jobs.serving.versions import DEFAULT_LOAD_RETRIES, DEFAULT_LOAD_RETRY_SECONDS
 
 log = logging.getLogger("jobs.serve")
@@ -23,34 +26,66 @@ def _non_negative_int(text: str) -> int:
     return 0 if text.strip() == "0" else positive_int(text)
 
 
+def _flag_bool(text: str) -> bool:
+    """TF Serving's boolean flag values (`--rest_api_enable_cors_support=true`)."""
+    value = text.strip().lower()
+    if value not in ("true", "false", "1", "0"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value in ("true", "1")
+
+
 def build_parser():
-    p = parser("Serve the promoted model with TF Serving's REST API (predict, status, metadata, metrics).")
-    p.add_argument(
-        "--model-base-path", type=Path, required=True, help="folder of numeric version folders (<work>/models/fmnist)"
+    p = parser(
+        "Serve SavedModels with TF Serving's REST API (predict, classify, regress, status, metadata, "
+        "Prometheus metrics). Flags with underscores are TF Serving's own names for the same setting."
     )
-    p.add_argument("--model-name", default=MODEL_NAME, help="the model name in the URL paths")
+    p.add_argument(
+        "--model-base-path",
+        "--model_base_path",
+        type=Path,
+        help="folder of the model's numeric version folders (<work>/models/fmnist); ignored with --model-config-file",
+    )
+    p.add_argument(
+        "--model-name", "--model_name", default=MODEL_NAME, help="the model's name in URLs (with --model-base-path)"
+    )
     p.add_argument(
         "--model-config-file",
+        "--model_config_file",
         type=Path,
-        help="a TF Serving model config (jobs.serving_config) re-read at every poll: a `specific` "
-        "version of the model pins what is served; missing, the placeholder or `latest`: the highest",
+        help="a TF Serving model config (ModelServerConfig text: models, version policies, version labels), "
+        "read again at every poll; until it exists or lists a model, nothing is served",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
-    p.add_argument("--port", type=port_number, default=8501, help="port to listen on")
+    p.add_argument("--port", "--rest_api_port", type=port_number, default=8501, help="port to listen on (REST)")
     p.add_argument(
-        "--poll-seconds", type=positive_float, default=1.0, help="how often to look for a new version on disk"
+        "--rest-api-enable-cors-support",
+        "--rest_api_enable_cors_support",
+        nargs="?",
+        const=True,
+        default=False,
+        type=_flag_bool,
+        help="CORS headers on every /v1 answer, as TF Serving's flag",
+    )
+    p.add_argument(
+        "--poll-seconds",
+        "--file_system_poll_wait_seconds",
+        type=positive_float,
+        default=1.0,
+        help="how often to look for new versions on disk (and read the model config file again)",
     )
     p.add_argument(
         "--load-retries",
+        "--max_num_load_retries",
         type=_non_negative_int,
         default=DEFAULT_LOAD_RETRIES,
-        help="times a version that failed to load is tried again unchanged (TF Serving: --max_num_load_retries)",
+        help="times a version that failed to load is tried again unchanged",
     )
     p.add_argument(
         "--load-retry-seconds",
         type=positive_float,
         default=DEFAULT_LOAD_RETRY_SECONDS,
-        help="wait between those tries; a version whose files change is tried at the next poll",
+        help="wait between those tries (TF Serving: --load_retry_interval_micros); a version whose files "
+        "change is tried at the next poll",
     )
     p.add_argument(
         "--max-batch",
@@ -91,13 +126,29 @@ def check_can_listen(host: str, port: int) -> None:
         raise JobError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def models_from(args) -> tuple[ModelConfig, ...]:
+    """--model-base-path's one model, or none when a model config file names the models."""
+    if args.model_config_file is not None:
+        try:
+            modelconfig.read(args.model_config_file)  # refused at the start, as TF Serving refuses it
+        except modelconfig.ConfigError as err:
+            raise JobError(str(err)) from None
+        if args.model_base_path is not None:
+            log.info("the models come from %s: --model-base-path and --model-name are ignored", args.model_config_file)
+        return ()
+    if args.model_base_path is None:
+        raise JobError("give --model-base-path (one model) or --model-config-file (TF Serving's model config)")
     if not args.model_base_path.is_dir():
         raise JobError(
             f"model base path {args.model_base_path} is not a folder: promote a model first "
             f"(make local), or point --model-base-path at <work>/models/{args.model_name}"
         )
+    return (modelconfig.single(args.model_name, args.model_base_path.resolve()),)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    models = models_from(args)
     check_can_listen(args.host, args.port)  # before the slow TensorFlow import
     import uvicorn
 
@@ -107,15 +158,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("TensorFlow uses %d CPU threads", threads)
     limits = limits_from(args)
     settings = Settings(
-        model_name=args.model_name,
-        base_path=args.model_base_path.resolve(),
+        models=models,
+        model_config_file=args.model_config_file.resolve() if args.model_config_file else None,
         poll_seconds=args.poll_seconds,
         max_batch=args.max_batch,
         threads=args.threads,
         limits=limits,
         load_retries=args.load_retries,
         load_retry_seconds=args.load_retry_seconds,
-        model_config_file=args.model_config_file.resolve() if args.model_config_file else None,
+        cors=args.rest_api_enable_cors_support,
     )
     app = create_app(settings)
     stats = ConnectionStats()
@@ -134,7 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         date_header=False,
     )
     server = uvicorn.Server(config)
-    log.info("serving %s from %s on http://%s:%d", args.model_name, settings.base_path, args.host, args.port)
+    source = args.model_config_file or f"{args.model_name} from {models[0].base_path}"
+    log.info("serving %s on http://%s:%d", source, args.host, args.port)
     try:
         asyncio.run(server.serve())
     except (OSError, SystemExit) as err:  # uvicorn exits when it cannot bind

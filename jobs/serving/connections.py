@@ -26,7 +26,7 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from jobs.serving.app import LOST
-from jobs.serving.errors import ApiError
+from jobs.serving.errors import ApiError, overloaded, timed_out
 from jobs.serving.limits import DRAIN_BYTES, DRAIN_SECONDS, RETRY_AFTER_SECONDS, Limits
 from jobs.serving.response import encode_error
 
@@ -87,9 +87,7 @@ class BoundedH11Protocol(H11Protocol):
             self.stats.rejected += 1
             self.transport = transport
             limit = self.limits.max_connections
-            error = ApiError(
-                503, f"Too many connections (limit {limit}); retry later", {"retry-after": str(RETRY_AFTER_SECONDS)}
-            )
+            error = overloaded(f"Too many connections (limit {limit}); retry later", RETRY_AFTER_SECONDS)
             transport.write(raw_answer(error))
             self._start_lingering()
             return
@@ -147,7 +145,7 @@ class BoundedH11Protocol(H11Protocol):
         partial = bool(self.conn.trailing_data[0]) or self.conn.their_state is not h11.IDLE
         if partial:
             limit = self.limits.header_timeout
-            self._raw.write(raw_answer(ApiError(408, f"The request head did not arrive within {limit:g} s")))
+            self._raw.write(raw_answer(timed_out(f"The request head did not arrive within {limit:g} s")))
         self._raw.close()
 
     def close_lingering(self) -> None:

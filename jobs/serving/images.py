@@ -1,6 +1,12 @@
-"""Image bytes checked from their headers before TensorFlow decodes anything: a supported
-format, a size within the per-image limit, and a total within the per-request budget. What
-each image will cost to decode (its pixels) is known here, which is how the queue is bounded."""
+"""What a string value will cost to decode, read from its header before TensorFlow sees it.
+
+The model decides what its string inputs are. A value that starts like an image (JPEG, PNG,
+GIF, BMP or WebP, what TensorFlow's decode_image reads) has its size read from the header,
+without decoding a pixel: that is how the queue is bounded in decoded pixels, and how an image
+over the per-image or per-request pixel limit is refused before any decoding (this server's
+limits; TF Serving has none). Any other value costs 1 and goes to the model as it is: if the
+model cannot read it, its own error says so.
+"""
 
 from __future__ import annotations
 
@@ -9,48 +15,53 @@ import warnings
 
 import numpy as np
 
-from jobs.serving.errors import bad_request
+from jobs.serving.errors import invalid_argument
 
-FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")  # what TensorFlow's decode_image reads
-FORMATS_TEXT = "JPEG, PNG, GIF, BMP or WebP"
+MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 
 
-def image_size(data: bytes) -> tuple[str, int, int]:
-    """(format, width, height) from the header; ValueError if it is no supported image."""
+def looks_like_image(data: bytes) -> bool:
+    return data.startswith(MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header; None if it does not read as an image. A header that
+    claims a decompression bomb's size reads as 2**31 a side."""
     from PIL import Image
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as image:
-                fmt, (width, height) = image.format, image.size
+                return image.size
     except Image.DecompressionBombError:
-        return "BOMB", 2**31, 2**31
+        return 2**31, 2**31
     except Exception:  # PIL raises many kinds for "not an image"
-        raise ValueError("not a decodable image") from None
-    return fmt or "", width, height
+        return None
 
 
-def pixel_costs(values: np.ndarray, where: str, max_image_pixels: int, max_request_pixels: int) -> np.ndarray:
-    """The decoded pixels of each image in `values` (flat); a 400 for the first bad one."""
-    costs = np.empty(values.size, np.int64)
+def costs(values: np.ndarray, where: str, max_image_pixels: int, max_request_pixels: int) -> np.ndarray:
+    """The decoding cost of each string value (same shape): an image's pixels, else 1; a 400
+    for the first image over a limit."""
+    flat = values.reshape(-1)
+    found = np.ones(flat.size, np.int64)
     total = 0
-    for i, data in enumerate(values.ravel()):
-        try:
-            fmt, width, height = image_size(data)
-        except ValueError:
-            raise bad_request(f"{where}[{i}]: not a decodable image (send {FORMATS_TEXT} bytes)") from None
-        if fmt != "BOMB" and fmt not in FORMATS:
-            raise bad_request(f"{where}[{i}]: {fmt} images are not supported (send {FORMATS_TEXT})")
+    for i, data in enumerate(flat):
+        if not isinstance(data, bytes) or not looks_like_image(data):
+            continue
+        size = image_size(data)
+        if size is None:
+            continue
+        width, height = size
         pixels = width * height
-        if pixels > max_image_pixels or width == 0 or height == 0:
-            size = "" if fmt == "BOMB" else f" of {width}x{height} pixels"
-            raise bad_request(f"{where}[{i}]: image{size} is over the limit of {max_image_pixels} pixels")
+        if pixels > max_image_pixels:
+            shown = "" if width >= 2**31 else f" of {width}x{height} pixels"
+            raise invalid_argument(f"{where}[{i}]: image{shown} is over the limit of {max_image_pixels} pixels")
         total += pixels
         if total > max_request_pixels:
-            raise bad_request(
+            raise invalid_argument(
                 f"{where}: the images up to [{i}] hold {total} pixels, over the limit of {max_request_pixels} "
                 "decoded pixels per request"
             )
-        costs[i] = pixels
-    return costs
+        found[i] = max(pixels, 1)
+    return found.reshape(values.shape)

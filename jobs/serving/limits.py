@@ -17,9 +17,9 @@ def _limit(default, what: str, answer: str):
 class Limits:
     # What one request may ask for.
     max_body_bytes: int = _limit(10 * MIB, "largest request body", "413, then the connection is closed")
-    max_instances: int = _limit(1024, "most instances (images) in one request", "400")
+    max_instances: int = _limit(1024, "most instances (or examples) in one request", "400")
     max_image_pixels: int = _limit(
-        4096 * 4096, "largest image (width x height, read from its header) in image_bytes", "400 naming the instance"
+        4096 * 4096, "largest image (width x height, read from its header) in a string input", "400 naming the instance"
     )
     max_request_pixels: int = _limit(
         64 * MIB,
@@ -35,8 +35,8 @@ class Limits:
     # What the server takes on at once.
     max_queued_pixels: int = _limit(
         256 * MIB,
-        "most decoded pixels of predict work waiting or running (an image counts its width x height, "
-        "a pixels instance 784), for light requests (up to 1 Mi pixels each) and heavy ones apart",
+        "most decoding cost of work waiting or running (an image counts its width x height, any other "
+        "value 1: a 28x28 pixels instance 784), for light requests (up to 1 Mi each) and heavy ones apart",
         "503 with Retry-After",
     )
     max_inflight_body_bytes: int = _limit(
@@ -67,7 +67,6 @@ DRAIN_SECONDS = 10.0  # ... for at most this long
 CHUNK_PIXELS = 4 * MIB  # predict work runs in chunks of at most this many pixels, so that a heavy
 # request is interleaved with others and dropped early when its client goes away
 LIGHT_PIXELS = 1 * MIB  # a chunk over this is heavy: heavy chunks may occupy every worker but one
-PIXELS_INSTANCE_COST = 28 * 28  # the cost of one `pixels` instance, in pixels
 
 
 def fields() -> list[dataclasses.Field]:

@@ -1,7 +1,13 @@
-"""Signature outputs → TF Serving's predict answer: `{"predictions": [...]}` for the row format
-(one object per instance when there are several outputs), `{"outputs": ...}` for the columnar
-format. Strings are text, or `{"b64": ...}` when not UTF-8; float32 prints with its shortest
-round-trip digits as TF Serving prints it; NaN and infinity print as null."""
+"""Outputs → TF Serving's answers (util/json_tensor.cc, 2.20.0): predict's `{"predictions": ...}`
+for the row format (one object per instance when there are several outputs, each output split
+along its first dimension, which must be the same for all) or `{"outputs": ...}` for the
+columnar one; classify's `{"results": [[[label, score], ...], ...]}`; regress's
+`{"results": [value, ...]}`; errors as `{"error": "..."}`.
+
+Floats are written as TF Serving writes them (floats.py). A string output whose name ends in
+`_bytes` is written as `{"b64": ...}`, any other as text. Output types TF Serving cannot write
+(half, uint16, complex...) are its error here too.
+"""
 
 from __future__ import annotations
 
@@ -10,44 +16,96 @@ from typing import Any
 
 import numpy as np
 
-from jobs.serving import jsonbody
+from jobs.serving import floats, jsonbody
+from jobs.serving.errors import invalid_argument
+
+BYTES_SUFFIX = "_bytes"
+WRITABLE = {"float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint32", "uint64", "bool", "object"}
+TF_NAMES = {"float16": "half", "float32": "float", "float64": "double", "object": "string", "bool": "bool"}
 
 
-def _strings(array: np.ndarray) -> Any:
-    def text(value: bytes) -> Any:
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError:
-            return {"b64": base64.b64encode(value).decode("ascii")}
+def _b64(value: bytes) -> dict:
+    return {"b64": base64.b64encode(value).decode("ascii")}
 
+
+def _text(value: bytes) -> Any:
+    """Text, or `{"b64": ...}` for bytes that are not UTF-8 (TF Serving writes them raw, which
+    is not JSON)."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return _b64(value)
+
+
+def _strings(array: np.ndarray, as_bytes: bool) -> Any:
+    write = _b64 if as_bytes else _text
     if array.ndim == 0:
-        return text(array[()])
+        return write(array[()])
     if array.ndim == 1:
-        return [text(value) for value in array]
-    return [_strings(row) for row in array]
+        return [write(value) for value in array]
+    return [_strings(row, as_bytes) for row in array]
 
 
-def _values(array: np.ndarray) -> Any:
-    """What orjson can write: numpy numbers as they are, strings as lists of text."""
-    if array.dtype == object or array.dtype.kind == "S":
-        return _strings(array)
-    if array.dtype.kind == "f" and array.dtype not in (np.float32, np.float64):
-        return array.astype(np.float32)
-    return np.ascontiguousarray(array)
+def _values(name: str, array: np.ndarray) -> Any:
+    """One output, as orjson should write it."""
+    kind = array.dtype.name
+    if kind not in WRITABLE:
+        raise invalid_argument(f"Failed to write JSON value for tensor type: {TF_NAMES.get(kind, kind)}")
+    if array.dtype == object:
+        return _strings(array, name.endswith(BYTES_SUFFIX))
+    if array.dtype.kind == "f":
+        return floats.json_ready(array)
+    return np.ascontiguousarray(array) if array.ndim else array[()].item()
 
 
 def predict_answer(outputs: dict[str, np.ndarray], row_format: bool) -> dict:
-    values = {name: _values(array) for name, array in sorted(outputs.items())}
+    if not outputs:
+        raise invalid_argument("Cannot convert empty tensor map to JSON")
+    names = sorted(outputs)
     if not row_format:
-        return {"outputs": next(iter(values.values())) if len(values) == 1 else values}
-    if len(values) == 1:
-        return {"predictions": next(iter(values.values()))}
-    count = len(next(iter(outputs.values())))
-    return {"predictions": [{name: value[i] for name, value in values.items()} for i in range(count)]}
+        values = {name: _values(name, outputs[name]) for name in names}
+        return {"outputs": values[names[0]] if len(names) == 1 else values}
+    batch = -1
+    for name in names:
+        array = outputs[name]
+        if array.ndim == 0:
+            raise invalid_argument(f"Tensor name: {name} has no shape information ")
+        if batch >= 0 and array.shape[0] != batch:
+            raise invalid_argument(
+                f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} expecting: {batch}"
+            )
+        batch = array.shape[0]
+    values = {name: _values(name, outputs[name]) for name in names}
+    if len(names) == 1:
+        return {"predictions": values[names[0]]}
+    return {"predictions": [{name: values[name][i] for name in names} for i in range(batch)]}
 
 
 def encode_predict(outputs: dict[str, np.ndarray], row_format: bool) -> bytes:
     return jsonbody.dumps(predict_answer(outputs, row_format))
+
+
+def _listed(array: np.ndarray) -> Any:
+    shown = floats.json_ready(array)
+    return shown.tolist() if isinstance(shown, np.ndarray) else shown
+
+
+def encode_classify(labels: np.ndarray, scores: np.ndarray) -> bytes:
+    if not labels.shape[0]:
+        raise invalid_argument("Cannot convert empty ClassificationResults to JSON")
+    texts = [[value.decode("utf-8", "replace") for value in row] for row in labels]
+    shown = _listed(scores)
+    results = [
+        [[label, score] for label, score in zip(row_labels, row_scores, strict=True)]
+        for row_labels, row_scores in zip(texts, shown, strict=True)
+    ]
+    return jsonbody.dumps({"results": results})
+
+
+def encode_regress(values: np.ndarray) -> bytes:
+    if not values.shape[0]:
+        raise invalid_argument("Cannot convert empty RegressionResults to JSON")
+    return jsonbody.dumps({"results": floats.json_ready(values)})
 
 
 def encode_error(message: str) -> bytes:

@@ -3,7 +3,9 @@
     serving_default  image_bytes: string [N]      JPEG, PNG, GIF, BMP or WebP of any size, colour or grey
     pixels           pixels:      uint8  [N,28,28]
 
-Both return probabilities float32 [N,10], class_id int64 [N], class_name string [N].
+Both return probabilities float32 [N,10], class_id int64 [N], class_name string [N]. The version
+carries TF Serving's warm-up file (assets.extra/tf_serving_warmup_requests: one request per
+signature), which TF Serving and the local server replay before serving it.
 
 `decode_image(channels=1)` refuses GIF, BMP and WebP in TF 2.20 ("channels must be 0 or 3"),
 and a CMYK JPEG cannot be converted to grey by libjpeg: images are decoded with their own
@@ -20,9 +22,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 
+from jobs.core import png
 from jobs.ingest.data import CLASS_NAMES, IMAGE_SHAPE, to_model_input
+from jobs.serving import warmup
 
 SIDE = IMAGE_SHAPE[0]  # Fashion-MNIST's images are square
 WORK_SIDE = 128  # larger images are brought down to this side, on their own channels, first
@@ -187,9 +192,21 @@ def signatures(model) -> dict:
 
 
 def save(model, path: Path) -> None:
-    """Writes the servable SavedModel. Under MultiWorkerMirroredStrategy every worker calls
-    this (saving is a collective); only the chief's path is kept."""
+    """Writes the servable SavedModel, with its warm-up file. Under MultiWorkerMirroredStrategy
+    every worker calls this (saving is a collective); only the chief's path is kept."""
     tf.saved_model.save(model, str(path), signatures=signatures(model))
+    warmup.write(path, warmup_requests())
+
+
+def warmup_requests() -> dict:
+    """What TF Serving replays before it serves a version (assets.extra/tf_serving_warmup_requests):
+    one black image through each signature, so that the first client's request costs no more
+    than the next ones."""
+    black = np.zeros((1, *IMAGE_SHAPE), np.uint8)
+    return {
+        "serving_default": {"image_bytes": np.array([png.encode(black[0])], dtype=object)},
+        "pixels": {"pixels": black},
+    }
 
 
 def load(path: Path):

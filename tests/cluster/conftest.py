@@ -86,6 +86,6 @@ def rollback_wf() -> dict:
 def k8s_version() -> str:
     """The Kubernetes minor of the pinned k3s image in infra/k3d.yaml, e.g. '1.35'."""
     text = (render.ROOT / "infra" / "k3d.yaml").read_text()
-    m = re.search(r"^image:\s*rancher/k3s:v(\d+)\.(\d+)\.\d+-k3s\d+\s*$", text, re.M)
+    m = re.search(r"^image:\s*rancher/k3s:v(\d+)\.(\d+)\.\d+-k3s\d+(@sha256:[0-9a-f]{64})?\s*$", text, re.M)
     assert m, "infra/k3d.yaml must pin `image: rancher/k3s:vX.Y.Z-k3sN`"
     return f"{m[1]}.{m[2]}"

@@ -33,10 +33,11 @@ KUSTOMIZATIONS = (
     "overlays/local",
     "overlays/local-nodes",
     "overlays/cluster",
+    "overlays/cluster-admin",
 )
 # The overlays a user applies (hack/deploy.sh's OVERLAY).
 OVERLAYS = ("local", "local-nodes", "cluster")
-COMPONENTS = ("gpu", "arm64-serving")
+COMPONENTS = ("gpu", "arm64-serving", "monitoring")
 
 
 class Unavailable(Exception):

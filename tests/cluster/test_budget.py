@@ -86,7 +86,8 @@ def stages(docs: list[dict], wf: dict, parallelism: int | None = None) -> dict[s
     executor = {"resources": yaml.safe_load(executor_cfg["data"]["executor"])["resources"]}
     values = workflow.sample_values(wf, {k: pipeline[k] for k in ("worker-requests", "worker-limits")})
     models = len(values["workflow.parameters.models"].split(","))
-    at_once = min(models, parallelism or int(pipeline["train-parallelism"]))
+    settings = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "fmnist-settings")["data"]
+    at_once = min(models, parallelism or int(settings["train-parallelism"]))
     templates = workflow.templates(wf)
     out = {}
     for task in workflow.dag_tasks(wf):
@@ -139,13 +140,14 @@ def test_workers_request_their_measured_peak_and_the_workflow_defaults_match(ove
     defaults = workflow.parameter_defaults(wf)
     assert yaml.safe_load(defaults["worker-requests"]) == worker_requests
     assert yaml.safe_load(defaults["worker-limits"]) == worker_limits
-    assert int(data["train-parallelism"]) >= 1
+    settings = next(d for d in overlay if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "fmnist-settings")
+    assert int(settings["data"]["train-parallelism"]) >= 1
 
 
 def test_the_train_template_takes_its_parallelism_from_the_configmap(wf):
     train = workflow.templates(wf)["train"]
     assert train["synchronization"] == {
-        "semaphores": [{"configMapKeyRef": {"name": "fmnist-pipeline", "key": "train-parallelism"}}]
+        "semaphores": [{"configMapKeyRef": {"name": "fmnist-settings", "key": "train-parallelism"}}]
     }
 
 

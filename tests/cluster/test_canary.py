@@ -71,10 +71,10 @@ def test_the_canary_step_reaches_each_track_through_a_headless_service(docs, wf)
 
 
 def test_the_overlays_release_through_the_canary_and_the_workflow_reads_it(docs, rendered, wf):
-    assert find(docs, "ConfigMap", "fmnist-pipeline")["data"]["rollout"] == "canary"
-    base = find(rendered["base"], "ConfigMap", "fmnist-pipeline")["data"]["rollout"]
+    assert find(docs, "ConfigMap", "fmnist-settings")["data"]["rollout"] == "canary"
+    base = find(rendered["base"], "ConfigMap", "fmnist-settings")["data"]["rollout"]
     parameter = next(p for p in wf["spec"]["arguments"]["parameters"] if p["name"] == "rollout")
-    assert parameter["valueFrom"]["configMapKeyRef"] == {"name": "fmnist-pipeline", "key": "rollout"}
+    assert parameter["valueFrom"]["configMapKeyRef"] == {"name": "fmnist-settings", "key": "rollout"}
     assert parameter["valueFrom"]["default"] == base == "direct"
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.cluster import workflow
 from tests.helpers import ROOT
 
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yaml"))
@@ -86,8 +87,18 @@ def test_actions_are_pinned_and_permissions_least(path):
 def test_the_cluster_job_runs_the_whole_path_and_cleans_up():
     job = load(ROOT / ".github" / "workflows" / "cluster.yaml")["jobs"]["e2e"]
     runs = [s.get("run", "").strip() for s in job["steps"]]
-    order = [f"make {t}" for t in ("venv", "cluster", "deploy", "image", "pipeline", "smoke")]
-    assert [r for r in runs if r in order] == order
+    order = [f"make {t}" for t in ("venv", "cluster", "deploy", "image", "pipeline", "smoke", "deploy")]
+    assert [r for r in runs if r in order] == order, "a second make deploy over the first"
+    # Room for the image in every node: cleaned up, printed and checked before make image.
+    free = next(i for i, s in enumerate(job["steps"]) if "df --output=avail" in s.get("run", ""))
+    assert free < runs.index("make image") and "df -h /" in runs[free] and "exit 1" in runs[free]
+    # The default dataset (its memoization key, the real download), a canary decision, and a
+    # worker killed while it trains, in a second pipeline after the first.
+    second = next(s for s in job["steps"] if "hack/kill-worker.sh" in s.get("run", ""))
+    assert second["env"]["DATASET"] == workflow.parameter_defaults(workflow.load())["dataset"]
+    assert "make pipeline &" in second["run"] and 'wait "${pipeline}"' in second["run"]
+    assert "decision=promote" in second["run"]
+    assert job["steps"].index(second) > runs.index("make smoke")
     assert job["env"]["DATASET"] == "synthetic" and job["env"]["EPOCHS"] == "1"
     # One node and several (make cluster NODES=3: the shared volume, spread workers).
     assert job["strategy"]["matrix"]["nodes"] == [1, 3] and job["env"]["NODES"] == "${{ matrix.nodes }}"
@@ -96,6 +107,11 @@ def test_the_cluster_job_runs_the_whole_path_and_cleans_up():
     down = job["steps"][-1]
     assert down["run"].strip() == "make down" and down["if"] == "always()"
     assert any("hack/tools.sh" in r for r in runs)
+
+
+def test_the_images_job_checks_every_digest():
+    job = load(ROOT / ".github" / "workflows" / "cluster.yaml")["jobs"]["images"]
+    assert [s["run"].strip() for s in job["steps"] if "run" in s] == ["hack/image-digests.sh check"]
 
 
 def test_the_test_job_runs_make_test():

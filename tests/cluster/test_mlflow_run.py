@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -37,12 +38,12 @@ def mlflow_container(overlay) -> tuple[dict, dict]:
 
 
 def mapped(text: str, mounts: dict[str, Path]) -> str:
-    """Every mount path inside an argument or value replaced by its temp dir."""
-    for path, local in sorted(mounts.items(), key=lambda kv: -len(kv[0])):
-        text = text.replace(path + "/", f"{local}/")
-        if text == path or text.endswith("=" + path):
-            text = text[: len(text) - len(path)] + str(local)
-    return text
+    """Every mount path inside an argument or value replaced by its temp dir, in one pass (a
+    temp dir under /tmp is not mapped again by a mount at /tmp)."""
+    if not mounts:
+        return text
+    paths = "|".join(re.escape(path) for path in sorted(mounts, key=len, reverse=True))
+    return re.sub(rf"(?<![\w.-])({paths})(?=/|$)", lambda m: str(mounts[m[1]]), text)
 
 
 def test_mlflow_runs_as_rendered_under_its_memory_limit(tmp_path, overlay):

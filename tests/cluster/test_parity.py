@@ -95,9 +95,9 @@ def test_every_job_container_gets_the_contract_env(wf):
         assert mounts[workflow.WORK_VOLUME] == argo_parameters(wf)["work_dir"]
 
 
-def test_ingest_is_memoized_per_dataset(wf):
+def test_ingest_is_memoized_in_the_cache_the_install_creates(wf):
     ingest = workflow.templates(wf)["ingest"]
-    assert ingest["memoize"]["key"] == "{{workflow.parameters.dataset}}"
+    assert "workflow.parameters.dataset" in ingest["memoize"]["key"]  # its values: test_memoize.py
     assert ingest["memoize"]["cache"]["configMap"]["name"] == "fmnist-ingest-cache"
 
 

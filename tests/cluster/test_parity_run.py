@@ -96,6 +96,8 @@ class Runner:
         for item in container.get("env", []):
             if "value" in item:
                 env[item["name"]] = workflow.substitute(item["value"], values)
+            elif "secretKeyRef" in item["valueFrom"]:
+                assert item["valueFrom"]["secretKeyRef"]["optional"], item  # MLflow's login: none here
             else:
                 ref = item["valueFrom"]["resourceFieldRef"]
                 assert ref["resource"] == "limits.cpu"

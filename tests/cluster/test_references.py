@@ -23,6 +23,7 @@ CREATED_AT_RUN_TIME = {
     ("ConfigMap", APP_NAMESPACE, "fmnist-image"): "make image (hack/image.sh records the imported image)",
     ("ServiceAccount", APP_NAMESPACE, "default"): "the cluster (every namespace gets one)",
     ("ServiceAccount", "kubeflow", "default"): "the cluster (every namespace gets one)",
+    ("Secret", APP_NAMESPACE, "mlflow-auth"): "the user, before make deploy OVERLAY=cluster (components/mlflow-auth)",
 }
 
 # The overlays a user applies, each with the workflow that runs on it.
@@ -165,6 +166,12 @@ def other_problems(docs: list[dict], wf: dict, objects: set) -> list[str]:
             cm = next((d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == ref["name"]), None)
             if cm is not None and ref["key"] not in cm.get("data", {}):
                 problems.append(f"workflow parameter {p['name']}: ConfigMap {ref['name']} has no key {ref['key']}")
+    # The executor's account and the token Secret Argo mounts for it (found by its name).
+    executor = (wf["spec"].get("executor") or {}).get("serviceAccountName")
+    if executor:
+        problems.append(resolve(objects, "ServiceAccount", APP_NAMESPACE, executor, "workflow executor"))
+        token = f"{executor}.service-account-token"
+        problems.append(resolve(objects, "Secret", APP_NAMESPACE, token, "workflow executor's token"))
     for t in wf["spec"]["templates"]:
         cache = ((t.get("memoize") or {}).get("cache") or {}).get("configMap")
         if cache:
@@ -174,9 +181,15 @@ def other_problems(docs: list[dict], wf: dict, objects: set) -> list[str]:
     return [p for p in problems if p]
 
 
+# What make deploy applies for an overlay besides the overlay itself (hack/deploy.sh): on a
+# shared cluster the cluster-wide part and the training operator come from their own targets.
+ALSO_APPLIED = {"overlays/cluster": ["overlays/cluster-admin", "addons/training-operator"]}
+
+
 @pytest.fixture(scope="module", params=OVERLAYS)
 def install(request, rendered):
-    return request.param, rendered[request.param]
+    extra = ALSO_APPLIED.get(request.param.split("+")[0], [])
+    return request.param, rendered[request.param] + [d for target in extra for d in rendered[target]]
 
 
 def test_binding_subjects_and_roles_exist(install):

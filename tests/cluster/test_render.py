@@ -45,7 +45,7 @@ def test_remote_bases_are_pinned_to_release_tags():
 
 def test_one_namespace_everywhere(overlay):
     transformer = yaml.safe_load((render.KUSTOMIZE / "overlays/local/namespace.yaml").read_text())
-    base_ns = yaml.safe_load((render.KUSTOMIZE / "base/namespace.yaml").read_text())
+    base_ns = yaml.safe_load((render.KUSTOMIZE / "base/namespace/namespace.yaml").read_text())
     makefile = (render.ROOT / "Makefile").read_text()
     assert transformer["metadata"]["namespace"] == base_ns["metadata"]["name"] == NAMESPACE
     assert re.search(rf"^NAMESPACE\s*\?=\s*{NAMESPACE}\s*$", makefile, re.M)
@@ -68,6 +68,7 @@ def test_overlay_has_every_component(overlay):
         ("PersistentVolumeClaim", "fmnist-work"),
         ("ServiceAccount", "fmnist-pipeline"),
         ("ConfigMap", "fmnist-pipeline"),
+        ("ConfigMap", "fmnist-settings"),
         ("ConfigMap", "fmnist-ingest-cache"),
     ]:
         find(overlay, kind, name)
@@ -88,12 +89,18 @@ def test_storage_is_rwo_local_path(overlay):
         assert pvc["spec"]["storageClassName"] == "local-path"
 
 
-def test_argo_server_auth_mode_and_namespaced(overlay):
+def test_argo_server_auth_mode_and_namespaced(overlay, rendered):
     args = container(find(overlay, "Deployment", "argo-server"))["args"]
     assert "--auth-mode=server" in args and "--namespaced" in args
+    # A shared cluster: each user's own token (client mode), never the server's Role.
+    for name in ("overlays/cluster", "overlays/cluster+gpu"):
+        args = container(find(rendered[name], "Deployment", "argo-server"))["args"]
+        assert [a for a in args if a.startswith("--auth-mode")] == ["--auth-mode=client"], name
     controller = container(find(overlay, "Deployment", "workflow-controller"))
     assert "--namespaced" in controller["args"]
-    assert "--executor-image=quay.io/argoproj/argoexec:v4.1.2" in controller["args"]
+    assert [a.split("@")[0] for a in controller["args"] if a.startswith("--executor-image=")] == [
+        "--executor-image=quay.io/argoproj/argoexec:v4.1.2"
+    ]
 
 
 def test_mlflow_server(overlay, wf):

@@ -11,7 +11,7 @@ import pytest
 
 from jobs.release import rollback
 from tests.cluster import openapi, workflow
-from tests.cluster.test_references import OVERLAYS, index, other_problems, pod_problems
+from tests.cluster.test_references import ALSO_APPLIED, OVERLAYS, index, other_problems, pod_problems
 
 # A run's values for the parameters that have no default or that a user sets.
 GIVEN = {"to": "2", "reason": "v3 misreads sandals", "actor": "ana@laptop"}
@@ -79,7 +79,7 @@ def test_the_pod_is_the_promote_steps(rollback_wf, wf):
 
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_what_it_names_exists_in_every_overlay(rendered, rollback_wf, name):
-    docs = rendered[name]
+    docs = rendered[name] + [d for extra in ALSO_APPLIED.get(name.split("+")[0], []) for d in rendered[extra]]
     assert pod_problems(docs, rollback_wf, index(docs)) == []
     assert other_problems(docs, rollback_wf, index(docs)) == []
 

@@ -44,6 +44,8 @@ CLUSTER_SCRIPTS = [
     "diagnose.sh",
     "tools.sh",
     "actionlint.sh",
+    "image-digests.sh",
+    "kill-worker.sh",
 ]
 
 
@@ -392,7 +394,7 @@ esac
     ],
 )
 def test_deploy_picks_the_overlay_for_the_cluster(tmp_path, nodes, env, overlay):
-    with_tools(tmp_path, "grep", "sleep", "tail", "mktemp", "rm")
+    with_tools(tmp_path, "grep", "sleep", "tail", "mktemp", "rm", "awk")
     calls = fake_deploy_cluster(tmp_path / "bin", nodes)
     proc = run_without_tools(tmp_path, "hack/deploy.sh", **env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -435,7 +437,7 @@ def test_deploy_picks_the_overlay_for_the_cluster(tmp_path, nodes, env, overlay)
     ],
 )
 def test_deploy_refuses_what_would_not_work(tmp_path, nodes, env, expected):
-    with_tools(tmp_path, "grep", "sleep", "tail", "mktemp", "rm")
+    with_tools(tmp_path, "grep", "sleep", "tail", "mktemp", "rm", "awk")
     fake_deploy_cluster(tmp_path / "bin", nodes)
     proc = run_without_tools(tmp_path, "hack/deploy.sh", **env)
     assert proc.returncode != 0

@@ -29,6 +29,10 @@ an Argo resource template polls. Files and lines at tag v1.9.4:
   Running to False; nothing changes once Failed. TFJob creation sets Created first
   (tfjob_controller.go L652-661).
 - pkg/apis/kubeflow.org/v1/common_types.go L76-93: the counts are `omitempty` (0 is absent).
+- job.go L146-166: a job that has not finished and has runPolicy.suspend deletes its pods
+  through CleanUpResources -> DeletePodsAndServices (L43-69), which skips pods only for a
+  finished job (so: every pod), sets active to 0, Running to False and adds Suspended. A
+  finished job never gets there (L122): a suspend changes nothing about it.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class TFJob:
     completion_time: int | None = None
     pods: dict[int, Pod] = dataclasses.field(default_factory=dict)
     deleted: bool = False
+    suspend: bool = False  # spec.runPolicy.suspend
 
     def __post_init__(self):
         self.set_condition("Created", "True", "TFJobCreated")
@@ -87,6 +92,14 @@ class TFJob:
             self.clean_up()
             if self.is_("Succeeded"):
                 self.counts["succeeded"] = self.counts.get("succeeded", 0) + self.counts.pop("active", 0)
+            return
+        if self.suspend:
+            self.pods.clear()
+            self.counts["active"] = 0
+            if self.is_("Running"):
+                self.set_condition("Running", "False", "TFJobSuspended")
+            if not self.is_("Suspended"):
+                self.set_condition("Suspended", "True", "TFJobSuspended")
             return
         if self.start_time is None:
             self.start_time = now

@@ -127,11 +127,12 @@ def sample_values(wf: dict, overrides: dict[str, str] | None = None, model: str 
     return values
 
 
-def embedded_manifests(wf: dict, values: dict[str, str]) -> list[tuple[str, dict]]:
-    """(template name, parsed object) for every resource template's manifest, substituted."""
+def embedded_manifests(wf: dict, values: dict[str, str], action: str = "create") -> list[tuple[str, dict]]:
+    """(template name, parsed object) for every resource template's manifest with this action
+    (create: the objects the workflow creates; patch: the changes it makes), substituted."""
     out = []
     for name, t in templates(wf).items():
-        if "resource" in t:
+        if "resource" in t and t["resource"]["action"] == action:
             out.append((name, yaml.safe_load(substitute(t["resource"]["manifest"], values))))
     return out
 

@@ -8,7 +8,7 @@ few seconds. Commands that cannot run here are skipped with the reason (`tests/h
 decides which): pytest's summary lists them.
 
 What differs from a reader's terminal: the knobs in conftest.PIPELINE_KNOBS (EPOCHS,
-INGEST_ARGS, TRAIN_ARGS) keep the pipeline small, the commands run in a private network
+INGEST_ARGS, TRAIN_ARGS, MIN_ACCURACY) keep the pipeline small, the commands run in a private network
 namespace where there is one (so the documented ports 8501, 5000 and 6006 are free), and
 shirt.png, shirt.jpg and boot.jpg, the reader's own images in the docs, are test images.
 """

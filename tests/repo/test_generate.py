@@ -26,6 +26,15 @@ def test_the_committed_workflow_is_what_generate_writes(generate):
     assert generate.workflow(text) == text
 
 
+def test_what_the_round_trip_would_reindent_stays_as_written(generate):
+    """ruamel.yaml writes a sequence of sequences (the exit handler's `steps: - - name:`) with
+    its own indentation; only the generator's edits are carried into the text."""
+    text = (ROOT / "workflows" / "e2e.yaml").read_text()
+    assert "\n        - - name: suspend\n" in text
+    drifted = text.replace('--epochs, "{{workflow.parameters.epochs}}"]', '--epochs, "3"]')
+    assert drifted != text and generate.workflow(drifted) == text
+
+
 def test_drifted_arguments_and_defaults_are_rewritten_and_nothing_else(generate):
     text = (ROOT / "workflows" / "e2e.yaml").read_text()
     drifted = (

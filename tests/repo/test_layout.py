@@ -14,12 +14,14 @@ JOBS = ROOT / "jobs"
 def test_every_package_lists_each_of_its_modules_in_its_docstring():
     """A package's __init__ is its map: one line per module, so docs/layout.md and the README's
     map (generated from these docstrings) name every module."""
-    for package in sorted(p.parent for p in JOBS.glob("*/__init__.py")):
+    for package in sorted(p.parent for p in JOBS.glob("*/**/__init__.py")):
         doc = ast.parse((package / "__init__.py").read_text()).body[0].value.value  # as written, indented
         listed = set(re.findall(r"^    (\w+)\s", doc, re.M))
         present = {p.stem for p in package.glob("*.py")} - {"__init__"}
-        assert present <= listed, f"jobs/{package.name}/__init__.py does not list {sorted(present - listed)}"
-        assert listed <= present, f"jobs/{package.name}/__init__.py lists modules that are gone: {listed - present}"
+        present |= {p.parent.name for p in package.glob("*/__init__.py")}  # its packages, if any
+        name = package.relative_to(ROOT)
+        assert present <= listed, f"{name}/__init__.py does not list {sorted(present - listed)}"
+        assert listed <= present, f"{name}/__init__.py lists modules that are gone: {listed - present}"
 
 
 def test_the_root_of_jobs_holds_only_entries_and_the_steps():

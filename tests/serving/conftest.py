@@ -54,12 +54,14 @@ def promote(source: Path, base: Path, version: int) -> Path:
 
 
 class LocalServer:
-    """`python -m jobs.serve` in a child process on a free loopback port."""
+    """`python -m jobs.serve` in a child process on a free loopback port; ready once `model`
+    reports the expected version (with a model config file in `extra`, `model` is one it names)."""
 
-    def __init__(self, base: Path, log_path: Path, *extra: str):
+    def __init__(self, base: Path, log_path: Path, *extra: str, model: str = "fmnist"):
         self.base = base
         self.log_path = log_path
         self.extra = extra
+        self.model = model
         self.proc: subprocess.Popen | None = None
         self.url = ""
 
@@ -87,7 +89,7 @@ class LocalServer:
             if self.proc.poll() is not None:
                 return False
             try:
-                response = httpx.get(f"{self.url}/v1/models/fmnist", timeout=5)
+                response = httpx.get(f"{self.url}/v1/models/{self.model}", timeout=5)
                 if version is None and response.status_code in (200, 404):
                     return True
                 if response.status_code == 200 and any(
@@ -124,6 +126,20 @@ def serving_work(tmp_path_factory, trained_model, small_data) -> Path:
     data.write(small_data, Work(work).dataset("synthetic"), {"name": "synthetic", "test": True})
     promote(trained_model, Work(work).served(), 1)
     return work
+
+
+@pytest.fixture(scope="session")
+def half_plus_two(tmp_path_factory) -> dict[str, Path]:
+    """TF Serving's test model in its TF1 and TF2 forms (halfplustwo.py), each a base path with
+    version 123 (and the TF1 one a version 124 too, as TF Serving's
+    saved_model_half_plus_two_2_versions has)."""
+    from .halfplustwo import build_tf1, build_tf2
+
+    root = tmp_path_factory.mktemp("half_plus_two")
+    tf1 = build_tf1(root / "tf1" / "00000123")
+    shutil.copytree(tf1, root / "tf1" / "00000124")
+    build_tf2(root / "tf2" / "00000123")
+    return {"tf1": root / "tf1", "tf2": root / "tf2"}
 
 
 @pytest.fixture(scope="session")

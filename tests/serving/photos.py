@@ -1,6 +1,6 @@
-"""Photo-like garments made from the synthetic data: each class's mean image (a clean garment,
-light on dark) turned into what a product photo looks like: dark and tinted on a light,
-slightly shaded backdrop, scaled, off-centre, noisy, as a JPEG."""
+"""Photo-like garments made with the synthetic data's generator: one garment of each class
+(light on dark, fitted) turned into what a product photo looks like: dark and tinted on a
+light, slightly shaded backdrop, scaled, off-centre, noisy, as a JPEG."""
 
 from __future__ import annotations
 
@@ -9,17 +9,13 @@ import io
 import numpy as np
 
 
-def garments(dataset) -> np.ndarray:
-    """float32 [10,28,28]: the mean training image of each class, its backdrop taken out, 0-1."""
-    images, labels = dataset["train"].images.astype(np.float32), dataset["train"].labels
-    means = np.stack([images[labels == c].mean(axis=0) for c in range(10)])
-    out = []
-    for mean in means:
-        border = np.concatenate([mean[0], mean[-1], mean[:, 0], mean[:, -1]])
-        level = np.median(border)  # the mean of the clipped noise: the synthetic backdrop
-        garment = np.clip((mean - level) / (mean.max() - level), 0, 1)
-        out.append(np.clip((garment - 0.1) / 0.9, 0, 1))
-    return np.stack(out)
+def garments(seed: int = 0) -> np.ndarray:
+    """float32 [10,28,28]: one garment of each class as jobs.ingest.garments draws it, without sensor
+    noise, stretched to full contrast, 0-1."""
+    from jobs.ingest import garments as generator
+
+    drawn = generator.draw(np.arange(10), np.random.default_rng(seed), noise=0.0).astype(np.float32)
+    return drawn / drawn.max(axis=(1, 2), keepdims=True)
 
 
 def photo(garment: np.ndarray, rng: np.random.Generator, light: bool = True) -> bytes:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from jobs.serving.batching import Gone, Scheduler, Work
-from jobs.serving.errors import ApiError
+from jobs.serving.errors import INTERNAL, ApiError
 
 SERVABLE, SIGNATURE = object(), object()
 
@@ -29,7 +29,7 @@ class Calls:
         self.entered = threading.Event()
         self.lock = threading.Lock()
 
-    def __call__(self, signature, inputs):
+    def __call__(self, servable, signature, inputs):
         with self.lock:
             self.sizes.append(len(inputs["x"]))
             self.values.append(inputs["x"].tolist())
@@ -40,10 +40,17 @@ class Calls:
         return {"y": inputs["x"] * 2}
 
 
-def work(values, costs=None, deadline=None, where="instances") -> Work:
+def work(values, costs=None, deadline=None, where="instances", batchable=True) -> Work:
     values = np.asarray(values)
-    costs = np.full(len(values), 1, np.int64) if costs is None else np.asarray(costs, np.int64)
-    return Work(SERVABLE, SIGNATURE, {"x": values}, costs, where, deadline or time.monotonic() + 30, 30.0)
+    rows = len(values) if batchable else 1
+    costs = np.full(rows, 1, np.int64) if costs is None else np.asarray(costs, np.int64)
+    deadline = deadline or time.monotonic() + 30
+    return Work(SERVABLE, SIGNATURE, {"x": values}, costs, where, deadline, 30.0, batchable)
+
+
+def api_error(err: BaseException) -> ApiError:
+    """What the scheduler makes of a failed call: TensorFlow's code, as servable.as_api_error."""
+    return ApiError("INVALID_ARGUMENT", str(err)) if isinstance(err, ValueError) else ApiError("INTERNAL", INTERNAL)
 
 
 def scheduler(calls: Calls, threads=1, max_batch=64, chunk_pixels=1000, max_queued=10**9, light=100) -> Scheduler:
@@ -54,7 +61,7 @@ def scheduler(calls: Calls, threads=1, max_batch=64, chunk_pixels=1000, max_queu
         max_queued,
         light,
         call=calls,
-        client_error=lambda e: isinstance(e, ValueError),
+        api_error=api_error,
     )
 
 
@@ -102,6 +109,28 @@ def test_a_failing_instance_is_found_by_halves():
         merged = calls.sizes[1:]
         assert merged[0] == 32 and len(merged) <= 2 * 5 + 1, merged
         assert sum(1 for values in calls.values[1:] if len(values) == 1 and values[0] >= 0) <= 5, calls.values
+    finally:
+        sched.close()
+
+
+def test_work_that_is_not_a_batch_runs_whole_and_alone():
+    """A request whose signature has no batch dimension (or a columnar request of odd shapes) is
+    neither cut nor merged, and its failure is the model's error as it is."""
+    calls = Calls()
+    sched = scheduler(calls, max_batch=2)
+    try:
+        held = hold_first_call(calls, sched)
+        whole = sched.submit(work([1, 2, 3, 4, 5], batchable=False))
+        merged = [sched.submit(work([i])) for i in range(3)]
+        failing = sched.submit(work([1, -1], batchable=False))
+        calls.gate.set()
+        held.result(10)
+        assert whole.result(10)["y"].tolist() == [2, 4, 6, 8, 10]
+        assert [f.result(10)["y"].tolist() for f in merged] == [[0], [2], [4]]
+        with pytest.raises(ApiError) as err:
+            failing.result(10)
+        assert err.value.message == "negative"  # no index: the request failed as a whole
+        assert [5] in [[len(v)] for v in calls.values] and [1, -1] in calls.values
     finally:
         sched.close()
 
@@ -226,3 +255,60 @@ def test_the_work_of_a_client_that_has_gone_is_dropped():
         assert sched.queued_pixels == 0
     finally:
         sched.close()
+
+
+# --- the cluster's TF Serving batches as this server does ---------------------------------
+
+
+def batching_parameters_class():
+    """TF Serving's BatchingParameters (servables/tensorflow/session_bundle_config.proto at
+    2.20.0; not in tensorflow-serving-api), built from its field list to parse the file as TF
+    Serving's ParseProtoTextFile would."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
+
+    fields = [
+        ("max_batch_size", 1, "Int64Value"),
+        ("batch_timeout_micros", 2, "Int64Value"),
+        ("max_enqueued_batches", 3, "Int64Value"),
+        ("num_batch_threads", 4, "Int64Value"),
+        ("thread_pool_name", 5, "StringValue"),
+        ("enable_large_batch_splitting", 8, "BoolValue"),
+        ("max_execution_batch_size", 9, "Int64Value"),
+    ]
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
+    file = descriptor_pb2.FileDescriptorProto(
+        name="batching.proto", package="tensorflow.serving", dependency=["google/protobuf/wrappers.proto"]
+    )
+    message = file.message_type.add(name="BatchingParameters")
+    for name, number, kind in fields:
+        message.field.add(name=name, number=number, type=11, label=1, type_name=f".google.protobuf.{kind}")
+    message.field.add(name="allowed_batch_sizes", number=6, type=3, label=3)
+    message.field.add(name="pad_variable_length_inputs", number=7, type=8, label=1)
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters"))
+
+
+def test_the_cluster_batches_as_this_server_does():
+    """kustomize/base/batching.config parses as TF Serving's BatchingParameters, and merges and
+    cuts requests as jobs.serve does by default; the Deployments read it with --enable_batching."""
+    from pathlib import Path
+
+    import yaml
+    from google.protobuf import text_format
+
+    from jobs.serving.cli import build_parser
+    from jobs.serving.limits import Limits
+
+    root = Path(__file__).resolve().parents[2]
+    params = text_format.Parse((root / "kustomize/base/batching.config").read_text(), batching_parameters_class()())
+    defaults = build_parser().parse_args(["--model-base-path", "."])
+    assert params.max_execution_batch_size.value == defaults.max_batch
+    assert params.max_batch_size.value == Limits().max_instances >= params.max_execution_batch_size.value
+    assert params.enable_large_batch_splitting.value and params.batch_timeout_micros.value == 0
+    for manifest in ("kustomize/base/serving.yaml", "kustomize/components/canary/serving-canary.yaml"):
+        (deployment,) = [d for d in yaml.safe_load_all((root / manifest).read_text()) if d["kind"] == "Deployment"]
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        args = dict(a.split("=", 1) for a in container["args"] if "=" in a)
+        assert args["--enable_batching"] == "true", manifest
+        assert args["--batching_parameters_file"] == "/etc/tf-serving/batching.config", manifest

@@ -1,5 +1,6 @@
 """The REST contract without the server machinery: paths and versions, JSON limits, request
-decoding, image headers and the answer's encoding. No TensorFlow, no sockets."""
+decoding, image headers and the answer's encoding. No TensorFlow, no sockets. TF Serving's own
+expectations for the JSON codec are in test_json_tensor.py."""
 
 from __future__ import annotations
 
@@ -15,15 +16,19 @@ from jobs.serving.errors import ApiError, without_paths
 from jobs.serving.limits import Limits
 from jobs.serving.request import decode_predict
 from jobs.serving.response import encode_predict
-from jobs.serving.servable import Signature, TensorSpec
+from jobs.serving.servable import Signature, TensorInfo
 
-STRING = np.dtype(object)
 SIGNATURES = {
     "serving_default": Signature(
-        "serving_default", None, {"image_bytes": TensorSpec("image_bytes", STRING, (None,))}, {}
+        "serving_default", "", {"image_bytes": TensorInfo("image_bytes", "image_bytes:0", "DT_STRING", (-1,))}, {}
     ),
-    "pixels": Signature("pixels", None, {"pixels": TensorSpec("pixels", np.dtype(np.uint8), (None, 28, 28))}, {}),
+    "pixels": Signature("pixels", "", {"pixels": TensorInfo("pixels", "pixels:0", "DT_UINT8", (-1, 28, 28))}, {}),
 }
+
+
+def decode(payload: dict, limits: Limits | None = None):
+    signature = SIGNATURES[payload.get("signature_name") or "serving_default"]
+    return decode_predict(payload, signature, limits or Limits())
 
 
 def png(width: int, height: int, mode: str = "L") -> bytes:
@@ -55,13 +60,17 @@ def test_routes_as_tf_serving_matches_them():
     assert routes.route("GET", "/v1/models/fm%6Eist").model == "fmnist"  # the name is percent-decoded
     # TF Serving's patterns are case-insensitive ((?i)); the verb is then compared exactly.
     assert routes.route("POST", "/V1/MODELS/fmnist:predict") == routes.Route("predict", "fmnist")
+    assert routes.route("GET", "/v1/models/fmnist/METADATA").api == "status"  # the sub-resource is exact
     assert routes.route("GET", "/monitoring/prometheus/metrics").api == "metrics"
+    assert routes.route("POST", "/v1/models/m/labels/stable:classify") == routes.Route("classify", "m", None, "stable")
+    assert routes.route("GET", "/v1/models/m/labels/a%20b/metadata").label == "a b"
+    assert routes.route("OPTIONS", "/v1/anything").api == "options"
     for method, path in [
         ("POST", "/v1/models/fmnist:PREDICT"),
         ("GET", "/v1/models/fmnist:predict"),
         ("DELETE", "/v1/models/fmnist"),
         ("POST", "/v1/models/fmnist/versions/:predict"),
-        ("POST", "/v1/models/fmnist:classify"),
+        ("POST", "/v1/models/fmnist/versions/1/labels/a:predict"),
     ]:
         assert status_of(routes.route, method, path) == 400, (method, path)
     assert status_of(routes.route, "GET", "/v2/models/fmnist") == 404
@@ -109,9 +118,35 @@ def test_the_largest_legitimate_bodies_fit_the_json_limits():
     assert len(jsonbody.parse(named, limits.max_json_containers, limits.max_json_values)["instances"]) == 1024
 
 
-@pytest.mark.parametrize("body", [b"", b"  ", b"{", b"\xff\xfe", b"[1,]", b'{"a": NaN}'])
-def test_malformed_json_is_a_400(body):
-    assert status_of(jsonbody.parse, body, 100, 100) == 400
+@pytest.mark.parametrize(
+    "body,words",
+    [
+        (b"", "The document is empty"),
+        (b"  ", "The document is empty. at offset: 2"),
+        (b"{", "Missing a name for object member. at offset: 1"),
+        (b"[1 2]", "Missing a comma or ']' after an array element. at offset: 3"),
+        (b'{"a": 1 "b"}', "Missing a comma or '}' after an object member. at offset: 8"),
+        (b'{"a" 1}', "Missing a colon after a name of object member. at offset: 5"),
+        (b"[1,]", "Invalid value. at offset: 3"),
+        (b'"abc', "Missing a closing quotation mark in string. at offset: 0"),
+    ],
+)
+def test_malformed_json_is_a_400_in_rapidjson_words(body, words):
+    """TF Serving's JSON errors are rapidjson's (util/json_tensor.cc, ParseJson, 2.20.0)."""
+    with pytest.raises(ApiError) as err:
+        jsonbody.parse(body, 100, 100)
+    assert err.value.status == 400 and err.value.message == f"JSON Parse error: {words}"
+
+
+def test_json_as_rapidjson_reads_it():
+    """NaN and the infinities are numbers, what follows the first value is ignored, and bytes
+    that are not UTF-8 survive in strings (rapidjson's kParseNanAndInfFlag,
+    kParseStopWhenDoneFlag, no encoding check; json_tensor_test.cc TensorFromNonNullTerminatedBuffer)."""
+    value = jsonbody.parse(b'{"a": [NaN, Infinity, -Infinity]}X', 100, 100)
+    assert np.isnan(value["a"][0]) and value["a"][1:] == [float("inf"), float("-inf")]
+    assert jsonbody.parse(b'{"instances": [[1,2],[3,4]]} trailing', 100, 100) == {"instances": [[1, 2], [3, 4]]}
+    raw = jsonbody.parse(b'{"s": "\xff\xfe"}', 100, 100)["s"]
+    assert raw.encode("utf-8", "surrogateescape") == b"\xff\xfe"
 
 
 # --- requests ----------------------------------------------------------------------------
@@ -119,38 +154,43 @@ def test_malformed_json_is_a_400(body):
 
 def test_row_and_columnar_requests_decode_to_the_same_inputs():
     image = png(30, 40)
-    rows = decode_predict({"instances": [{"image_bytes": b64(image)}, b64(image)]}, SIGNATURES, Limits())
-    columns = decode_predict({"inputs": {"image_bytes": [b64(image), b64(image)]}}, SIGNATURES, Limits())
-    assert rows.size == columns.size == 2 and rows.row_format and not columns.row_format
-    assert rows.inputs["image_bytes"].tolist() == columns.inputs["image_bytes"].tolist() == [image, image]
+    rows = decode({"instances": [{"image_bytes": b64(image)}, {"image_bytes": b64(image)}]})
+    unnamed = decode({"instances": [b64(image), b64(image)]})
+    columns = decode({"inputs": {"image_bytes": [b64(image), b64(image)]}})
+    assert rows.size == unnamed.size == columns.size == 2 and rows.row_format and not columns.row_format
+    assert rows.batched and columns.batched
+    expected = [image, image]
+    assert rows.inputs["image_bytes"].tolist() == unnamed.inputs["image_bytes"].tolist() == expected
+    assert columns.inputs["image_bytes"].tolist() == expected
     assert rows.costs.tolist() == [1200, 1200]  # decoded pixels, from the header
-    pixels = decode_predict({"signature_name": "pixels", "instances": [[[1] * 28] * 28]}, SIGNATURES, Limits())
+    pixels = decode({"signature_name": "pixels", "instances": [[[1] * 28] * 28]})
     assert pixels.inputs["pixels"].dtype == np.uint8 and pixels.inputs["pixels"].shape == (1, 28, 28)
+    assert pixels.costs.tolist() == [784]  # values
+    assert decode({"instances": [b64(b"not an image")]}).costs.tolist() == [1]  # the model decides
 
 
 def test_pixel_budget_is_checked_from_headers():
     limits = Limits(max_image_pixels=10_000, max_request_pixels=25_000)
-    assert decode_predict({"instances": [b64(png(100, 100))] * 2}, SIGNATURES, limits).costs.sum() == 20_000
+    assert decode({"instances": [b64(png(100, 100))] * 2}, limits).costs.sum() == 20_000
     with pytest.raises(ApiError) as err:
-        decode_predict({"instances": [b64(png(100, 100))] * 3}, SIGNATURES, limits)
+        decode({"instances": [b64(png(100, 100))] * 3}, limits)
     assert "25000" in err.value.message and "instances" in err.value.message
     with pytest.raises(ApiError) as err:
-        decode_predict({"instances": [b64(png(10, 10)), b64(png(101, 100))]}, SIGNATURES, limits)
+        decode({"instances": [b64(png(10, 10)), b64(png(101, 100))]}, limits)
     assert err.value.message.startswith("instances[1]: image of 101x100 pixels is over the limit")
 
 
-def test_image_headers_name_every_supported_format():
+def test_image_headers_are_read_for_every_format_decode_image_reads():
     from PIL import Image
 
-    for fmt in images.FORMATS:
+    for fmt in ("JPEG", "PNG", "GIF", "BMP", "WEBP"):
         buffer = io.BytesIO()
         Image.new("RGB", (7, 5)).save(buffer, fmt)
-        assert images.image_size(buffer.getvalue())[1:] == (7, 5), fmt
+        assert images.looks_like_image(buffer.getvalue()), fmt
+        assert images.costs(np.array([buffer.getvalue()], object), "instances", 100, 100).tolist() == [35], fmt
     buffer = io.BytesIO()
-    Image.new("RGB", (7, 5)).save(buffer, "TIFF")
-    with pytest.raises(ApiError) as err:
-        images.pixel_costs(np.array([buffer.getvalue()], object), "instances", 100, 100)
-    assert "TIFF images are not supported" in err.value.message
+    Image.new("RGB", (7, 5)).save(buffer, "TIFF")  # not one of them: the model's to refuse
+    assert images.costs(np.array([buffer.getvalue(), b"text"], object), "instances", 100, 100).tolist() == [1, 1]
 
 
 # --- answers -----------------------------------------------------------------------------
@@ -164,12 +204,11 @@ def test_answers_in_both_formats():
     }
     rows = json.loads(encode_predict(outputs, row_format=True))["predictions"]
     assert rows[0] == {"probabilities": [0.1, 0.9], "class_id": 1, "class_name": "Shirt"}
-    assert rows[1]["probabilities"] == [0.33333334, 0.6666667]  # float32's shortest digits
-    assert rows[1]["class_name"] == {"b64": "/w=="}
+    # 6 significant digits where they read back as the same float32, else 9, as TF Serving writes them
+    assert rows[0]["probabilities"] == [0.1, 0.9] and rows[1]["probabilities"] == [0.333333343, 0.666666687]
+    assert rows[1]["class_name"] == {"b64": "/w=="}  # not UTF-8: TF Serving would write the raw byte
     columns = json.loads(encode_predict(outputs, row_format=False))["outputs"]
     assert columns["class_id"] == [1, 1] and columns["class_name"][0] == "Shirt"
-    nan = json.loads(encode_predict({"p": np.array([np.nan, np.inf], np.float32)}, row_format=True))
-    assert nan == {"predictions": [None, None]}
 
 
 def test_paths_are_taken_out_of_messages():

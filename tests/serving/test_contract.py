@@ -177,8 +177,6 @@ BAD_REQUESTS = [
     ("both-keys", {"instances": [{"b64": IMAGE}], "inputs": [{"b64": IMAGE}]}, 400),
     ("instances-not-list", {"instances": {"b64": IMAGE}}, 400),
     ("empty-instances", {"instances": []}, 400),
-    ("empty-columnar", {"inputs": []}, 400),
-    ("empty-columnar-named", {"inputs": {"image_bytes": []}}, 400),
     ("unknown-signature", {"signature_name": "no_such_signature", "instances": [{"b64": IMAGE}]}, 400),
     ("bad-base64", {"instances": [{"b64": "this is not base64!"}]}, 400),
     ("b64-not-string", {"instances": [{"b64": 12}]}, 400),
@@ -201,22 +199,18 @@ BAD_REQUESTS = [
         + b"]]}",
         400,
     ),
-    ("pixels-over-255", {"signature_name": "pixels", "instances": [[[256] * 28] * 28]}, 400),
-    ("pixels-negative", {"signature_name": "pixels", "instances": [[[-1] * 28] * 28]}, 400),
     ("pixels-null", {"signature_name": "pixels", "instances": [[[None] * 28] * 28]}, 400),
     ("pixels-b64", {"signature_name": "pixels", "instances": [{"b64": IMAGE}]}, 400),
     ("signature-not-string", {"signature_name": 3, "instances": [{"b64": IMAGE}]}, 400),
 ]
 
 
-# Where TF Serving's own parser is more lenient than the local server (util/json_tensor.cc:
-# any JSON int is taken for DT_UINT8 and cast, and an empty columnar list is a [0] tensor),
-# the local server refuses the request and TF Serving answers it: not part of the shared contract.
+# TF Serving hands a tensor of any rank to the model (util/json_tensor.cc checks no shape), where
+# a kernel may abort the process; the local server refuses a rank other than the signature's
+# (jobs/serving/request.py, _check_ranks). Not part of the shared contract.
 STRICTER_THAN_TF_SERVING = {
-    "pixels-over-255": "TF Serving casts any JSON integer to uint8",
-    "pixels-negative": "TF Serving casts any JSON integer to uint8",
-    "empty-columnar": "TF Serving runs an empty columnar batch",
-    "empty-columnar-named": "TF Serving runs an empty columnar batch",
+    name: "TF Serving passes a tensor of another rank to the model"
+    for name in ("list-for-bytes", "pixels-wrong-rank", "pixels-scalar", "pixels-columnar-rank")
 }
 
 
@@ -236,6 +230,27 @@ def test_bad_request_is_a_json_4xx_and_the_server_keeps_serving(http, body, stat
     assert response.status_code == status, response.text
     assert isinstance(response.json()["error"], str) and response.json()["error"]
     assert_serves(http)
+
+
+@pytest.mark.parametrize(
+    "body,answer",
+    [
+        ({"signature_name": "pixels", "instances": [[[256] * 28] * 28]}, "predictions"),  # cast: 0
+        ({"signature_name": "pixels", "instances": [[[-1] * 28] * 28]}, "predictions"),  # cast: 255
+        ({"inputs": []}, "outputs"),  # an empty batch runs
+        ({"inputs": {"image_bytes": []}}, "outputs"),
+    ],
+)
+def test_what_tf_serving_takes_is_taken(http, body, answer):
+    """TF Serving casts any int32 to uint8 and runs an empty columnar batch
+    (util/json_tensor.cc, AddValueToTensor, FillTensorMapFromInputsMap, 2.20.0)."""
+    response = http.post(PREDICT, json=body)
+    assert response.status_code == 200, response.text
+    values = response.json()[answer]
+    if answer == "outputs":
+        assert values == {"class_id": [], "class_name": [], "probabilities": []}
+    else:
+        check_prediction(values[0])
 
 
 @pytest.mark.parametrize(
@@ -316,18 +331,23 @@ def test_unknown_paths(http):
 
 @local_only
 def test_prometheus_metrics(http):
+    """TF Serving's series: request_count by model and status code name, request_latency in
+    microseconds for OK answers by model, API and entrypoint (test_metrics.py has the rest)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     http.post(PREDICT, json=reference_request(reference_jpeg()))
     http.post(PREDICT, content=b"{", headers={"content-type": "application/json"})
     response = http.get("/monitoring/prometheus/metrics")
-    assert response.status_code == 200
+    assert response.status_code == 200 and response.headers["content-type"] == "text/plain"
     samples = {}
     for family in text_string_to_metric_families(response.text):
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    assert samples[("serving_requests_total", (("api", "predict"), ("code", "200")))] >= 1
-    assert samples[("serving_request_errors_total", (("api", "predict"), ("code", "400")))] >= 1
-    assert samples[("serving_request_duration_seconds_count", (("api", "predict"),))] >= 2
-    assert samples[("serving_model_version", (("model", "fmnist"),))] == int(served_version(http))
-    assert samples[("serving_predict_instances_total", ())] >= 1
+    count = ":tensorflow:serving:request_count_total"  # the parser names a counter's samples _total
+    assert samples[(count, (("model_name", MODEL), ("status", "OK")))] >= 1
+    assert samples[(count, (("model_name", MODEL), ("status", "INVALID_ARGUMENT")))] >= 1
+    latency = (("API", "predict"), ("entrypoint", "REST"), ("model_name", MODEL))
+    assert samples[(":tensorflow:serving:request_latency_count", latency)] >= 1
+    loaded = [key for key in samples if key[0] == ":tensorflow:cc:saved_model:load_attempt_count_total"]
+    assert any(dict(labels)["model_path"].endswith(f"/{served_version(http)}") for _, labels in loaded)
+    assert samples[("serving_batch_size_count", ())] >= 1

@@ -42,23 +42,29 @@ def test_tf_serving_page_counts_predict_successes_and_every_error_of_the_model()
     assert snap.buckets == ((0.001, 10.0), (0.002, 90.0), (math.inf, 100.0))  # microseconds -> s
 
 
-def test_local_server_page_from_its_own_metrics():
+def test_the_local_server_page_reads_as_tf_servings():
+    """The local server exports TF Serving's series (jobs/serving/metrics.py): one reading."""
     from jobs.serving.metrics import Metrics
 
-    metrics = Metrics("fmnist")
+    metrics = Metrics()
     for _ in range(8):
-        metrics.observe("predict", 200, 0.004)
-    metrics.observe("predict", 400, 0.001)
-    metrics.observe("predict", 500, 0.03)
-    metrics.observe("status", 200, 0.0001)  # not a prediction
-    snap = parse(metrics.page()[0].decode(), "fmnist")
+        metrics.request("fmnist", "OK", "predict", 0.004)
+    metrics.request("fmnist", "INVALID_ARGUMENT", "predict", 0.001)
+    metrics.request("fmnist", "INTERNAL", "predict", 0.03)
+    metrics.request("fmnist", "OK", "", 0.0001)  # a status call: no prediction
+    snap = parse(metrics.page().decode(), "fmnist")
     assert (snap.ok, snap.errors) == (8, 2)
-    assert dict(snap.buckets)[0.005] == 9 and dict(snap.buckets)[math.inf] == 10
+    assert dict(snap.buckets)[math.inf] == 8  # latency of the successful predictions only
+    # µs bounds 10 × 1.8^i: 4 ms is above 3570.47 µs and below 6426.84 µs
+    assert [count for bound, count in snap.buckets if 0.0035 < bound < 0.0065] == [0, 8]
 
 
 @pytest.mark.parametrize(
     "page,needle",
-    [("# TYPE x counter\nx_total 1\n", "neither"), ("what is this {\n", "does not parse")],
+    [
+        ("# TYPE x counter\nx_total 1\n", "no :tensorflow:serving:request_count"),
+        ("what is this {\n", "does not parse"),
+    ],
 )
 def test_a_page_of_no_model_server_is_an_error(page, needle):
     with pytest.raises(JobError, match=needle):

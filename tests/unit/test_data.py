@@ -44,7 +44,7 @@ def test_synthetic_is_learnable_but_not_trivial():
     predicted = ((test[:, None, :] - means[None]) ** 2).sum(-1).argmin(1)
     accuracy = (predicted == d["test"].labels).mean()
     assert accuracy > 0.5, accuracy
-    # Noise makes single pixels unreliable: images of one class are not identical.
+    # Images of one class are not identical.
     assert len({img.tobytes() for img in d["train"].images[y == 0]}) == (y == 0).sum()
 
 

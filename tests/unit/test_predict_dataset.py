@@ -1,5 +1,6 @@
 """`make predict` samples the dataset the served model was trained on, and a missing dataset
-is one line that names the command that works."""
+is one line that names the command that works; for a model trained on drawn garments it says
+what to expect of one's own images."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from jobs.core.cli import JobError
 from jobs.core.files import write_json
 from jobs.core.paths import Work
 from jobs.ingest import data
-from jobs.predict.predict import sample_dataset
+from jobs.predict.predict import sample_dataset, what_it_knows
 from tests.helpers.jobs import assert_one_line_error, run_job
 
 
@@ -46,3 +47,10 @@ def test_predict_with_a_missing_dataset_is_one_line_before_any_request(served_sy
         "predict", "--url", "http://127.0.0.1:9", "--work-dir", served_synthetic.root, "--dataset", "fashion_mnist"
     )
     assert_one_line_error(proc, "make predict DATASET=synthetic")
+
+
+def test_a_model_trained_on_drawn_garments_says_what_it_knows(served_synthetic, tmp_path):
+    assert "samples/*.png, not photographs" in what_it_knows(served_synthetic, "fmnist")
+    other = Work(tmp_path / "other")
+    write_json(other.served() / "3" / "promotion.json", {"model": "cnn", "dataset": "fashion_mnist", "run_id": "r"})
+    assert what_it_knows(other, "fmnist") is None and what_it_knows(Work(tmp_path / "none"), "fmnist") is None

@@ -18,7 +18,7 @@ import re
 
 import pytest
 
-from jobs.ingest import data
+from jobs.ingest import data, garments
 from tests.cluster import workflow
 
 # workflow/controller/cache/cache.go at v4.1.2
@@ -99,6 +99,13 @@ def test_the_key_changes_with_the_format_ingest_writes(keys):
     hit an entry of the old one: ingest would be skipped and training read the old files."""
     for key in keys.values():
         assert re.search(rf"(^|-)format{data.FORMAT_VERSION}(-|$)", key), key
+
+
+def test_the_key_changes_with_the_garment_generator(keys):
+    """New drawings (SYNTHETIC_VERSION, which ingest's manifest records for `synthetic`) must not
+    hit an entry of the old generator: training would read the old pictures for a day."""
+    for key in keys.values():
+        assert re.search(rf"(^|-)garments{garments.SYNTHETIC_VERSION}(-|$)", key), key
 
 
 def test_the_old_key_is_refused():

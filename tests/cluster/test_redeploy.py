@@ -120,7 +120,7 @@ def owned_elsewhere(docs: list[dict]) -> list[tuple[tuple[str, str], tuple[str, 
         if key(d) == ("ConfigMap", "fmnist-ingest-cache"):  # configmap_cache.go Save, an Update
             for label in ("workflows.argoproj.io/configmap-type",):
                 out.append((key(d), ("metadata", "labels", label), "Cache"))
-            out.append((key(d), ("data", "ingest-format1-fashion-mnist"), '{"nodeID": "x"}'))
+            out.append((key(d), ("data", "ingest-format1-garments2-fashion-mnist"), '{"nodeID": "x"}'))
     for kind, name in edited_by_hand():  # a person's kubectl edit: every key of its data, changed
         d = next((d for d in docs if key(d) == (kind, name)), None)
         assert d is not None, f"the docs tell a person to edit {kind} {name}, which the install does not have"

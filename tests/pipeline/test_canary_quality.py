@@ -118,6 +118,7 @@ def test_a_one_class_canary_is_rolled_back_on_its_answers_and_a_faithful_one_pro
         record = json.loads((work.run("r1") / "canary.json").read_text())
         figures = record["figures"]
         assert record["action"] == "rollback" and figures["canary"]["errors"] == 0
+        assert f"compared_images={figures['quality']['images']}" in proc.stdout
         assert figures["quality"]["canary"]["classes"] == {"0": figures["quality"]["images"]}
         assert figures["quality"]["canary"]["confidence_histogram"][-1] == figures["quality"]["images"]
         assert figures["quality"]["stable"]["accuracy"] > figures["quality"]["canary"]["accuracy"]

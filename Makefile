@@ -35,7 +35,9 @@ CANARY_SECONDS ?=
 INGEST_ARGS ?=
 # knob: extra flags for every train command of make local
 TRAIN_ARGS ?=
-LOCAL_KNOBS := WORK_DIR DATASET EPOCHS WORKERS MODELS MIN_ACCURACY PROMOTE ROLLOUT CANARY_SECONDS INGEST_ARGS TRAIN_ARGS
+# knob: extra flags for the canary step of make local, e.g. its bounds (python -m jobs.canary --help)
+CANARY_ARGS ?=
+LOCAL_KNOBS := WORK_DIR DATASET EPOCHS WORKERS MODELS MIN_ACCURACY PROMOTE ROLLOUT CANARY_SECONDS INGEST_ARGS TRAIN_ARGS CANARY_ARGS
 
 # -- serving, predicting, looking
 # knob: the port of make serve, make predict and make rollback's server

@@ -18,6 +18,8 @@ them). Arguments are templates over a small set of parameters:
     canary_seconds, canary_probe_rate how long the canary is watched, probe requests a second
     canary_max_error_rate, canary_max_error_increase, canary_max_p50_ratio,
     canary_max_p95_ratio, canary_min_requests    its bounds (jobs.release.canary_metrics.Bounds)
+    canary_min_agreement, canary_max_class_psi,
+    canary_accuracy_significance                  on its answers (jobs.release.quality.QualityBounds)
 
 A parameter's default is the default of the flag it fills, read from that job's parser
 (`default`); the pipeline's own settings, which no job's flag has, are owned here.
@@ -47,6 +49,9 @@ CANARY_KNOBS = {
     "canary_max_p50_ratio": "--max-p50-ratio",
     "canary_max_p95_ratio": "--max-p95-ratio",
     "canary_min_requests": "--min-requests",
+    "canary_min_agreement": "--min-agreement",
+    "canary_max_class_psi": "--max-class-psi",
+    "canary_accuracy_significance": "--accuracy-significance",
 }
 
 PARAMETERS = (

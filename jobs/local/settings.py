@@ -32,6 +32,8 @@ from jobs.train import models
 # One training worker's memory: 0.75-0.9 GiB resident measured here (TF 2.20, tf-keras, two
 # MWMS workers, synthetic and Fashion-MNIST sizes), rounded up.
 WORKER_MEMORY_MIB = 1024
+# The steps that take extra flags (--ingest-args, ...), e.g. the canary's bounds.
+EXTRA_ARGS = ("ingest", "train", "promote", "canary")
 
 
 @dataclasses.dataclass
@@ -113,12 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=20.0,
         help="how long the canary step watches the canary (--rollout canary)",
     )
-    for name in ("ingest", "train", "promote"):
+    for name in EXTRA_ARGS:
         p.add_argument(
             f"--{name}-args",
             default="",
             metavar="ARGS",
-            help=f"extra flags for every {name} command, e.g. --{name}-args='--seed 1'",
+            help=f"extra flags for every {name} command (python -m jobs.{name} --help)",
         )
     return p
 
@@ -127,7 +129,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     """The run's settings from its flags: the resources and the work dir checked, the extra
     flags split, the local MLflow store chosen when no MLFLOW_TRACKING_URI is given."""
     extra = {}
-    for name in ("ingest", "train", "promote"):
+    for name in EXTRA_ARGS:
         try:
             extra[name] = shlex.split(getattr(args, f"{name}_args"))
         except ValueError as err:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import socket
 import threading
 import time
@@ -40,13 +41,15 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 
+import numpy as np
+
 from jobs.core import png, serving_config
 from jobs.core.cli import JobError, add_run_arguments, emit, fraction, parser, positive_float, positive_int
 from jobs.core.files import write_json
 from jobs.core.paths import MODEL_NAME, Work, versions
 from jobs.ingest import data
 from jobs.predict.client import Client, wait_for_version
-from jobs.release import rollback
+from jobs.release import quality, rollback
 from jobs.release.canary_metrics import (
     INCONCLUSIVE,
     PROMOTE,
@@ -58,6 +61,7 @@ from jobs.release.canary_metrics import (
     parse,
     window,
 )
+from jobs.release.quality import Prediction, QualityBounds
 from jobs.release.state import CANARY, CHAMPION, end_canary, read_canary, set_version_tags
 from jobs.tracking.tracker import Tracker
 
@@ -66,6 +70,7 @@ log = logging.getLogger("jobs.canary")
 METRICS_PATH = "/monitoring/prometheus/metrics"
 DEFAULT_SECONDS = 300.0
 DEFAULT_PROBE_RATE = 5.0
+MAX_PROBE_IMAGES = 10_000  # distinct test images the probes send; past them they start again
 
 
 # -- metrics --------------------------------------------------------------------------------
@@ -110,9 +115,11 @@ def snapshot(url: str, model: str) -> dict[str, Snapshot]:
 
 
 class Probe(threading.Thread):
-    """Sends one test image per request to `url` at `rate` a second until stopped, and tallies
-    the answers: `sent`, and `failed` for every request that did not come back with a
-    prediction per image (an HTTP error, no answer in time, a connection refused)."""
+    """Sends one test image per request to `url` at `rate` a second until stopped, image i
+    as the i-th request (both tracks get the same images in the same order), and tallies the
+    answers: `sent`, `failed` for every request that did not come back with a prediction per
+    image (an HTTP error, no answer in time, a connection refused, no class in it), and each
+    image's prediction in `answers` (jobs.release.quality judges them)."""
 
     def __init__(self, url: str, model: str, images: list[bytes], rate: float):
         super().__init__(name=f"probe {url}", daemon=True)
@@ -120,12 +127,14 @@ class Probe(threading.Thread):
         self.images, self.rate = images, rate
         self.stopped = threading.Event()
         self.sent = self.failed = 0
+        self.answers: dict[int, Prediction] = {}
 
     def run(self) -> None:
         due = time.monotonic()
         while not self.stopped.is_set():
+            index = self.sent % len(self.images)
             try:
-                self.client.classify([self.images[self.sent % len(self.images)]])
+                self.answers[index] = quality.prediction(self.client.classify([self.images[index]])[0])
             except JobError:
                 self.failed += 1
             self.sent += 1
@@ -133,20 +142,39 @@ class Probe(threading.Thread):
             self.stopped.wait(max(0.0, due - time.monotonic()))
 
 
-def probe_images(work: Work, dataset: str, count: int = 64) -> list[bytes]:
+@dataclasses.dataclass(frozen=True)
+class Probes:
+    """The probe traffic's images, encoded as clients send them, and their labels."""
 
+    images: list[bytes]
+    labels: np.ndarray
+
+
+def probe_images(work: Work, dataset: str, count: int) -> Probes:
+    """The first `count` images of the test split (at most all of them)."""
     folder = work.dataset(dataset)
     if not (folder / "manifest.json").exists():
         raise JobError(f"no dataset {dataset} under {work.root / 'data'}: the probe traffic sends its test images")
     test = data.load(folder, splits=("test",))["test"]
     if len(test.labels) == 0:
         raise JobError(f"the test split of {dataset} is empty: no images for the probe traffic")
-    return [png.encode(test.images[i]) for i in range(min(count, len(test.labels)))]
+    count = max(1, min(count, len(test.labels)))
+    return Probes([png.encode(test.images[i]) for i in range(count)], np.asarray(test.labels[:count]))
 
 
-def watch(stable_url: str, canary_url: str, model: str, seconds: float, images: list[bytes], rate: float):
+@dataclasses.dataclass(frozen=True)
+class Track:
+    """One track over the window: its requests, errors and latency, and its answers by image."""
+
+    window: Snapshot
+    answers: dict[int, Prediction]
+
+
+def watch(
+    stable_url: str, canary_url: str, model: str, seconds: float, images: list[bytes], rate: float
+) -> tuple[Track, Track]:
     """Both tracks over a window of `seconds` of probe traffic at `rate`: requests and errors
-    from the probes' tally, latency from each track's servers' histograms."""
+    from the probes' tally, latency from each track's servers' histograms, the answers."""
     start = {"stable": snapshot(stable_url, model), "canary": snapshot(canary_url, model)}
     probes = {"stable": Probe(stable_url, model, images, rate), "canary": Probe(canary_url, model, images, rate)}
     for probe in probes.values():
@@ -160,7 +188,7 @@ def watch(stable_url: str, canary_url: str, model: str, seconds: float, images: 
         probe.join(timeout=30)
         log.info("probe %s: %d sent, %d answered with an error", probe.client.url, probe.sent, probe.failed)
         served = window(start[track], snapshot(stable_url if track == "stable" else canary_url, model))
-        tracks.append(Snapshot(probe.sent - probe.failed, probe.failed, served.buckets))
+        tracks.append(Track(Snapshot(probe.sent - probe.failed, probe.failed, served.buckets), probe.answers))
     return tracks[0], tracks[1]
 
 
@@ -226,6 +254,8 @@ def metrics(decision: Decision) -> dict[str, float]:
         for key, value in decision.figures[track].items():
             if value is not None:
                 out[f"canary_window_{track}_{key}"] = value
+    for key, value in quality.metrics(decision.figures.get("quality", {})).items():
+        out[f"canary_quality_{key}"] = value
     out["canary_promoted"] = int(decision.outcome == PROMOTE)
     return out
 
@@ -261,6 +291,41 @@ def registry(tracker, model: str, state: dict, record: dict) -> None:
     if stable is not None:
         last = f"{record['action']} of serving version {state['canary_version']}"
         set_version_tags(tracker, model, str(stable), {"canary_last_decision": last})
+
+
+def record_run(
+    tracker,
+    work: Work,
+    run_id: str,
+    record: dict,
+    decision: Decision,
+    watching: Watch,
+    bounds: Bounds,
+    answers: QualityBounds,
+) -> None:
+    """The decision's own MLflow run, `canary-<version>` under the pipeline's: every bound and
+    setting of the watch as params, every figure as metrics (with each track's prediction
+    signals: images per predicted class, the confidence histogram), the outcome as tags."""
+    parent = tracker.pipeline_run(work, run_id)
+    tags = {
+        "role": "canary",
+        "pipeline_run": run_id,
+        "canary_decision": record["action"],
+        "canary_outcome": decision.outcome,
+        "canary_reason": decision.reason[:4000],
+        "canary_version": str(record["canary_version"]),
+        "stable_version": str(record["stable_version"]),
+    }
+    run = tracker.start_run(f"canary-{record['canary_version']}", tags, parent)
+    settings = {
+        "seconds": watching.seconds,
+        "probe_rate": watching.probe_rate,
+        **dataclasses.asdict(bounds),  # errors and latency (canary_metrics.Bounds)
+        **dataclasses.asdict(answers),  # what it predicts (quality.QualityBounds)
+    }
+    tracker.log_params(run, settings)
+    tracker.log_metrics(run, {key.removeprefix("canary_"): value for key, value in metrics(decision).items()})
+    tracker.end_run(run)
 
 
 # -- the step -------------------------------------------------------------------------------
@@ -301,6 +366,26 @@ def build_parser():
         default=defaults.min_requests,
         help="canary predict requests in the window below which nothing is decided (and it rolls back)",
     )
+    answers = QualityBounds()  # what the canary predicts, against stable on the same images
+    p.add_argument(
+        "--min-agreement",
+        type=fraction,
+        default=answers.min_agreement,
+        help="share of the probe images given the stable version's class (0: no bound)",
+    )
+    p.add_argument(
+        "--max-class-psi",
+        type=positive_float,
+        default=answers.max_class_psi,
+        help="shift of the predicted class distribution from stable's, as a population stability index",
+    )
+    p.add_argument(
+        "--accuracy-significance",
+        type=fraction,
+        default=answers.accuracy_significance,
+        help="roll back when McNemar's exact test (the promotion gate's) finds stable more accurate "
+        "on the probe images at this p or below (0: no bound)",
+    )
     return p
 
 
@@ -315,16 +400,22 @@ class Watch:
     probe_rate: float
     wait_timeout: float
 
+    @property
+    def requests(self) -> int:
+        """Probe requests each track gets over the window."""
+        return math.ceil(self.seconds * self.probe_rate)
 
-def judge(watching: Watch, images: list[bytes], state: dict, bounds: Bounds) -> Decision:
-    """Waits for both tracks, watches them, and decides."""
+
+def judge(watching: Watch, probes: Probes, state: dict, bounds: Bounds, answers: QualityBounds) -> Decision:
+    """Waits for both tracks, watches them, and decides on their errors, latency and answers."""
     tracks = ((watching.stable_url, state["stable_version"]), (watching.canary_url, state["canary_version"]))
     for url, version in tracks:
         wait_for_version(Client(url, watching.model), version, watching.wait_timeout)
     stable, canary = watch(
-        watching.stable_url, watching.canary_url, watching.model, watching.seconds, images, watching.probe_rate
+        watching.stable_url, watching.canary_url, watching.model, watching.seconds, probes.images, watching.probe_rate
     )
-    decision = decide(stable, canary, bounds)
+    verdict = quality.judge(stable.answers, canary.answers, probes.labels, answers)
+    decision = quality.combined(decide(stable.window, canary.window, bounds), verdict)
     log.info(
         "canary version %d against stable %d: %s (%s)",
         state["canary_version"],
@@ -341,29 +432,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     bounds = Bounds(
         args.max_error_rate, args.max_error_increase, args.max_p50_ratio, args.max_p95_ratio, args.min_requests
     )
+    answers = QualityBounds(args.min_agreement, args.max_class_psi, args.accuracy_significance)
     work = Work(args.work_dir)
     state = read_canary(work)
     if state is None:
         log.info("no canary in progress (%s is absent): nothing to watch", work.canary_state)
         emit(canary="none")
         return 0
+    watching = Watch(
+        args.stable_url, args.canary_url, args.model_name, args.seconds, args.probe_rate, args.wait_timeout
+    )
     if args.now:
         empty = {"requests": 0, "errors": 0, "error_rate": None, "p50_seconds": None, "p95_seconds": None}
         decision = Decision(args.now, (f"decided by hand (--now {args.now})",), {"stable": empty, "canary": empty})
     else:
-        watching = Watch(
-            args.stable_url, args.canary_url, args.model_name, args.seconds, args.probe_rate, args.wait_timeout
-        )
-        images = probe_images(work, args.dataset)
-        decision = judge(watching, images, state, bounds)
-    record = act(work, state, decision, Tracker(), args.run_id)
-    c = decision.figures["canary"]
+        probes = probe_images(work, args.dataset, min(watching.requests, MAX_PROBE_IMAGES))
+        decision = judge(watching, probes, state, bounds, answers)
+    tracker = Tracker()
+    record = act(work, state, decision, tracker, args.run_id)
+    record_run(tracker, work, args.run_id, record, decision, watching, bounds, answers)
+    c, q = decision.figures["canary"], decision.figures.get("quality", {})
     emit(
         decision=record["action"],
         outcome=decision.outcome,
         served_version=record["served_version"],
         canary_requests=c["requests"],
         canary_errors=c["errors"],
+        compared_images=q.get("images", 0),
+        **{key: q[key] for key in ("agreement", "class_psi", "accuracy_p_value") if q.get(key) is not None},
+        min_agreement=answers.min_agreement,
+        max_class_psi=answers.max_class_psi,
+        accuracy_significance=answers.accuracy_significance,
     )
     if decision.outcome != PROMOTE:
         what = "too few requests to decide" if decision.outcome == INCONCLUSIVE else decision.reason

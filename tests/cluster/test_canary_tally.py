@@ -156,10 +156,11 @@ def test_readiness_probes_of_a_starting_pod_are_not_the_canarys_errors(servers):
     kubelet = Kubelet(canary_server.url, period=0.02)
     kubelet.start()
     try:
-        stable_window, canary_window = canary.watch(stable.url, canary_server.url, "fmnist", 2.0, IMAGES, 30)
+        stable_track, canary_track = canary.watch(stable.url, canary_server.url, "fmnist", 2.0, IMAGES, 30)
     finally:
         kubelet.stopped.set()
         kubelet.join()
+    stable_window, canary_window = stable_track.window, canary_track.window
     assert kubelet.sent >= 20 and canary_server.counts["NOT_FOUND"] >= 20, "the server counted the probes as errors"
     assert canary_window.errors == 0 and canary_window.requests >= BOUNDS.min_requests
     assert stable_window.errors == 0 and stable_window.requests >= BOUNDS.min_requests
@@ -170,7 +171,8 @@ def test_readiness_probes_of_a_starting_pod_are_not_the_canarys_errors(servers):
 
 def test_a_canary_that_fails_predictions_is_rolled_back_on_the_tally(servers):
     stable, canary_server = servers(), servers(fail_every=3)
-    stable_window, canary_window = canary.watch(stable.url, canary_server.url, "fmnist", 2.0, IMAGES, 30)
+    stable_track, canary_track = canary.watch(stable.url, canary_server.url, "fmnist", 2.0, IMAGES, 30)
+    stable_window, canary_window = stable_track.window, canary_track.window
     assert canary_window.requests >= BOUNDS.min_requests
     assert canary_window.errors == canary_server.counts["INTERNAL"] > 0
     assert abs(canary_window.errors / canary_window.requests - 1 / 3) < 0.1

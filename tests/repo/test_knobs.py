@@ -34,6 +34,7 @@ LOCAL = {
     "CANARY_SECONDS": ("45", "canary_seconds", 45.0),
     "INGEST_ARGS": ("--train-size 100", "ingest_args", "--train-size 100"),
     "TRAIN_ARGS": ("--seed 3", "train_args", "--seed 3"),
+    "CANARY_ARGS": ("--min-agreement 0.7", "canary_args", "--min-agreement 0.7"),
 }
 # The knobs `make pipeline` passes as workflow parameters.
 WORKFLOW = {"DATASET": "dataset", "EPOCHS": "epochs", "WORKERS": "workers", "MODELS": "models"}
@@ -89,6 +90,23 @@ def test_every_local_knob_reaches_jobs_local(tmp_path):
     args = local_settings.build_parser().parse_args(argv)
     for name, (_, attribute, parsed) in LOCAL.items():
         assert getattr(args, attribute) == parsed, f"make local {name}=... did not reach jobs.local: {argv}"
+
+
+def test_the_extra_canary_flags_reach_the_canary_step(tmp_path, monkeypatch):
+    """CANARY_ARGS: jobs.local passes them after the step's own flags, so they win."""
+    from jobs.local.runner import Runner
+    from jobs.release import canary
+
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY"):  # settings_from sets them
+        monkeypatch.setenv(name, "")
+    args = local_settings.build_parser().parse_args(
+        ["--work-dir", str(tmp_path / "work"), "--canary-args=--min-agreement 0.7 --max-class-psi 0.1"]
+    )
+    runner = Runner(local_settings.settings_from(args))
+    command = runner.command(steps.step("canary"))
+    assert command[1:3] == ["-m", "jobs.canary"]
+    parsed = canary.build_parser().parse_args(command[3:])
+    assert (parsed.min_agreement, parsed.max_class_psi, parsed.accuracy_significance) == (0.7, 0.1, 0.05)
 
 
 def test_empty_knobs_leave_the_pipelines_defaults(tmp_path):

@@ -371,14 +371,18 @@ class Tracker:
             except MlflowException as err:
                 if "RESOURCE_ALREADY_EXISTS" not in str(err.error_code):
                     raise
-            if model_id:
-                # MLflow's own registration: the version's run is the model's source run, and
-                # the model's page lists the versions made from it.
+            if model_id and not self.uri.startswith(("http://", "https://")):
+                # A store used directly (SQLite): mlflow.register_model records the version on
+                # the LoggedModel (its mlflow.modelVersions tag, which the model's page shows).
                 mlflow.set_tracking_uri(self.uri)
                 mlflow.set_registry_uri(self.uri)
                 version = mlflow.register_model(f"models:/{model_id}", name, tags=tags)
             else:
-                version = self.client.create_model_version(name, source, run_id=run_id, tags=tags)
+                # A tracking server records it itself when it creates the version
+                # (mlflow/server/handlers.py); register_model would add it a second time from
+                # the client (mlflow/tracking/_model_registry/fluent.py, 3.17.2).
+                origin = f"models:/{model_id}" if model_id else source
+                version = self.client.create_model_version(name, origin, run_id=run_id, tags=tags, model_id=model_id)
             self.client.set_registered_model_alias(name, alias, version.version)
             return str(version.version)  # an int from a SQL store, a string over REST
 

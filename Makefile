@@ -58,6 +58,12 @@ IMAGES     ?=
 MLFLOW_PORT ?= 5000
 # knob: the port of make tensorboard
 TENSORBOARD_PORT ?= 6006
+# knob: the port of make mlflow-serve (MLflow's own scoring server on the champion)
+MLFLOW_SERVE_PORT ?= 5002
+# knob: how make mlflow-serve gets the model's environment: local (.venv) or virtualenv (its own pins; minutes)
+ENV_MANAGER ?= local
+# knob: how long make mlflow-serve-check waits for the server to answer, in seconds
+MLFLOW_SERVE_READY_SECONDS ?= 1800
 # knob: what make status shows: auto, local or cluster
 STATUS     ?= auto
 # knob: the port of make monitor's Prometheus (its UI: alerts, targets, queries)
@@ -195,6 +201,14 @@ monitor: ## Prometheus with the alert rules on every local model server, on MONI
 .PHONY: ui
 ui: venv ## Open the MLflow UI on the local tracking store
 	hack/mlflow-ui.sh
+
+.PHONY: mlflow-serve
+mlflow-serve: venv ## Serve the champion with MLflow's own `mlflow models serve` on MLFLOW_SERVE_PORT
+	hack/mlflow-serve.sh
+
+.PHONY: mlflow-serve-check
+mlflow-serve-check: venv ## Opt-in, not in make test: mlflow models serve on the champion answers sample images (ENV_MANAGER=virtualenv: minutes)
+	hack/mlflow-serve.sh check
 
 .PHONY: tensorboard
 tensorboard: venv ## Open TensorBoard on every local run's training logs

@@ -162,7 +162,7 @@ def evaluate(candidate: Candidate, splits: dict, tracker, datasets: dict, label:
         flat[f"test_recall_{metric_key(name)}"] = scores["recall"]
     tracker.log_metrics(mlflow_run, flat, step=step, model_id=model_id, dataset=datasets.get("test"))
     tracker.log_inputs(mlflow_run, {"test": datasets["test"]} if "test" in datasets else {})
-    tracker.log_artifacts(mlflow_run, candidate.eval, "eval")
+    tracker.log_plots(mlflow_run, candidate.eval, "eval", step=step)
     return result
 
 
@@ -222,5 +222,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     plots = compare(work, args.run_id, results, label)
     parent = tracker.pipeline_run(work, args.run_id, {"dataset": args.dataset})
     tracker.log_inputs(parent, datasets)
-    tracker.log_artifacts(parent, plots, "plots")
+    tracker.log_plots(parent, plots, "plots")
     return 0

@@ -248,7 +248,7 @@ def write_outputs(work: Work, tracker, parent: str | None, result: Promotion, na
     report.write_report(work, result.record(), names)
     tracker.log_artifact(parent, work.report(run_id))
     tracker.log_artifact(parent, work.promotion(run_id))
-    tracker.log_artifacts(parent, plots, "plots")
+    tracker.log_plots(parent, plots, "plots")
     tracker.set_tags(parent, {"mlflow.note.content": report.summary(result.record())})
     tracker.end_run(parent)
 

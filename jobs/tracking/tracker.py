@@ -32,17 +32,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+
 from jobs.core.cli import JobError, parser
 from jobs.core.files import locked, read_json, write_json
 from jobs.core.paths import Work
-from jobs.ingest.data import IMAGE_SHAPE
-from jobs.tracking import mlflow_model
+from jobs.ingest.data import CLASS_NAMES, IMAGE_SHAPE
+from jobs.tracking import system_metrics
 
 log = logging.getLogger("jobs.tracking")
 T = TypeVar("T")
@@ -55,7 +56,6 @@ EXPERIMENT_KIND = "custom_model_development"
 PARENT_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"  # the run page's Description
 CONTEXT_TAG = "mlflow.data.context"  # a dataset input's role, shown beside it in the UI
-MODEL_VERSIONS_TAG = "mlflow.modelVersions"  # on a LoggedModel: the registry versions made from it
 # MLflow's own HTTP retries back off for minutes; bound them, and retry here instead.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
@@ -252,12 +252,38 @@ class Tracker:
                 lambda: self.client.log_artifact(run_id, str(local_file), artifact_path),
             )
 
+    def log_plots(self, run_id: str | None, folder: Path, artifact_path: str, step: int = 0) -> None:
+        """The files of `folder` as artifacts under `artifact_path` (report.md links to them), and
+        each PNG in it also through `log_image`, keyed by its name, so that the run page's charts
+        show it; a key the run already has is not logged again."""
+        if not run_id:
+            return
+        self.log_artifacts(run_id, folder, artifact_path)
+
+        def images() -> int:
+            from PIL import Image
+
+            # log_image names its files images/<key>+step+<step>+timestamp+<ms>+<uuid>[+compressed]
+            logged = {Path(f.path).name.split("+step+")[0] for f in self.client.list_artifacts(run_id, "images")}
+            fresh = [png for png in sorted(folder.glob("*.png")) if png.stem not in logged]
+            for png in fresh:
+                with Image.open(png) as image:
+                    self.client.log_image(run_id, image.convert("RGB"), key=png.stem, step=step, synchronous=True)
+            return len(fresh)
+
+        self.call(f"log the plots of {folder.name} as images", images)
+
     def set_tags(self, run_id: str | None, tags: dict[str, str]) -> None:
         if run_id:
             from mlflow.entities import RunTag
 
             batch = [RunTag(k, str(v)) for k, v in tags.items()]
             self.call("set tags", lambda: self.client.log_batch(run_id, tags=batch))
+
+    def system_metrics(self, run_id: Callable[[], str | None], node: str | None) -> system_metrics.Monitor:
+        """MLflow's system metrics of this process, logged into the run `run_id()` names, as
+        `node`'s (jobs.tracking.system_metrics); `stop()` it before the run ends."""
+        return system_metrics.Monitor(self.uri if self.enabled else "", run_id, node)
 
     def end_run(self, run_id: str | None, status: str = "FINISHED") -> None:
         if run_id:
@@ -275,13 +301,13 @@ class Tracker:
         params: dict[str, Any],
         tags: dict[str, str],
     ) -> str | None:
-        """Logs `saved_model` as an MLflow LoggedModel of run `run_id` (its output at `step`),
-        with signature and input example (jobs.mlflow_model); returns its model id."""
+        """Logs `saved_model` through `mlflow.pyfunc` (jobs.tracking.classifier) as a LoggedModel
+        of run `run_id`, its output at `step`, with its signature, an input example (`example`:
+        a few uint8 [N,28,28] images) and its pinned requirements; returns the model id."""
         experiment_id = self.experiment_id()
         if not run_id or experiment_id is None:
             return None
-        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
-
+        # Created here, apart from the upload, so that a retried upload fills the same model.
         model = self.call(
             "create the logged model",
             lambda: self.client.create_logged_model(
@@ -290,32 +316,37 @@ class Tracker:
                 source_run_id=run_id,
                 params={k: str(v) for k, v in params.items()},
                 tags=tags,
-                model_type="tensorflow",
+                model_type="classifier",
             ),
         )
         if model is None:
             return None
 
-        def upload() -> bool:
-            with tempfile.TemporaryDirectory() as tmp:
-                folder = Path(tmp) / "model"
-                mlflow_model.write(saved_model, folder, example, model.model_id, run_id, model.artifact_location)
-                self.client.log_model_artifacts(model.model_id, str(folder))
-            return True
+        def upload() -> str:
+            import mlflow
+            from mlflow.models import Model
 
-        if not self.call("upload the model", upload):
-            return None
-        done = self.call(
-            "finish the logged model",
-            lambda: self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY),
-        )
-        if done is None:
-            return None
-        self.call(
-            "link the model to its run",
-            lambda: self.client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step)]),
-        )
-        return model.model_id
+            from jobs.tracking import classifier  # loads mlflow.pyfunc: only where a model is logged
+
+            mlflow.set_tracking_uri(self.uri)
+            # Model.log is what mlflow.pyfunc.log_model calls, with the run named rather than
+            # active: it writes MLmodel, the requirements and the example, uploads the folder,
+            # links the model to the run at `step` and marks it READY.
+            return Model.log(
+                artifact_path=None,
+                name=name,
+                flavor=mlflow.pyfunc,
+                run_id=run_id,
+                model_id=model.model_id,
+                step=step,
+                python_model=str(Path(classifier.__file__)),
+                artifacts={classifier.SAVED_MODEL: str(saved_model)},
+                signature=signature(),
+                input_example={classifier.SIGNATURE: np.asarray(example, np.uint8)},
+                pip_requirements=requirements(),
+            ).model_id
+
+        return self.call("log the model", upload)
 
     def register(
         self,
@@ -328,9 +359,11 @@ class Tracker:
         description: str = "",
     ) -> str | None:
         """A new version of registered model `name`, created from LoggedModel `model_id` (or,
-        without one, from `source`), with `alias` pointed at it; returns the version."""
+        without one, from `source` and run `run_id`), with `alias` pointed at it; returns the
+        version."""
 
         def create() -> str:
+            import mlflow
             from mlflow.exceptions import MlflowException
 
             try:
@@ -338,28 +371,49 @@ class Tracker:
             except MlflowException as err:
                 if "RESOURCE_ALREADY_EXISTS" not in str(err.error_code):
                     raise
-            version = self.client.create_model_version(
-                name,
-                f"models:/{model_id}" if model_id else source,
-                run_id=run_id,
-                tags=tags,
-                model_id=model_id,
-            )
+            if model_id and not self.uri.startswith(("http://", "https://")):
+                # A store used directly (SQLite): mlflow.register_model records the version on
+                # the LoggedModel (its mlflow.modelVersions tag, which the model's page shows).
+                mlflow.set_tracking_uri(self.uri)
+                mlflow.set_registry_uri(self.uri)
+                version = mlflow.register_model(f"models:/{model_id}", name, tags=tags)
+            else:
+                # A tracking server records it itself when it creates the version
+                # (mlflow/server/handlers.py); register_model would add it a second time from
+                # the client (mlflow/tracking/_model_registry/fluent.py, 3.17.2).
+                origin = f"models:/{model_id}" if model_id else source
+                version = self.client.create_model_version(name, origin, run_id=run_id, tags=tags, model_id=model_id)
             self.client.set_registered_model_alias(name, alias, version.version)
-            if model_id:
-                self._link_version(model_id, name, str(version.version))
             return str(version.version)  # an int from a SQL store, a string over REST
 
         return self.call(f"register {name}", create)
 
-    def _link_version(self, model_id: str, name: str, version: str) -> None:
-        """The LoggedModel's list of registry versions made from it (the tag the UI shows on the
-        model's page): a tracking server adds it itself, a store used directly (SQLite) does not."""
-        tags = self.client.get_logged_model(model_id).tags
-        linked = json.loads(tags.get(MODEL_VERSIONS_TAG, "[]"))
-        if not any(str(v.get("version")) == version and v.get("name") == name for v in linked):
-            linked.append({"name": name, "version": int(version)})
-            self.client.set_logged_model_tags(model_id, {MODEL_VERSIONS_TAG: json.dumps(linked)})
+
+def signature():
+    """The model's signature: the `pixels` input and the three outputs, as tensors."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    from jobs.tracking import classifier
+
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, *IMAGE_SHAPE), classifier.SIGNATURE)]),
+        outputs=Schema(
+            [
+                TensorSpec(np.dtype(np.float32), (-1, len(CLASS_NAMES)), "probabilities"),
+                TensorSpec(np.dtype(np.int64), (-1,), "class_id"),
+                TensorSpec(np.dtype(str), (-1,), "class_name"),
+            ]
+        ),
+    )
+
+
+def requirements() -> list[str]:
+    """What jobs.tracking.classifier imports, pinned to this environment's versions (MLflow adds
+    its own pin); named rather than inferred, which would load the model once more in a child."""
+    from importlib.metadata import version
+
+    return [f"{package}=={version(package)}" for package in ("tensorflow", "numpy")]
 
 
 def create_local_store(work: Work) -> str:

@@ -322,11 +322,16 @@ def train(config: Config) -> dict:
     clear_leftovers(candidate, cluster)
     scratch = Path(tempfile.mkdtemp(prefix=f".{cluster.name}-", dir=candidate.root))
     progress = None
+    node = cluster.name if cluster.distributed else None  # system metrics per worker
+    monitor = None
     try:
         if cluster.is_chief:
             datasets = dataset_inputs(config.dataset, dataset_dir, records, manifest["source"])
             tracker, mlflow_run = start_tracking(candidate, config, params, datasets)
             progress = Progress(candidate, tracker, mlflow_run, steps * global_batch)
+            monitor = tracker.system_metrics(lambda: mlflow_run, node)
+        else:
+            monitor = Tracker().system_metrics(lambda: run_info.read(candidate).get("mlflow_run_id"), node)
         pipelines = (
             data.training_pipeline(train_split, global_batch, seed=config.seed),
             data.evaluation_pipeline(validation, global_batch),
@@ -335,6 +340,8 @@ def train(config: Config) -> dict:
         history, seconds = fit_and_save(config, strategy, model, pipelines, steps, place, progress)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        if monitor is not None:
+            monitor.stop()
 
     result = results(history, seconds)
     if progress is not None:

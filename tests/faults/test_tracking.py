@@ -106,8 +106,9 @@ def test_tracking_server_killed_and_restarted_keeps_runs_metrics_and_registry(in
         assert "tensorboard" in {f.path for f in client.list_artifacts(run_a)}
         model_id = json.loads(work.candidate("a", "cnn").run_info.read_text())["model_id"]
         assert str(client.get_logged_model(model_id).status) == "READY"
-        assert {"MLmodel", "tfmodel"} <= {f.path for f in client.list_logged_model_artifacts(model_id)}
-        assert "tfmodel/saved_model.pb" in {f.path for f in client.list_logged_model_artifacts(model_id, "tfmodel")}
+        assert {"MLmodel", "artifacts"} <= {f.path for f in client.list_logged_model_artifacts(model_id)}
+        saved_model = {f.path for f in client.list_logged_model_artifacts(model_id, "artifacts/model")}
+        assert "artifacts/model/saved_model.pb" in saved_model
         champion = client.get_model_version_by_alias("fmnist", "champion")
         assert champion.version == "1" and champion.run_id == run_a
         assert champion.tags["serving_version"] == "1"

@@ -78,7 +78,7 @@ def test_make_local_synthetic(playground):
         assert r.data.params["cpus"] == cpus.worker_env(2)[0].get("FMNIST_CPUS", "any")
     champion = client.get_model_version_by_alias("fmnist", "champion")
     assert champion.tags["serving_version"] == "1" and champion.source.startswith("models:/m-")
-    # The model's page lists the version made from it (a server adds the tag; here promote does).
+    # The model's page lists the version made from it: mlflow.register_model sets the tag.
     logged = client.get_logged_model(champion.source.removeprefix("models:/"))
     assert json.loads(logged.tags["mlflow.modelVersions"]) == [{"name": "fmnist", "version": 1}]
     assert experiment.artifact_location == (work / "mlflow" / "artifacts").resolve().as_uri()

@@ -12,6 +12,7 @@ on one worker and on two).
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from jobs.core.paths import Work
 from jobs.local.processes import free_ports
 from jobs.train.distributed import tf_config
 from tests.helpers import ROOT
-from tests.helpers.faults import MlflowServer
+from tests.helpers.faults import MLFLOW, MlflowServer, kill_tree, wait_for
 from tests.helpers.jobs import job_env, run_job
 
 EXPERIMENT = "fmnist"
@@ -50,7 +51,7 @@ def hidden_modules() -> str:
     image = set().union(*(modules.get(d, set()) for d in pins("jobs.txt")))
     extra = set().union(*(modules.get(d, set()) for d in pins("local.txt") - pins("jobs.txt")))
     hidden = extra - image
-    assert {"pandas", "sqlalchemy", "scipy", "flask"} <= hidden
+    assert {"sqlalchemy", "scipy", "sklearn", "flask"} <= hidden and "pandas" not in hidden
     return ",".join(sorted(hidden))
 
 
@@ -61,6 +62,8 @@ def image_env(uri: str) -> dict[str, str]:
         "PYTHONPATH": f"{ROOT / 'tests' / 'skinny'}:{ROOT}",
         "FMNIST_HIDE_MODULES": hidden_modules(),
         "FMNIST_THREADS": "1",
+        # MLflow's default is 10 s, longer than these tiny trainings; a sample is logged per interval.
+        "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1",
     }
 
 
@@ -231,6 +234,28 @@ def test_promote_logs_the_decision_into_the_parent_and_the_chosen_child(pipeline
             }
 
 
+def image_keys(client, run_id: str) -> set[str]:
+    """The keys of a run's log_image images: what the run page's chart view shows as image cards
+    (mlflow/tracking/client.py at v3.17.2 names them images/<key>+step+<step>+timestamp+...)."""
+    return {Path(f.path).name.split("+step+")[0] for f in client.list_artifacts(run_id, "images")}
+
+
+@pytest.mark.slow
+def test_plots_in_the_image_view_and_system_metrics_per_worker(runs, client):
+    for found in runs.values():
+        parent = found["parent"]
+        assert image_keys(client, parent.info.run_id) == {"per_class", "validation_curves", "candidates"}
+        assert parent.data.tags["mlflow.loggedImages"] == "True"
+        for model, workers in CANDIDATES.items():
+            child = found[model]
+            assert image_keys(client, child.info.run_id) == {"confusion_matrix", "training_curves"}
+            nodes = [f"system/worker-{i}/" for i in range(workers)] if workers > 1 else ["system/"]
+            for node in nodes:
+                for name in ("cpu_utilization_percentage", "system_memory_usage_megabytes"):
+                    assert f"{node}{name}" in child.data.metrics, (model, sorted(child.data.metrics))
+            assert all(not key.startswith("system/") for key in parent.data.metrics)
+
+
 @pytest.mark.slow
 def test_a_re_run_is_not_promoted_and_reproduces_every_metric(pipeline):
     """Same seed, data and settings: identical per-epoch figures on one worker and on two
@@ -280,9 +305,10 @@ def test_logged_models_registry_and_served_folder(pipeline, runs, client):
             assert str(logged.status) == "READY" and logged.source_run_id == child.info.run_id
             assert logged.name == model and logged.params["seed"] == "0"
             assert [o.model_id for o in child.outputs.model_outputs] == [model_id]
-            assert {"MLmodel", "tfmodel", "input_example.json", "serving_input_example.json"} <= {
+            assert {"MLmodel", "artifacts", "requirements.txt", "input_example.json"} <= {
                 f.path for f in client.list_logged_model_artifacts(model_id)
             }
+            assert logged.model_type == "classifier" and logged.tags["model"] == model
             # Metrics of the model, each on the dataset it was measured on.
             on = {m.key: m.dataset_name for m in logged.metrics}
             assert on["validation_accuracy"] == "synthetic-validation" and on["test_accuracy"] == "synthetic-test"
@@ -293,6 +319,8 @@ def test_logged_models_registry_and_served_folder(pipeline, runs, client):
     assert version.version == "1"
     model_id = info(work, "p1", first["model"])["model_id"]
     assert model_id == first["model_id"] and version.source == f"models:/{model_id}"
+    # Written by the tracking server when it creates the version (mlflow/server/handlers.py at
+    # v3.17.2), once: the model's page lists the version made from it.
     linked = json.loads(client.get_logged_model(model_id).tags["mlflow.modelVersions"])
     assert linked == [{"name": "fmnist", "version": 1}]
     assert version.run_id == runs["p1"][first["model"]].info.run_id
@@ -305,8 +333,46 @@ def test_logged_models_registry_and_served_folder(pipeline, runs, client):
 
 
 @pytest.mark.slow
-def test_the_champion_loads_and_predicts(pipeline):
-    """As a user would: pyfunc by alias, the TensorFlow flavour, signature and input example."""
+def test_the_champion_is_an_mlflow_model_written_by_mlflow(pipeline):
+    """The LoggedModel's folder is MLflow's own (mlflow.pyfunc, models from code): MLflow's
+    MLmodel, requirements pinned with MLflow's own pin, the example, no TensorFlow flavour."""
+    from mlflow.models import Model
+
+    server, work = pipeline
+    first = json.loads((work.run("p1") / "promotion.json").read_text())
+    folder = Path(mlflow_download(server.url, f"models:/{first['model_id']}"))
+    mlmodel = Model.load(str(folder))
+    assert set(mlmodel.flavors) == {"python_function"}
+    pyfunc = mlmodel.flavors["python_function"]
+    assert pyfunc["loader_module"] == "mlflow.pyfunc.loaders.code_model"
+    assert (folder / Path(pyfunc["model_code_path"]).name).read_text() == (
+        ROOT / "jobs" / "tracking" / "classifier.py"
+    ).read_text()
+    import mlflow
+    import tensorflow as tf
+
+    pins = (folder / "requirements.txt").read_text().split()
+    assert pins == [f"mlflow=={mlflow.__version__}", f"tensorflow=={tf.__version__}", f"numpy=={np.__version__}"]
+    assert mlmodel.model_id == first["model_id"] and mlmodel.run_id == first["mlflow_run_id"]
+    assert mlmodel.signature.inputs.input_names() == ["pixels"]
+    assert mlmodel.signature.outputs.input_names() == ["probabilities", "class_id", "class_name"]
+    assert (folder / "serving_input_example.json").exists() and (folder / "python_env.yaml").exists()
+
+
+def mlflow_download(uri: str, model_uri: str) -> str:
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        return mlflow.artifacts.download_artifacts(model_uri)
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+@pytest.mark.slow
+def test_the_champion_loads_and_predicts_strings(pipeline):
+    """As a user would: pyfunc by alias; class names as str, as docs/tracking.md shows them."""
     import mlflow
 
     server, work = pipeline
@@ -316,7 +382,10 @@ def test_the_champion_loads_and_predicts(pipeline):
 
     splits, _ = data.model_splits(work.dataset("synthetic"), ("test",))
     test = splits["test"]
-    model = mlflow.pyfunc.load_model("models:/fmnist@champion")
+    try:
+        model = mlflow.pyfunc.load_model("models:/fmnist@champion")
+    finally:
+        mlflow.set_tracking_uri(previous)
     assert model.metadata.get_input_schema().input_names() == ["pixels"]
     example = model.input_example
     assert example["pixels"].shape[1:] == (28, 28)
@@ -325,12 +394,81 @@ def test_the_champion_loads_and_predicts(pipeline):
     accuracy = float((np.asarray(out["class_id"]) == test.labels).mean())
     first = json.loads((work.run("p1") / "promotion.json").read_text())
     assert accuracy == pytest.approx(first["accuracy"])
-    signature = mlflow.tensorflow.load_model("models:/fmnist@champion")
-    import tensorflow as tf
+    names = list(out["class_name"])
+    assert np.asarray(out["class_name"]).dtype.kind == "U" and all(isinstance(n, str) for n in names)
+    assert names == [data.CLASS_NAMES[i] for i in out["class_id"]]
 
-    names = signature(pixels=tf.constant(test.images[:3]))["class_name"].numpy()
-    assert list(names) == list(np.asarray(out["class_name"])[:3])
-    mlflow.set_tracking_uri(previous)
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_with_the_local_servers_classes(pipeline, tmp_path):
+    """MLflow's own scoring server (`mlflow models serve`, mlflow/pyfunc/scoring_server at
+    v3.17.2: POST /invocations with {"inputs": {...}} answers {"predictions": {...}}) on the
+    champion, from the tracking server, as a real process on loopback; the same images sent to
+    the local model server (TF Serving's REST API, the `pixels` signature) get the same classes,
+    and the names come back as plain strings, not base64 (what bytes would become)."""
+    from jobs.ingest import data
+    from jobs.local.processes import server_argv
+
+    server, work = pipeline
+    splits, _ = data.model_splits(work.dataset("synthetic"), ("test",))
+    images = splits["test"].images[:16]
+    port, local_port = free_ports(2)
+    # MLflow starts its scoring server as `uvicorn` from PATH (mlflow/pyfunc/backend.py).
+    path = f"{MLFLOW.parent}:{os.environ.get('PATH', '')}"
+    env = {**job_env(MLFLOW_TRACKING_URI=server.url, PATH=path), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    mlflow_log, local_log = tmp_path / "models-serve.log", tmp_path / "local.log"
+    serve = ["models", "serve", "-m", "models:/fmnist@champion", "--env-manager", "local"]
+    with open(mlflow_log, "wb") as out1, open(local_log, "wb") as out2:
+        procs = [
+            subprocess.Popen(
+                [str(MLFLOW), *serve, "--host", "127.0.0.1", "--port", str(port)],
+                cwd=tmp_path,
+                env=env,
+                stdout=out1,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            ),
+            subprocess.Popen(
+                server_argv(sys.executable, work.served(), local_port),
+                cwd=ROOT,
+                env=job_env(),
+                stdout=out2,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            ),
+        ]
+    try:
+        mlflow_url, local_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{local_port}"
+
+        def ready() -> bool:
+            for proc, log in zip(procs, (mlflow_log, local_log), strict=True):
+                assert proc.poll() is None, log.read_text(errors="replace")[-4000:]
+            try:
+                ok = httpx.get(f"{mlflow_url}/ping", timeout=2).status_code == 200
+                return ok and httpx.get(f"{local_url}/v1/models/fmnist", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(ready, 300, "mlflow models serve and the local server", interval=0.5)
+        answer = httpx.post(f"{mlflow_url}/invocations", json={"inputs": {"pixels": images.tolist()}}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        predictions = answer.json()["predictions"]
+        local = httpx.post(
+            f"{local_url}/v1/models/fmnist:predict",
+            json={"signature_name": "pixels", "instances": images.tolist()},
+            timeout=60,
+        )
+        assert local.status_code == 200, local.text
+        served = local.json()["predictions"]
+        assert predictions["class_name"] == [p["class_name"] for p in served]
+        assert predictions["class_id"] == [p["class_id"] for p in served]
+        assert set(predictions["class_name"]) <= set(data.CLASS_NAMES)
+        # Bad input: MLflow's own 4xx with a JSON error, not a traceback.
+        bad = httpx.post(f"{mlflow_url}/invocations", json={"inputs": {"pixels": "x"}}, timeout=60)
+        assert 400 <= bad.status_code < 500 and "error_code" in bad.json()
+    finally:
+        for proc in procs:
+            kill_tree(proc)
 
 
 @pytest.mark.slow

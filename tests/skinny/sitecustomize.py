@@ -1,5 +1,5 @@
 """Makes this interpreter look like the jobs image: the modules named in FMNIST_HIDE_MODULES
-(what the full MLflow of requirements/local.txt adds to the image's mlflow-skinny: pandas,
+(what the full MLflow of requirements/local.txt adds to the image's mlflow-skinny and pandas:
 scipy, sqlalchemy, flask, ...) cannot be imported and are not found by importlib.
 
 Used by tests/pipeline/test_tracking.py with PYTHONPATH=<this folder>:<repo>, so that every job of its

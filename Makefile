@@ -7,56 +7,89 @@ MAKEFLAGS += --no-builtin-rules --warn-undefined-variables
 
 # Knobs: override on the command line, e.g. make local DATASET=synthetic EPOCHS=2. Each is
 # declared here once, with the `# knob:` line that `make help` prints; the scripts and jobs
-# read it from the environment. An empty pipeline knob leaves the job's own default in force
-# (python -m jobs.local --help; on Kubernetes, workflows/e2e.yaml's parameters).
-# knob: the Python that creates the virtualenv (3.11 or 3.12)
-PYTHON     ?= python3
-# knob: the virtualenv
-VENV       ?= .venv
+# read it from the environment, and read no other. A knob left empty here has its default in
+# one owner: the job's flag it becomes (python -m jobs.local --help; the workflow's parameters
+# are generated from the same parsers) or the one script that reads it. make help shows each
+# default beside its owner (hack/knobs.tsv, written by make generate).
+
+# -- the pipeline: hack/local.sh passes each one set as a flag of python -m jobs.local
 # knob: datasets, runs, served models, the MLflow store (gitignored)
 WORK_DIR   ?= .work
-# knob: fashion_mnist, idx or synthetic (empty: make local fashion_mnist, make predict the served model's)
+# knob: fashion_mnist, idx or synthetic (make predict: by default the served model's)
 DATASET    ?=
-# knob: epochs per candidate (empty: 5)
+# knob: epochs per candidate
 EPOCHS     ?=
-# knob: worker processes (TFJob replicas) per candidate (empty: 2)
+# knob: worker processes (TFJob replicas) per candidate
 WORKERS    ?=
-# knob: the candidates, comma-separated (empty: cnn,dropout,batchnorm)
+# knob: the candidates, comma-separated
 MODELS     ?=
-# knob: the smoke check's threshold on test accuracy through the server (empty: 0.8)
+# knob: the smoke check's threshold on test accuracy through the server
 MIN_ACCURACY ?=
-# knob: gate (promote only a candidate better than the served one beyond noise) or force (empty: gate)
+# knob: gate (promote only a candidate better than the served one beyond noise) or force
 PROMOTE    ?=
-# knob: direct (one server) or canary (stable and canary servers; the canary step decides) for make local (empty: direct)
+# knob: direct (one server) or canary (stable and canary servers; the canary step decides)
 ROLLOUT    ?=
-# knob: how long make local ROLLOUT=canary watches the canary, in seconds (empty: 20)
+# knob: how long ROLLOUT=canary watches the canary, in seconds
 CANARY_SECONDS ?=
 # knob: extra flags for every ingest command of make local
 INGEST_ARGS ?=
 # knob: extra flags for every train command of make local
 TRAIN_ARGS ?=
-# knob: the port of make serve and make predict
+LOCAL_KNOBS := WORK_DIR DATASET EPOCHS WORKERS MODELS MIN_ACCURACY PROMOTE ROLLOUT CANARY_SECONDS INGEST_ARGS TRAIN_ARGS
+
+# -- serving, predicting, looking
+# knob: the port of make serve, make predict and make rollback's server
 PORT       ?= 8501
+# knob: the address make serve listens on
+SERVE_HOST ?= 127.0.0.1
+# knob: more flags for make serve (python -m jobs.serve --help)
+SERVE_ARGS ?=
+# knob: the server make predict and make rollback talk to (empty: the local one on PORT)
+PREDICT_URL ?=
+# knob: how long make predict waits for the local server to serve the newest version, in seconds
+PREDICT_WAIT ?= 60
+# knob: how many test images make predict classifies
+SAMPLES    ?= 10
+# knob: image files make predict classifies instead, space-separated
+IMAGES     ?=
+# knob: the port of make ui (the MLflow UI)
+MLFLOW_PORT ?= 5000
+# knob: the port of make tensorboard
+TENSORBOARD_PORT ?= 6006
+# knob: what make status shows: auto, local or cluster
+STATUS     ?= auto
 # knob: the port of make monitor's Prometheus (its UI: alerts, targets, queries)
 MONITOR_PORT ?= 9095
 # knob: the port of make monitor's Grafana, where grafana-server is installed
 GRAFANA_PORT ?= 3095
+# knob: how long make monitor waits for Prometheus (and Grafana) to answer, in seconds
+MONITOR_READY_SECONDS ?= 60
+
+# -- rollback
 # knob: where make rollback acts: local (WORK_DIR, the server on PORT) or cluster (a workflow in NAMESPACE)
 WHERE      ?= local
 # knob: the version make rollback serves again (empty: the one served before the current one)
 TO         ?=
 # knob: why make rollback rolls back (required; recorded with it)
 REASON     ?=
+# knob: how long make rollback WHERE=cluster follows its workflow, in seconds
+ROLLBACK_TIMEOUT ?= 900
+
+# -- Kubernetes
 # knob: the k3d cluster's name
 CLUSTER    ?= fmnist
 # knob: the namespace of the app (as kustomize/overlays/local installs it)
 NAMESPACE  ?= fmnist
 # knob: the jobs image's repository
 IMAGE_REPO ?= fmnist-jobs
+# knob: the jobs image make pipeline, smoke and rollback run (empty: the one make image built for this tree)
+IMAGE      ?=
 # knob: kustomize components for make deploy, comma-separated (gpu, arm64-serving)
 COMPONENTS ?=
 # knob: nodes of the k3d cluster (3: three nodes sharing a host folder)
 NODES      ?= 1
+# knob: the host folder the nodes of make cluster NODES=3 share (empty: one under WORK_DIR)
+SHARED_DIR ?=
 # knob: 1: build the GPU image (<image>-gpu)
 GPU        ?= 0
 # knob: 1: push the image to REGISTRY instead of importing it into k3d
@@ -67,9 +100,34 @@ REGISTRY   ?=
 OVERLAY    ?=
 # knob: the storage class of the shared volume (OVERLAY=cluster)
 STORAGE_CLASS ?=
+# knob: how long each wait for the cluster's components lasts (whole seconds, e.g. 300s)
+WAIT_TIMEOUT ?= 300s
+# knob: how long make pipeline follows the workflow, in seconds
+PIPELINE_TIMEOUT ?= 7200
+# knob: how long make smoke follows its workflow, in seconds
+SMOKE_TIMEOUT ?= 600
+# knob: the cluster's TF Serving as make smoke and make cluster-ui reach it (k3d's port mapping)
+CLUSTER_SERVING_URL ?= http://127.0.0.1:8511
+# knob: the port make cluster-ui forwards the Argo UI to
+ARGO_PORT  ?= 2746
+# knob: the port make cluster-ui forwards the cluster's MLflow UI to (not MLFLOW_PORT: both may run)
+CLUSTER_MLFLOW_PORT ?= 5001
+
+# -- tools and benchmarks
+# knob: the Python that creates the virtualenv (3.11 or 3.12)
+PYTHON     ?= python3
+# knob: the virtualenv
+VENV       ?= .venv
+# knob: the policy scanner's virtualenv (its pins clash with the jobs')
+CHECKOV_VENV ?= .venv-checkov
+# knob: where make bench writes its results (gitignored)
+RESULTS    ?= results
+# knob: more flags for make bench, e.g. --quick
+BENCH_ARGS ?=
+
 # Every knob, from the lines above; read by the jobs and scripts, not by make.
 KNOBS := $(shell sed -n 's/^\([A-Z_]*\) *?=.*/\1/p' $(firstword $(MAKEFILE_LIST)))
-export $(KNOBS)
+export $(KNOBS) LOCAL_KNOBS
 
 # hack/venv.sh notes it when PYTHON asks for another interpreter than the existing venv has.
 export PYTHON_ASKED := $(if $(filter command line environment%,$(origin PYTHON)),$(PYTHON))
@@ -85,11 +143,12 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m [KNOB=value ...]\n"} \
 	  /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2 } \
 	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
-	@printf '\n\033[1mKnobs\033[0m (make <target> KNOB=value; [the default])\n'
-	@awk '/^# knob: / { what = substr($$0, 9); next } \
-	  what != "" && match($$0, /^[A-Z_]+ *\?= */) { name = $$1; value = substr($$0, RLENGTH + 1); \
-	    printf "  \033[36m%-14s\033[0m %s%s\n", name, what, (value == "" ? "" : " [" value "]") } \
-	  { what = "" }' $(firstword $(MAKEFILE_LIST))
+	@printf '\n\033[1mKnobs\033[0m (make <target> KNOB=value; [the default, from its owner in hack/knobs.tsv])\n'
+	@awk -F '\t' 'FNR == NR { if ($$0 !~ /^#/) default[$$1] = $$2; next } \
+	  /^# knob: / { what = substr($$0, 9); next } \
+	  what != "" && match($$0, /^[A-Z_]+ *\?=/) { name = $$0; sub(/ *\?=.*/, "", name); \
+	    printf "  \033[36m%-20s\033[0m %s%s\n", name, what, (default[name] == "" ? "" : " [" default[name] "]") } \
+	  { what = "" }' hack/knobs.tsv $(firstword $(MAKEFILE_LIST))
 
 .PHONY: venv
 venv: $(JOBS_ENV) ## Create or update .venv with what the pipeline needs (hashed locks)
@@ -146,27 +205,32 @@ clean: ## Delete the local work dir (datasets, runs, models, tracking store)
 ##@ Tests and benchmarks
 
 .PHONY: lint
-lint: venv-dev ## Lint: ruff check and format check, shellcheck, yamllint (seconds)
+lint: venv-dev ## Lint: ruff check and format check, import contracts, shellcheck, yamllint (seconds)
 	hack/lint.sh
 
 .PHONY: fmt
 fmt: venv-dev ## Format the Python and fix what ruff can
 	hack/lint.sh fix
 
+.PHONY: generate
+generate: venv-dev ## Write the derived files: the workflow's steps and defaults, the knob table, the module map, the test count, the alert rules and dashboards
+	hack/generate.sh
+
+.PHONY: verify
+verify: venv-dev ## Check that the derived files are up to date and hack/ reads only declared knobs (seconds)
+	hack/generate.sh verify
+
 .PHONY: test
-test: venv-dev ## Lint, then run every test (offline; about 18 minutes on 2 cores)
+test: venv-dev ## Lint and verify, then run every test (offline; about 20 minutes on 2 idle cores)
 	hack/prometheus.sh ensure
 	hack/lint.sh
+	hack/generate.sh verify
 	hack/test.sh -n auto --dist loadfile --no-loadscope-reorder
 
 .PHONY: test-fast
 test-fast: venv-dev ## Run the tests not marked slow
 	hack/prometheus.sh ensure
 	hack/test.sh -n auto --dist loadfile --no-loadscope-reorder -m "not slow"
-
-.PHONY: generate
-generate: venv-dev ## Write the files derived from monitoring/: the SLO rules, the PrometheusRule, the dashboards
-	hack/generate.sh
 
 .PHONY: bench
 bench: venv-dev ## Measure training, input, serving and end-to-end speed (python -m bench)

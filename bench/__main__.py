@@ -3,7 +3,7 @@
 import sys
 
 from bench import cli
-from jobs.cli import run
+from jobs.core.cli import run
 
 if __name__ == "__main__":
     sys.exit(run(cli.main))

@@ -12,8 +12,8 @@ from pathlib import Path
 from bench.e2e import run_local
 from bench.results import Figures
 from bench.sizes import Sizes
-from jobs import data
-from jobs.paths import Work
+from jobs.core.paths import Work
+from jobs.ingest import data
 
 REAL_DATASETS = tuple(source for source in data.SOURCES if source != "synthetic")
 LABEL = "real Fashion-MNIST test accuracy, best candidate"

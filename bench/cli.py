@@ -44,8 +44,9 @@ from typing import Any
 
 from bench import results
 from bench.sizes import FULL, QUICK, Sizes
-from jobs.cli import JobError, csv_list, parser, positive_int
-from jobs.paths import MODEL_NAME, Work
+from jobs import steps
+from jobs.core.cli import JobError, csv_list, parser, positive_int
+from jobs.core.paths import MODEL_NAME, Work
 
 log = logging.getLogger("bench")
 
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sections", type=csv_list(SECTIONS), default=",".join(SECTIONS), help="comma-separated sections to run"
     )
-    p.add_argument("--workers", type=positive_int, default=2, help="MultiWorkerMirroredStrategy processes")
+    p.add_argument("--workers", type=positive_int, default=steps.WORKERS, help="MultiWorkerMirroredStrategy processes")
     p.add_argument("--repeats", type=positive_int, help="repeats of each measurement (default: 3, --quick 1)")
     p.add_argument(
         "--e2e-repeats", type=positive_int, help="end-to-end runs (default: 3, --quick 1; one takes minutes)"
@@ -131,7 +132,7 @@ def plan(args, sizes: Sizes, sections: list[str], scratch: Path) -> list[Section
     from bench import accuracy, e2e, pipeline, serving, training
 
     if {"input", "serving"} & set(sections):
-        from jobs.cpus import configure_threads
+        from jobs.core.cpus import configure_threads
 
         configure_threads()  # this process measures the pipeline and the in-process baseline
     meter = pipeline.meter(sizes.train_size, sizes.pipeline_batches) if "input" in sections else None

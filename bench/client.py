@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from jobs.cli import JobError
+from jobs.core.cli import JobError
 
 CONNECT_TIMEOUT = 30.0
 ANSWER_TIMEOUT = 60.0

@@ -13,9 +13,10 @@ from pathlib import Path
 from bench.processes import child_env, run_group
 from bench.results import Figures
 from bench.sizes import Sizes
-from jobs import models, steps
-from jobs.files import read_json
-from jobs.paths import Work
+from jobs import steps
+from jobs.core.files import read_json
+from jobs.core.paths import Work
+from jobs.train import models
 
 log = logging.getLogger("bench.e2e")
 

@@ -1,4 +1,4 @@
-"""Input section: images/s that `jobs.data.training_pipeline` delivers alone, in this process.
+"""Input section: images/s that `jobs.ingest.data.training_pipeline` delivers alone, in this process.
 Beside training it is compared with what training consumed (bench.training); alone it is
 measured by itself."""
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from bench.results import Figures
 from bench.sizes import Sizes
-from jobs import data
+from jobs.ingest import data
 
 WARM_UP_BATCHES = 20  # fill the cache, the shuffle buffer and the prefetch
 

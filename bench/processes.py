@@ -1,5 +1,5 @@
 """Jobs started by the benchmark: their environment, and a group of them supervised together
-with the local runner's `jobs.local.Process` (own process group, log file, last lines)."""
+with the local runner's `jobs.local.processes.Process` (own process group, log file, last lines)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import os
 import time
 from pathlib import Path
 
-from jobs.cli import JobError
-from jobs.cpus import worker_env
-from jobs.distributed import tf_config
-from jobs.processes import Process, free_ports, stop, wait_group
+from jobs.core.cli import JobError
+from jobs.core.cpus import worker_env
+from jobs.local.processes import Process, free_ports, stop, wait_group
+from jobs.train.distributed import tf_config
 
 ROOT = Path(__file__).resolve().parents[1]
 POLL_SECONDS = 0.1

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from bench import results
 from bench.cli import SECTIONS
-from jobs.cli import JobError, parser, run
-from jobs.files import read_json
+from jobs.core.cli import JobError, parser, run
+from jobs.core.files import read_json
 
 log = logging.getLogger("bench.report")
 

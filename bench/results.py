@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs.cpus import cpu_count
+from jobs.core.cpus import cpu_count
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("tensorflow", "tf-keras", "mlflow", "numpy", "httpx", "starlette", "uvicorn")

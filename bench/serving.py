@@ -16,12 +16,12 @@ from bench import client
 from bench.processes import STOP_GRACE_SECONDS, child_env
 from bench.results import Figures, percentile
 from bench.sizes import Sizes
-from jobs import data
-from jobs.cli import JobError
-from jobs.paths import Work
-from jobs.png import encode
-from jobs.predict import Client, wait_for_version
-from jobs.processes import Process, free_ports, server_argv, stop
+from jobs.core.cli import JobError
+from jobs.core.paths import Work
+from jobs.core.png import encode
+from jobs.ingest import data
+from jobs.local.processes import Process, free_ports, server_argv, stop
+from jobs.predict.client import Client, wait_for_version
 
 log = logging.getLogger("bench.serving")
 
@@ -44,7 +44,7 @@ def sample_images(count: int) -> list[bytes]:
 
 def export_model(target: Path) -> Path:
     """An untrained cnn exported like a promoted one: timing does not depend on the weights."""
-    from jobs import export, models
+    from jobs.train import export, models
 
     version = target / "1"
     export.save(models.build("cnn"), version)

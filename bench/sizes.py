@@ -26,7 +26,7 @@ class Sizes:
 
 FULL = Sizes()
 
-# Every code path once, at sizes where process start-up dominates: tests/test_bench.py runs it.
+# Every code path once, at sizes where process start-up dominates: tests/repo/test_bench.py runs it.
 QUICK = Sizes(
     repeats=1,
     e2e_repeats=1,

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from bench.processes import run_group, worker_group
 from bench.results import Figures
 from bench.sizes import Sizes
-from jobs import data
-from jobs.cli import JobError
-from jobs.files import read_json
-from jobs.paths import Work
+from jobs.core.cli import JobError
+from jobs.core.files import read_json
+from jobs.core.paths import Work
+from jobs.ingest import data
 
 log = logging.getLogger("bench.training")
 
@@ -35,7 +35,7 @@ def ingest_synthetic(work: Work, train_size: int) -> None:
 
 def train_throughput(history: dict, skip: int = 1) -> float:
     """images/s over the epochs after the first `skip` (compile and warm-up)."""
-    from jobs.progress import images_per_second
+    from jobs.train.progress import images_per_second
 
     epochs = [e for e in history["epochs"] if e["epoch"] >= skip]
     if not epochs:

@@ -23,10 +23,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from jobs.cli import parser, positive_int, run
-from jobs.data import IMAGE_SHAPE
-from jobs.files import write_json
-from jobs.models import NUM_CLASSES
+from jobs.core.cli import parser, positive_int, run
+from jobs.core.files import write_json
+from jobs.ingest.data import IMAGE_SHAPE
+from jobs.train.models import NUM_CLASSES
 
 PARTS = ("compute", "allreduce", "allreduce_bf16", "custom", "loop", "loop_bf16", "fit", "fit_spe")
 
@@ -63,8 +63,8 @@ def setup(batch: int, implementation: str = "ring", bytes_per_pack: int = 0, int
     with the given collective options, then the model, the optimizer, a batch."""
     import tensorflow as tf
 
-    from jobs import distributed
-    from jobs.cpus import configure_threads
+    from jobs.core.cpus import configure_threads
+    from jobs.train import distributed
 
     cluster = distributed.current()
     configure_threads()
@@ -80,7 +80,8 @@ def setup(batch: int, implementation: str = "ring", bytes_per_pack: int = 0, int
     import tensorflow as tf
     import tf_keras as keras
 
-    from jobs import data, models
+    from jobs.ingest import data
+    from jobs.train import models
 
     with strategy.scope():
         model = models.build("cnn")
@@ -145,7 +146,7 @@ def fit_ms(step: Step, fit_steps: int, steps_per_execution: int) -> float:
     batch end (the iterator's creation, the first call and the epoch end are outside)."""
     import tf_keras as keras
 
-    from jobs import data
+    from jobs.ingest import data
 
     times: list[float] = []
     clock = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: times.append(time.perf_counter()))
@@ -180,8 +181,8 @@ def loop_ms(step: Step, loop, train, iterator, barrier: Callable, calls: int, st
 
 
 def measure(step: Step, args) -> dict[str, list[float]]:
-    from jobs import data
-    from jobs.loop import Loop
+    from jobs.ingest import data
+    from jobs.train.loop import Loop
 
     functions = step_functions(step)
     loops = {

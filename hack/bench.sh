@@ -6,7 +6,7 @@
 # writes results/bench-<time>.{json,md}. See docs/benchmarks.md.
 #   hack/bench.sh          run the benchmark
 #   hack/bench.sh docs     put the newest full run in RESULTS into docs/benchmarks.md (make bench-docs)
-#   WORKERS (2)         MWMS processes for the multi-worker figures
+#   WORKERS             MWMS processes for the multi-worker figures (empty: python -m bench's default)
 #   WORK_DIR (.work)    where real Fashion-MNIST is looked for (nothing is downloaded)
 #   RESULTS (results)   output folder (gitignored)
 #   BENCH_ARGS          more flags, e.g. "--quick" (every path at tiny sizes, sections at once) or
@@ -16,7 +16,7 @@ set -o errexit -o nounset -o pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 VENV=${VENV:-.venv}
-WORKERS=${WORKERS:-2}
+WORKERS=${WORKERS:-}
 WORK_DIR=${WORK_DIR:-.work}
 RESULTS=${RESULTS:-results}
 BENCH_ARGS=${BENCH_ARGS:-}
@@ -28,8 +28,8 @@ main() {
   fi
   local extra=()
   read -r -a extra <<< "${BENCH_ARGS}"
-  exec "${VENV}/bin/python" -m bench --out "${RESULTS}" --workers "${WORKERS}" \
-    --work-dir "${WORK_DIR}" "${extra[@]}"
+  [[ -z "${WORKERS}" ]] || extra=(--workers "${WORKERS}" "${extra[@]}")
+  exec "${VENV}/bin/python" -m bench --out "${RESULTS}" --work-dir "${WORK_DIR}" "${extra[@]}"
 }
 
 main "$@"

@@ -7,14 +7,14 @@
 #
 # The servers list themselves in <WORK_DIR>/monitor/targets/*.json while they run (Prometheus's
 # file-based service discovery); Prometheus keeps its data in <WORK_DIR>/monitor/prometheus.
-#   WORK_DIR (.work)  MONITOR_PORT (9095)  GRAFANA_PORT (3095)
+#   WORK_DIR (.work)  MONITOR_PORT (9095)  GRAFANA_PORT (3095)  MONITOR_READY_SECONDS (60)
 set -o errexit -o nounset -o pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 WORK_DIR=${WORK_DIR:-.work}
 MONITOR_PORT=${MONITOR_PORT:-9095}
 GRAFANA_PORT=${GRAFANA_PORT:-3095}
-READY_SECONDS=${READY_SECONDS:-60}
+MONITOR_READY_SECONDS=${MONITOR_READY_SECONDS:-60}
 STOP_SECONDS=10 # from SIGTERM to SIGKILL
 CHILDREN=()
 
@@ -76,7 +76,7 @@ wait_ready() {
       tail -n 20 "${log}" >&2 || true
       die "${name} exited at start (its log: ${log}, last lines above)"
     fi
-    (( waited < READY_SECONDS * 2 )) || { tail -n 20 "${log}" >&2 || true; die "${name} did not answer ${url} within ${READY_SECONDS} s"; }
+    (( waited < MONITOR_READY_SECONDS * 2 )) || { tail -n 20 "${log}" >&2 || true; die "${name} did not answer ${url} within ${MONITOR_READY_SECONDS} s"; }
     sleep 0.5
     waited=$((waited + 1))
   done

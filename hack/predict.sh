@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Classifies images through the model server: test samples by default, or the files in IMAGES.
 # Extra arguments go to jobs.predict (e.g. --check --min-accuracy 0.8).
-#   URL (http://127.0.0.1:PORT)  the server; unset means the local one (`make serve`), which is
-#                                given up to WAIT seconds to serve the newest version in WORK_DIR
+#   PREDICT_URL (http://127.0.0.1:PORT)  the server; unset means the local one (`make serve`),
+#                                given up to PREDICT_WAIT seconds to serve the newest version in WORK_DIR
 #   WORK_DIR (.work)             the local work dir    SAMPLES (10)   how many test samples
 #   DATASET                      whose test samples (default: the served model's dataset)
 #   IMAGES                       space-separated PNG/JPEG paths to classify instead
@@ -11,17 +11,17 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 VENV=${VENV:-.venv}
 PORT=${PORT:-8501}
-URL=${URL:-}
+PREDICT_URL=${PREDICT_URL:-}
 WORK_DIR=${WORK_DIR:-.work}
 DATASET=${DATASET:-}
 SAMPLES=${SAMPLES:-10}
 IMAGES=${IMAGES:-}
-WAIT=${WAIT:-60}
+PREDICT_WAIT=${PREDICT_WAIT:-60}
 
 main() {
-  local args=(--url "${URL:-http://127.0.0.1:${PORT}}" --work-dir "${WORK_DIR}")
-  if [[ -z "${URL}" ]]; then
-    args+=(--wait-version latest --timeout "${WAIT}")
+  local args=(--url "${PREDICT_URL:-http://127.0.0.1:${PORT}}" --work-dir "${WORK_DIR}")
+  if [[ -z "${PREDICT_URL}" ]]; then
+    args+=(--wait-version latest --timeout "${PREDICT_WAIT}")
   fi
   if [[ -n "${IMAGES}" ]]; then
     local images=()

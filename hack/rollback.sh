@@ -2,7 +2,7 @@
 # `make rollback`: serve an earlier version again, deleting nothing (python -m jobs.rollback:
 # the version's files re-published as the next version, MLflow's alias champion moved, the
 # server checked before and after).
-#   WHERE (local | cluster)   local: WORK_DIR and the server at URL (http://127.0.0.1:PORT);
+#   WHERE (local | cluster)   local: WORK_DIR and the server at PREDICT_URL (http://127.0.0.1:PORT);
 #                             cluster: workflows/rollback.yaml in NAMESPACE, followed to its end
 #   TO (empty: the version served before the current one)   REASON (required: recorded)
 #   IMAGE (cluster; default: the one make image last imported)   ROLLBACK_TIMEOUT (seconds, 900)
@@ -14,7 +14,7 @@ source hack/lib.sh
 VENV=${VENV:-.venv}
 WORK_DIR=${WORK_DIR:-.work}
 PORT=${PORT:-8501}
-URL=${URL:-http://127.0.0.1:${PORT}}
+PREDICT_URL=${PREDICT_URL:-http://127.0.0.1:${PORT}}
 WHERE=${WHERE:-local}
 TO=${TO:-}
 REASON=${REASON:-}
@@ -22,9 +22,9 @@ IMAGE=${IMAGE:-}
 ROLLBACK_TIMEOUT=${ROLLBACK_TIMEOUT:-900}
 
 local_rollback() {
-  local args=(--work-dir "${WORK_DIR}" --url "${URL}" --reason "${REASON}")
+  local args=(--work-dir "${WORK_DIR}" --url "${PREDICT_URL}" --reason "${REASON}")
   [[ -z "${TO}" ]] || args+=(--to "${TO}")
-  info "rolling back ${WORK_DIR}/models/fmnist${TO:+ to version ${TO}}; the server at ${URL} is checked before and after"
+  info "rolling back ${WORK_DIR}/models/fmnist${TO:+ to version ${TO}}; the server at ${PREDICT_URL} is checked before and after"
   "${VENV}/bin/python" -m jobs.rollback "${args[@]}"
   info "rolled back; the served history: make status"
 }

@@ -2,14 +2,14 @@
 # Serves the promoted model (<WORK_DIR>/models/fmnist) with TF Serving's REST API on PORT.
 # New versions promoted while it runs are picked up without a restart. Ctrl-C stops it. While
 # it runs, <WORK_DIR>/monitor/targets/serve-<PORT>.json lists it for `make monitor`.
-#   HOST (127.0.0.1)  address to listen on      PORT (8501)        port
+#   SERVE_HOST (127.0.0.1)  address to listen on      PORT (8501)        port
 #   WORK_DIR (.work)  the local work dir        SERVE_ARGS         more flags for jobs.serve
 set -o errexit -o nounset -o pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 VENV=${VENV:-.venv}
 WORK_DIR=${WORK_DIR:-.work}
-HOST=${HOST:-127.0.0.1}
+SERVE_HOST=${SERVE_HOST:-127.0.0.1}
 PORT=${PORT:-8501}
 SERVE_ARGS=${SERVE_ARGS:-}
 TARGETS="" # this server's entry for make monitor (Prometheus's file-based service discovery)
@@ -37,10 +37,10 @@ main() {
   read -r -a extra <<< "${SERVE_ARGS}"
   trap cleanup EXIT
   register
-  echo ">> serving ${base} on http://${HOST}:${PORT} (Ctrl-C stops it; make predict in another terminal)"
+  echo ">> serving ${base} on http://${SERVE_HOST}:${PORT} (Ctrl-C stops it; make predict in another terminal)"
   # In the foreground (not exec'd): Ctrl-C reaches the server, and then the trap unlists it.
   "${VENV}/bin/python" -m jobs.serve --model-base-path "${base}" --model-name fmnist \
-    --host "${HOST}" --port "${PORT}" "${extra[@]}"
+    --host "${SERVE_HOST}" --port "${PORT}" "${extra[@]}"
 }
 
 main "$@"

@@ -2,14 +2,15 @@
 # `make smoke`: the serving contract tests against the cluster's model servers (through k3d's
 # port mapping), then the pipeline's own smoke step (`jobs.predict --check` on the test split,
 # which lives on the cluster's volume) as a one-step workflow.
-#   SERVING_URL (http://127.0.0.1:8511), DATASET, MIN_ACCURACY, IMAGE, NAMESPACE, VENV
+#   CLUSTER_SERVING_URL (http://127.0.0.1:8511), DATASET, MIN_ACCURACY (empty: the workflow's defaults), IMAGE,
+#   NAMESPACE, VENV
 set -o errexit -o nounset -o pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=hack/lib.sh
 source hack/lib.sh
 
-SERVING_URL=${SERVING_URL:-http://127.0.0.1:8511}
-DATASET=${DATASET:-fashion_mnist}
+CLUSTER_SERVING_URL=${CLUSTER_SERVING_URL:-http://127.0.0.1:8511}
+DATASET=${DATASET:-}
 MIN_ACCURACY=${MIN_ACCURACY:-}
 IMAGE=${IMAGE:-}
 SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-600}
@@ -17,10 +18,11 @@ SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-600}
 main() {
   require kubectl argo
   require_cluster
-  info "serving contract tests against ${SERVING_URL}"
-  SERVING_URL="${SERVING_URL}" hack/test.sh tests/serving/test_contract.py -q -p no:cacheprovider
+  info "serving contract tests against ${CLUSTER_SERVING_URL}"
+  SERVING_URL="${CLUSTER_SERVING_URL}" hack/test.sh tests/serving/test_contract.py -q -p no:cacheprovider
 
-  local args=(--entrypoint smoke -p "dataset=${DATASET}")
+  local args=(--entrypoint smoke)
+  [[ -z "${DATASET}" ]] || args+=(-p "dataset=${DATASET}")
   [[ -z "${IMAGE}" ]] || args+=(-p "image=${IMAGE}")
   [[ -z "${MIN_ACCURACY}" ]] || args+=(-p "min-accuracy=${MIN_ACCURACY}")
   local name

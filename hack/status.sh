@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make status`: one screen. Local mode: the served version, the runs and their candidates, the
-# tracking store (jobs/status.py). The cluster: the components, the last workflows, the served
+# tracking store (jobs/local/status.py). The cluster: the components, the last workflows, the served
 # model version. By default the local part, then the cluster's when kubectl reaches one.
 #   STATUS (auto | local | cluster)   WORK_DIR (.work)   PORT (8501)   NAMESPACE
 set -o errexit -o nounset -o pipefail

@@ -10,6 +10,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # before absl::InitializeLog()") from every worker: errors only.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from jobs import lifecycle  # noqa: E402
+from jobs.core import lifecycle  # noqa: E402
 
 lifecycle.follow_parent()  # a job started by the local runner ends when the runner does

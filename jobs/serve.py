@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from jobs.cli import run
+from jobs.core.cli import run
 from jobs.serving.cli import main
 
 if __name__ == "__main__":

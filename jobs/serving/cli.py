@@ -9,8 +9,8 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
-from jobs.cli import JobError, parser, port_number, positive_float, positive_int
-from jobs.paths import MODEL_NAME
+from jobs.core.cli import JobError, parser, port_number, positive_float, positive_int
+from jobs.core.paths import MODEL_NAME
 from jobs.serving import limits as limits_module
 from jobs.serving import modelconfig
 from jobs.serving.app import Settings, create_app
@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_can_listen(args.host, args.port)  # before the slow TensorFlow import
     import uvicorn
 
-    from jobs.cpus import configure_threads
+    from jobs.core.cpus import configure_threads
 
     threads = configure_threads()
     log.info("TensorFlow uses %d CPU threads", threads)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs import tf_errors
+from jobs.core import tf_errors
 from jobs.serving import metadata
 from jobs.serving.errors import CODES, INTERNAL, ApiError, code_name
 

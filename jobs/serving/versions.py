@@ -27,8 +27,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from jobs import tf_errors
-from jobs.paths import versions
+from jobs.core import tf_errors
+from jobs.core.paths import versions
 from jobs.serving.errors import not_found, without_paths
 from jobs.serving.metadata import version_status
 from jobs.serving.modelconfig import ModelConfig

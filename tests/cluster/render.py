@@ -19,7 +19,8 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
+
 KUSTOMIZE = ROOT / "kustomize"
 REMOTE = re.compile(r"https://github\.com/(?P<org>[\w.-]+)/(?P<repo>[\w.-]+)//(?P<path>[\w./-]+)\?ref=(?P<ref>[\w.-]+)")
 

@@ -11,8 +11,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from jobs import serving_config
-from jobs.paths import Work
+from jobs.core import serving_config
+from jobs.core.paths import Work
 from tests.cluster import render, workflow
 from tests.cluster.test_serving_start import mount, run_init
 

@@ -9,9 +9,9 @@ picks from what is on disk (`latest {num_versions: 1}`: the highest; `specific`:
 and present). So a version that appears in the folder before a server has read its pin is
 loaded as the latest one.
 
-The real `jobs.promote.promote` runs here with `--rollout canary` over a served version; every
+The real `jobs.release.promote.promote` runs here with `--rollout canary` over a served version; every
 rename it makes under the models folder (a config file replaced, a version published) is
-recorded with the time on a clock that only its settle wait (jobs.serving_config.hold)
+recorded with the time on a clock that only its settle wait (jobs.core.serving_config.hold)
 advances. Then each server is
 simulated with the rendered poll periods and every combination of phases (a config poll before
 a folder poll, and after it, in the same period): a stable server must never aspire the new
@@ -29,12 +29,13 @@ from pathlib import Path
 
 import pytest
 
-from jobs import promote as promote_job
-from jobs import serving_config
-from jobs.files import write_json
-from jobs.paths import Work, versions
-from jobs.selection import Gate
+from jobs.core import serving_config
+from jobs.core.files import write_json
+from jobs.core.paths import Work, versions
+from jobs.release import promote as promote_job
+from jobs.release.selection import Gate
 from tests.cluster.test_serving_start import flags
+from tests.helpers.jobs import evaluated
 
 STEP = 0.01  # the time one rename takes on the recorded clock
 PHASES = 10  # per poll period: offsets 0, P/10, ... for each timer
@@ -118,9 +119,8 @@ def recorded(ingested, untrained_model, monkeypatch):
     serving_config.pin(work, "stable", None)
     serving_config.pin(work, "canary", None)
     for name, score in (("cnn", 0.5), ("dropout", 0.6)):
-        candidate = work.candidate("b", name)
-        shutil.copytree(untrained_model, candidate.model)
-        write_json(candidate.eval / "metrics.json", {"accuracy": 0.1, "validation": {"accuracy": score}})
+        shutil.copytree(untrained_model, work.candidate("b", name).model)
+        evaluated(work, "b", name, validation_accuracy=score)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
     clock = [0.0]
@@ -145,7 +145,7 @@ def recorded(ingested, untrained_model, monkeypatch):
     )
     result = promote_job.promote(work, "b", "synthetic", ["cnn", "dropout"], True, Gate(0.05, 0.002), "canary")
     monkeypatch.undo()
-    assert result["version"] == 2 and result["canary"]["stable_version"] == 1
+    assert result.version == 2 and result.canary["stable_version"] == 1
     assert json.loads((models / "canary.json").read_text())["canary_version"] == 2
     return states
 

@@ -8,7 +8,7 @@ records `request_latency{model_name, API, entrypoint}` for OK answers only. A po
 during the canary window (a restart, a node drain) answers its readiness probe, `GET
 /v1/models/fmnist/metadata`, with 404 NOT_FOUND until its version has loaded, and those count
 as errors of the model. The stand-ins here are real HTTP servers on loopback that answer and
-count as that source does; `jobs.canary.watch` runs against them unchanged.
+count as that source does; `jobs.release.canary.watch` runs against them unchanged.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from jobs import canary
-from jobs.canary_metrics import PROMOTE, ROLLBACK, Bounds, decide
+from jobs.release import canary
+from jobs.release.canary_metrics import PROMOTE, ROLLBACK, Bounds, decide
 
 BOUNDS_US = (1000, 5000, 25000)  # latency histogram bounds, microseconds
 STATUS = {200: "OK", 404: "NOT_FOUND", 500: "INTERNAL"}

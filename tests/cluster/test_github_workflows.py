@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cluster import render, workflow
+from tests.cluster import workflow
+from tests.helpers import ROOT
 
-ROOT = render.ROOT
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yaml"))
 ZIZMOR = ROOT / ".venv" / "bin" / "zizmor"
 

@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cluster import render
 from tests.cluster.test_policy import all_containers, pod_specs
+from tests.helpers import ROOT
 
-ROOT = render.ROOT
 DIGEST = re.compile(r"@(sha256:[0-9a-f]{64})$")
 # The renders that are applied as they are (hack/deploy.sh): the overlays, and the training
 # operator on its own (OVERLAY=cluster).

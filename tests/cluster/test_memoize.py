@@ -18,7 +18,7 @@ import re
 
 import pytest
 
-from jobs import data
+from jobs.ingest import data
 from tests.cluster import workflow
 
 # workflow/controller/cache/cache.go at v4.1.2
@@ -95,7 +95,7 @@ def test_datasets_do_not_share_a_key(keys):
 
 
 def test_the_key_changes_with_the_format_ingest_writes(keys):
-    """A new data format (jobs/data.py FORMAT_VERSION, which ingest's manifest records) must not
+    """A new data format (jobs/ingest/data.py FORMAT_VERSION, which ingest's manifest records) must not
     hit an entry of the old one: ingest would be skipped and training read the old files."""
     for key in keys.values():
         assert re.search(rf"(^|-)format{data.FORMAT_VERSION}(-|$)", key), key

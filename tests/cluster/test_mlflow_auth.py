@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from jobs.processes import free_ports
+from jobs.local.processes import free_ports
 from tests.cluster import workflow
 from tests.cluster.test_mlflow_run import START_TIMEOUT, mapped, mlflow_container
 

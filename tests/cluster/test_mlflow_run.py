@@ -22,7 +22,7 @@ import httpx
 import psutil
 import pytest
 
-from jobs.processes import free_ports
+from jobs.local.processes import free_ports
 from tests.cluster.test_parity_run import MIB, quantity_bytes, tree_rss
 
 pytestmark = pytest.mark.slow

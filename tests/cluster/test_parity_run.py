@@ -28,10 +28,10 @@ import psutil
 import pytest
 import yaml
 
-from jobs.processes import free_ports, server_argv
+from jobs.local.processes import free_ports, server_argv
 from tests.cluster import workflow
+from tests.helpers import ROOT
 
-ROOT = workflow.ROOT
 MODELS = os.environ.get("PARITY_MODELS", "cnn,dropout,batchnorm")
 STEP_TIMEOUT = 900
 SAMPLE_SECONDS = 0.25

@@ -1,6 +1,6 @@
 """Promote, the canary decision and a rollback never run at the same time on the cluster.
 
-Locally they serialize on an fcntl lock on the work volume (jobs/files.py `locked`, the
+Locally they serialize on an fcntl lock on the work volume (jobs/core/files.py `locked`, the
 `.promote.lock` beside the versions). On the cluster that volume is ReadWriteMany storage
 shared by nodes, where such locks are not dependable (NFS needs a lock manager, others ignore
 them), so every step that changes what is served holds one Argo mutex. Argo v4.1.2 grants a

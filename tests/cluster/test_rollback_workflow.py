@@ -9,7 +9,7 @@ from __future__ import annotations
 import kubernetes_validate
 import pytest
 
-from jobs import rollback
+from jobs.release import rollback
 from tests.cluster import openapi, workflow
 from tests.cluster.test_references import ALSO_APPLIED, OVERLAYS, index, other_problems, pod_problems
 

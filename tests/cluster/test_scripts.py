@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import render
+from tests.helpers import ROOT
 
-ROOT = render.ROOT
 SCRIPTS = sorted((ROOT / "hack").glob("*.sh")) + [p for p in [ROOT / ".ci" / "run"] if p.exists()]
 
 

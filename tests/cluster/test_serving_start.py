@@ -31,8 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs import serving_config
-from jobs.paths import Work
+from jobs.core import serving_config
+from jobs.core.paths import Work
 from tests.cluster import workflow
 
 SH = shutil.which("sh") or "/bin/sh"
@@ -169,7 +169,7 @@ def test_the_init_script_writes_the_placeholder_once_and_never_over_a_config(tmp
     proc = run_init(init, work_mount, work)  # the folder does not even exist yet
     assert proc.returncode == 0 and "created" in proc.stdout, proc.stdout + proc.stderr
     config = serving_config.path(Work(work))
-    assert config.read_text() == serving_config.PLACEHOLDER, "one placeholder text (jobs/serving_config.py)"
+    assert config.read_text() == serving_config.PLACEHOLDER, "one placeholder text (jobs/core/serving_config.py)"
     assert oct(config.stat().st_mode & 0o777) == "0o644"
     # A config the pipeline wrote is kept as it is.
     serving_config.serve_latest(Work(work))

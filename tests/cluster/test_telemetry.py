@@ -35,7 +35,7 @@ def test_every_pod_that_runs_mlflow_turns_telemetry_off(rendered, wf, rollback_w
 
 
 def test_the_local_runner_turns_it_off_by_default(tmp_path, monkeypatch):
-    from jobs import local_settings
+    from jobs.local import settings as local_settings
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     args = local_settings.build_parser().parse_args(["--work-dir", str(tmp_path / "work")])

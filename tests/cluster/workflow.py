@@ -12,8 +12,8 @@ from pathlib import Path
 import yaml
 
 from jobs import steps
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = ROOT / "workflows" / "e2e.yaml"
 ROLLBACK = ROOT / "workflows" / "rollback.yaml"  # make rollback WHERE=cluster
 EXPR = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")

@@ -8,7 +8,8 @@ from pathlib import Path
 import promql_parser
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
+
 RULES = ROOT / "monitoring" / "rules"
 UNIT_TESTS = ROOT / "monitoring" / "tests"
 DOCS = ROOT / "docs" / "monitoring.md"

@@ -4,15 +4,18 @@ rules, the cluster's PrometheusRule, the dashboards), and its --check says which
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import yaml
 
 from monitoring import generate
-from tests.observability.rules import ROOT
+from tests.helpers import ROOT
 
 
 def test_the_derived_files_are_up_to_date():
-    proc = subprocess.run(["hack/generate.sh", "--check"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "monitoring.generate", "--check"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
 
 

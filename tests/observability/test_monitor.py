@@ -1,5 +1,5 @@
 """`make monitor` (hack/monitor.sh): the Prometheus the OS provides, watching real local model
-servers. The local runner's servers of a canary rollout (jobs.local's Runner.server, both
+servers. The local runner's servers of a canary rollout (jobs.local.runner's Runner.server, both
 tracks) list themselves for it; Prometheus scrapes both with their track, loads exactly the
 rules of monitoring/rules/, evaluates them on what it scrapes (a server killed is
 FmnistModelServerDown, pending), and Ctrl-C stops it. `make serve` lists its server too, and
@@ -20,17 +20,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from jobs import serving_config
-from jobs.local import Runner
-from jobs.local_settings import Settings
-from jobs.paths import Work
-from jobs.processes import free_ports
+from jobs.core import serving_config
+from jobs.core.paths import Work
+from jobs.local.processes import free_ports
+from jobs.local.runner import Runner
+from jobs.local.settings import Settings
 from monitoring import series
+from tests.helpers import ROOT
 from tests.observability.rules import load, rule_files
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 WAIT = 90.0
 
 

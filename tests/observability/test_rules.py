@@ -12,9 +12,9 @@ import subprocess
 import pytest
 import yaml
 
+from tests.helpers import ROOT
 from tests.observability.rules import (
     DOCS,
-    ROOT,
     RULES,
     UNIT_TESTS,
     alerts,

@@ -23,9 +23,9 @@ import httpx
 import numpy as np
 import pytest
 
-from jobs.processes import free_ports, server_argv
+from jobs.local.processes import free_ports, server_argv
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 SERVING_URL = os.environ.get("SERVING_URL", "").rstrip("/")
 MODEL = os.environ.get("SERVING_MODEL", "fmnist")
 REMOTE_REASON = (
@@ -119,8 +119,8 @@ class LocalServer:
 @pytest.fixture(scope="session")
 def serving_work(tmp_path_factory, trained_model, small_data) -> Path:
     """A work dir with the synthetic dataset and the trained model as version 1."""
-    from jobs import data
-    from jobs.paths import Work
+    from jobs.core.paths import Work
+    from jobs.ingest import data
 
     work = tmp_path_factory.mktemp("serving") / "work"
     data.write(small_data, Work(work).dataset("synthetic"), {"name": "synthetic", "test": True})
@@ -148,7 +148,7 @@ def server_url(request, tmp_path_factory):
     if SERVING_URL:
         yield SERVING_URL
         return
-    from jobs.paths import Work
+    from jobs.core.paths import Work
 
     serving_work = request.getfixturevalue("serving_work")
     server = LocalServer(Work(serving_work).served(), tmp_path_factory.mktemp("logs") / "serve.log").start()
@@ -204,7 +204,7 @@ def reference_request(*images: bytes) -> dict:
 
 
 def check_prediction(prediction: dict) -> None:
-    from jobs.data import CLASS_NAMES
+    from jobs.ingest.data import CLASS_NAMES
 
     assert set(prediction) == {"probabilities", "class_id", "class_name"}, prediction
     probabilities = prediction["probabilities"]

@@ -10,9 +10,9 @@ import numpy as np
 
 
 def garments(seed: int = 0) -> np.ndarray:
-    """float32 [10,28,28]: one garment of each class as jobs.garments draws it, without sensor
+    """float32 [10,28,28]: one garment of each class as jobs.ingest.garments draws it, without sensor
     noise, stretched to full contrast, 0-1."""
-    from jobs import garments as generator
+    from jobs.ingest import garments as generator
 
     drawn = generator.draw(np.arange(10), np.random.default_rng(seed), noise=0.0).astype(np.float32)
     return drawn / drawn.max(axis=(1, 2), keepdims=True)

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from jobs.processes import server_argv
+from jobs.local.processes import server_argv
 
 from .conftest import ROOT, encode, env, local_only, one_line_error, run_predict
 
@@ -60,7 +60,7 @@ def test_image_files(server_url, tmp_path):
     jpeg.write_bytes(encode(rng.integers(0, 256, (299, 299, 3), dtype=np.uint8), "JPEG"))
     proc = run_predict("--url", server_url, png, jpeg)
     assert proc.returncode == 0, proc.stderr
-    from jobs.data import CLASS_NAMES
+    from jobs.ingest.data import CLASS_NAMES
 
     lines = proc.stdout.splitlines()
     assert [line.split("\t")[0] for line in lines] == [str(png), str(jpeg)]
@@ -87,7 +87,7 @@ def test_client_mistakes_are_one_line(server_url, tmp_path):
 
 
 def test_unreachable_server_is_one_line(tmp_path):
-    from jobs.processes import free_ports
+    from jobs.local.processes import free_ports
 
     proc = run_predict(
         "--url", f"http://127.0.0.1:{free_ports(1)[0]}", "--work-dir", tmp_path, "--wait-version", "1", "--timeout", "1"

@@ -21,7 +21,7 @@ PREDICT = f"/v1/models/{MODEL}:predict"
 @functools.cache
 def picture() -> np.ndarray:
     """A grey garment-like picture, light on dark, 84x84 (a synthetic test image, upscaled)."""
-    from jobs import data
+    from jobs.ingest import data
 
     image = data.synthetic(train_size=10, test_size=10, seed=11)["test"].images[0]
     return np.kron(image, np.ones((3, 3), np.uint8))
@@ -77,7 +77,7 @@ def transparent_png() -> tuple[bytes, bytes]:
 
 @pytest.fixture(scope="module")
 def default_signature(trained_model):
-    from jobs import export
+    from jobs.train import export
 
     return export.load(trained_model).signatures["serving_default"]
 

@@ -14,7 +14,7 @@ from .photos import fitted, garments, photo
 
 @pytest.fixture(scope="module")
 def model(trained_model):
-    from jobs import export
+    from jobs.train import export
 
     return export.load(trained_model)
 
@@ -32,7 +32,7 @@ def decoded(image: bytes) -> np.ndarray:
     """The 28x28 that serving_default's decoding makes of one image."""
     import tensorflow as tf
 
-    from jobs import export
+    from jobs.train import export
 
     return export.decode(tf.constant(image)).numpy().astype(np.float32)
 
@@ -61,7 +61,7 @@ def test_photos_get_the_answer_of_their_garment_in_fashion_mnist_form(model, shi
     something else either way: the agreement, not the accuracy, is what the decoding controls."""
     import tensorflow as tf
 
-    from jobs import export
+    from jobs.train import export
 
     photos, labels = shirts_and_boots
     garment = np.stack([fitted(g) for g in garments()]).round().astype(np.uint8)
@@ -91,7 +91,7 @@ def test_images_in_fashion_mnist_form_are_unchanged(model, small_data):
     by_pixels = model.signatures["pixels"](pixels=tf.constant(images))["probabilities"].numpy()
     by_png = model.signatures["serving_default"](image_bytes=tf.constant([png(i) for i in images]))
     np.testing.assert_allclose(by_png["probabilities"].numpy(), by_pixels, atol=1e-5)
-    from jobs import export
+    from jobs.train import export
 
     scene = np.add.outer(np.linspace(0, 120, 300), np.linspace(0, 135, 200)).astype(np.uint8)  # light across it
     scene[100:200, 50:150] = 30

@@ -2,7 +2,7 @@
 (what the full MLflow of requirements/local.txt adds to the image's mlflow-skinny: pandas,
 scipy, sqlalchemy, flask, ...) cannot be imported and are not found by importlib.
 
-Used by tests/test_tracking.py with PYTHONPATH=<this folder>:<repo>, so that every job of its
+Used by tests/pipeline/test_tracking.py with PYTHONPATH=<this folder>:<repo>, so that every job of its
 pipeline runs with only what the image installs."""
 
 import os

@@ -1,6 +1,6 @@
 """Draws the independent garment pictures in this folder (run from anywhere; Pillow only).
 
-The training data's garments come from jobs/garments.py (distance fields on numpy grids).
+The training data's garments come from jobs/ingest/garments/ (distance fields on numpy grids).
 These are made without it, to see whether a model trained on that data recognises garments
 it did not draw: each class drawn twice with Pillow's own primitives (polygons, ellipses,
 lines, arcs) in the way of a product picture, and once by hand as pixel art

@@ -1,0 +1,12 @@
+"""The train stage: one candidate trained on the workers that TF_CONFIG names.
+One concern per module:
+
+    train        the step: its typed settings, the run, tracking, the export
+    loop         the custom training loop: steps per call, metrics per epoch, backup and resume
+    progress     the record of training: the schedule, history.json, per-epoch metrics
+    distributed  TF_CONFIG, MultiWorkerMirroredStrategy, exit statuses
+    models       the three candidate models
+    export       the SavedModel and its two signatures
+    run_info     a candidate's run.json: its MLflow ids, restarts, attempts
+    __main__     `python -m jobs.train`
+"""

@@ -1,0 +1,1 @@
+"""Faults the pipeline survives: real processes killed, frozen or unplugged (docs/reliability.md)."""

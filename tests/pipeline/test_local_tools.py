@@ -1,0 +1,119 @@
+"""The local overview (`make status` without a cluster), TensorBoard (`make tensorboard`), and a
+step run by hand after `make local`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from jobs.core.files import write_json
+from jobs.core.paths import Work
+from jobs.local.processes import free_ports
+from tests.helpers import ROOT
+from tests.helpers.jobs import job_env, run_job
+
+
+@pytest.fixture
+def finished_run(tmp_path) -> Work:
+    """A work dir with the files one finished local run leaves (the models themselves do not
+    matter to the overview)."""
+    work = Work(tmp_path / "work")
+    run = work.run("local-1")
+    write_json(work.dataset("synthetic") / "manifest.json", {"counts": {"train": 2000, "test": 500}})
+    for model, accuracy in (("cnn", 0.91), ("dropout", 0.87)):
+        write_json(work.candidate("local-1", model).eval / "metrics.json", {"accuracy": accuracy})
+        write_json(work.candidate("local-1", model).run_info, {"params": {"dataset": "synthetic", "workers": 2}})
+    write_json(run / "timings.json", {"stages": {"train:cnn": 61.0, "train:dropout": 75.0}, "wall_seconds": 190.0})
+    write_json(run / "promotion.json", {"promoted": True, "model": "cnn", "version": 1, "reason": "nothing is served"})
+    write_json(work.served() / "1" / "promotion.json", {"model": "cnn", "run_id": "local-1", "dataset": "synthetic"})
+    work.mlflow.mkdir(parents=True)
+    (work.mlflow / "mlflow.db").write_bytes(b"")
+    return work
+
+
+def status(*env: tuple[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["hack/status.sh"], cwd=ROOT, env=job_env(**dict(env)), capture_output=True, text=True, timeout=60
+    )
+
+
+def test_local_status_is_one_screen_of_runs_candidates_served_version_and_store(finished_run):
+    proc = status(("STATUS", "local"), ("WORK_DIR", str(finished_run.root)), ("PORT", str(free_ports(1)[0])))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "served: version 1" in out and "cnn from run local-1" in out and "trained on synthetic" in out
+    assert "server: nothing answers" in out and "make serve" in out
+    assert "datasets: synthetic (2000 train, 500 test)" in out
+    assert f"tracking: sqlite:///{(finished_run.mlflow / 'mlflow.db').resolve()}" in out
+    assert "local-1" in out and "promoted cnn as version 1" in out and "3 min 10 s" in out
+    assert "test accuracy 0.9100" in out and "train 1 min 15 s" in out
+
+
+def test_status_without_a_cluster_shows_local_mode_and_says_so(finished_run, tmp_path):
+    kubeconfig = tmp_path / "kubeconfig"  # no cluster in it: kubectl fails at once
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
+    proc = status(("WORK_DIR", str(finished_run.root)), ("KUBECONFIG", str(kubeconfig)))
+    assert proc.returncode == 0, proc.stderr
+    assert "served: version 1" in proc.stdout
+    assert "none answers on kubectl's current context" in proc.stdout
+
+
+@pytest.mark.slow
+def test_make_tensorboard_serves_the_runs_logs(tmp_path):
+    import tensorflow as tf
+
+    logs = Work(tmp_path / "work").candidate("local-1", "cnn").tensorboard / "train"
+    with tf.summary.create_file_writer(str(logs)).as_default():
+        tf.summary.scalar("epoch_loss", 0.5, step=0)
+    port = free_ports(1)[0]
+    proc = subprocess.Popen(
+        ["make", "--no-print-directory", "tensorboard"],
+        cwd=ROOT,
+        env=job_env(WORK_DIR=str(tmp_path / "work"), TENSORBOARD_PORT=str(port), VENV=str(ROOT / ".venv")),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        runs = ""
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=5) as response:
+                    runs = response.read().decode()
+                if "local-1" in runs:
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+        assert "local-1/cnn/tensorboard/train" in runs, proc.stdout.read() if proc.poll() is not None else runs
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+
+
+@pytest.mark.slow
+def test_a_step_run_by_hand_tracks_into_the_work_dirs_store(playground, tmp_path):
+    """`python -m jobs.promote ... --force` after `make local`, with no MLFLOW_TRACKING_URI:
+    the new version is registered in the work dir's store, as inside a run."""
+    from mlflow.tracking import MlflowClient
+
+    work = Work(tmp_path / "work")
+    shutil.copytree(playground.work, work.root, symlinks=True)
+    (run,) = (p.name for p in work.root.joinpath("runs").iterdir())
+    proc = run_job("promote", "--work-dir", work.root, "--run-id", run, "--dataset", "synthetic", "--force")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"tracking into {work.mlflow_uri}" in proc.stderr
+    champion = MlflowClient(work.mlflow_uri).get_model_version_by_alias("fmnist", "champion")
+    assert champion.tags["serving_version"] == "2"

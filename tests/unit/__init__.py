@@ -1,0 +1,1 @@
+"""Pure functions and single jobs in one process: fast, no servers, no training of minutes."""

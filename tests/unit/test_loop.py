@@ -1,0 +1,155 @@
+"""jobs.loop, jobs.train's custom training loop: its pure parts, the same figures as Keras fit
+from the same seed, and a resume from its backup after a crash. In one process (the default
+strategy); two workers are tests/pipeline/test_train.py's and faults/test_training.py's."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs.train import loop
+from jobs.train.progress import learning_rate
+
+STEPS, BATCH, EPOCHS = 6, 32, 4
+
+
+def test_calls_split_an_epoch_into_full_calls_and_the_rest():
+    assert loop.calls(75, 10) == [10] * 7 + [5]
+    assert loop.calls(20, 10) == [10, 10]
+    assert loop.calls(3, 10) == [3]
+    assert sum(loop.calls(937, 7)) == 937
+
+
+def test_epoch_logs_are_means_over_every_example_named_as_fit_names_them():
+    logs = loop.epoch_logs([12.0, 90.0, 120.0, 3.0, 27.0, 30.0])
+    assert logs == pytest.approx({"loss": 0.1, "accuracy": 0.75, "val_loss": 0.1, "val_accuracy": 0.9})
+    assert loop.epoch_logs([1.0, 1.0, 2.0, 0.0, 0.0, 0.0]) == pytest.approx({"loss": 0.5, "accuracy": 0.5})
+
+
+def fresh(small_data):
+    """New pipelines: each iterator of one reshuffles differently, so each run gets its own."""
+    from jobs.ingest import data
+
+    return (
+        data.training_pipeline(small_data["train"], BATCH, seed=0),
+        data.evaluation_pipeline(small_data["test"], BATCH),
+    )
+
+
+def seeded(small_data, seed: int = 0):
+    """As jobs.train starts: the seed, the model, then the pipelines."""
+    import tf_keras as keras
+
+    from jobs.train import models
+
+    keras.utils.set_random_seed(seed)
+    model = models.build("cnn")
+    return model, fresh(small_data)
+
+
+def places(tmp_path, hooks=None) -> loop.Places:
+    return loop.Places(tmp_path / "backup", tmp_path / "scratch", tmp_path / "tb", True, hooks or loop.Hooks())
+
+
+def fit_custom(model, pipelines, tmp_path, hooks=None) -> tuple[loop.Loop, dict]:
+    import tensorflow as tf
+
+    custom = loop.Loop(tf.distribute.get_strategy(), model, 1e-3)
+    history = custom.fit(
+        *pipelines,
+        epochs=EPOCHS,
+        steps=STEPS,
+        steps_per_execution=4,
+        schedule=learning_rate,
+        where=places(tmp_path, hooks),
+    )
+    return custom, history
+
+
+def test_custom_loop_trains_as_fit_does(small_data, tmp_path):
+    """The same seed, data, model, loss, optimizer and schedule: the same per-epoch figures
+    as Keras fit, and TensorBoard's scalars under the names the Keras callback writes."""
+    import tf_keras as keras
+
+    _, custom = fit_custom(*seeded(small_data), tmp_path)
+    model, pipelines = seeded(small_data)
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    fit = model.fit(
+        pipelines[0],
+        validation_data=pipelines[1],
+        epochs=EPOCHS,
+        steps_per_epoch=STEPS,
+        callbacks=[keras.callbacks.LearningRateScheduler(learning_rate)],
+        verbose=0,
+    ).history
+    assert custom["lr"] == [1e-3, 1e-3, 1e-3, 1e-4]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert custom[key] == pytest.approx(fit[key], rel=1e-4, abs=1e-6), key
+    assert not (tmp_path / "backup").exists(), "the backup is removed once training ends"
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    expected = {
+        "train": {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"},
+        "validation": {"epoch_loss", "epoch_accuracy"},
+    }
+    for name, tags in expected.items():
+        events = EventAccumulator(str(tmp_path / "tb" / name))
+        events.Reload()
+        assert set(events.Tags()["tensors"]) == tags, name
+        assert [e.step for e in events.Tensors("epoch_loss")] == list(range(EPOCHS))
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_restarted_loop_resumes_after_the_last_finished_epoch(small_data, tmp_path):
+    """A crash after epoch 2's backup: a new loop (fresh weights from another seed) restores the
+    backup, weights and Adam's state, and trains epochs 3 and 4 only."""
+    import numpy as np
+
+    model, pipelines = seeded(small_data)
+    saved = []
+
+    def end(epoch, logs, lr):
+        if epoch == 1:
+            saved.extend(w.copy() for w in model.get_weights())
+            raise Crash
+
+    with pytest.raises(Crash):
+        fit_custom(model, pipelines, tmp_path, loop.Hooks(end_epoch=end))
+    assert (tmp_path / "backup" / "checkpoint").exists()
+
+    import tensorflow as tf
+
+    model, pipelines = seeded(small_data, seed=7)
+    restored = loop.Loop(tf.distribute.get_strategy(), model, 1e-3)
+    assert restored.restore(tmp_path / "backup") == 2
+    for weights, kept in zip(model.get_weights(), saved, strict=True):
+        np.testing.assert_array_equal(weights, kept)
+    assert int(restored.optimizer.iterations.numpy()) == 2 * STEPS, "Adam's state is restored too"
+
+    began: list[int] = []
+    _, history = fit_custom(model, pipelines, tmp_path, loop.Hooks(begin_epoch=began.append))
+    assert began == [2, 3]
+    assert history["lr"] == [1e-3, 1e-4]
+    assert not (tmp_path / "backup").exists()
+
+
+def test_gradients_sent_as_bfloat16_are_rounded_once_and_keep_their_shapes():
+    """`--gradient-transfer bfloat16`: the gradients travel as bfloat16 (half the bytes), packed
+    in pairs, and come back float32 in their own shapes; an odd count is padded and trimmed."""
+    import numpy as np
+    import tensorflow as tf
+
+    from jobs.train import models
+
+    strategy = tf.distribute.get_strategy()
+    custom = loop.Loop(strategy, models.build("cnn"), 1e-3, "bfloat16")
+    rng = np.random.default_rng(0)
+    gradients = [tf.constant(rng.normal(size=shape), tf.float32) for shape in ((3, 3), (5,), (3, 1))]
+    summed = tf.function(lambda: strategy.run(custom._summed, args=(gradients,)))()
+    for got, sent in zip(summed, gradients, strict=True):
+        assert got.dtype == tf.float32 and got.shape == sent.shape
+        np.testing.assert_array_equal(got.numpy(), tf.cast(tf.cast(sent, tf.bfloat16), tf.float32).numpy())
+        np.testing.assert_allclose(got.numpy(), sent.numpy(), rtol=2**-8)

@@ -26,7 +26,9 @@ a new one is started, so the log never holds more than (backups + 1) × max_byte
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import itertools
 import json
 import os
 import random
@@ -81,13 +83,21 @@ class _Version:
     """The counts of one model version: per class index, and confidences per bucket."""
 
     def __init__(self, classes: int):
-        self.counts = np.zeros(classes, np.int64)
+        self.counts = [0] * classes
         self.names: list[str | None] = [None] * classes
-        self.buckets = np.zeros(len(CONFIDENCE_BOUNDS) + 1, np.int64)  # the last: above 1 (NaN)
+        self.buckets = [0] * (len(CONFIDENCE_BOUNDS) + 1)  # the last: above 1 (or NaN)
         self.total = 0.0
 
     def snapshot(self):
-        return self.counts.copy(), list(self.names), self.buckets.copy(), self.total
+        return list(self.counts), list(self.names), list(self.buckets), self.total
+
+
+def _name(names: np.ndarray | None, row: int, index: int, rows: int) -> str:
+    """The model's name for class `index`, from its class_name output's `row`, else the index."""
+    if names is None or len(names) != rows:
+        return str(index)
+    value = names[row]
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 class Signals:
@@ -116,28 +126,29 @@ class Signals:
         probabilities = outputs.get(found.probabilities)
         if probabilities is None or probabilities.ndim != 2 or probabilities.shape[1] != found.classes:
             return None
-        top = probabilities.argmax(axis=1)
-        confidence = probabilities[np.arange(len(top)), top].astype(np.float64)
-        buckets = np.searchsorted(CONFIDENCE_BOUNDS, confidence, side="left")
+        # Two numpy calls, then plain Python: a request holds few instances, and numpy's cost
+        # per call (not per value) is what counts here (this runs for every answer).
+        top = probabilities.argmax(axis=1).tolist()
+        confidences = probabilities.max(axis=1).tolist()
         names = outputs.get(found.names) if found.names else None
+        labels = []
         with self._lock:
             counts = self._versions.get((model, servable.version))
             if counts is None:
                 counts = self._versions[(model, servable.version)] = _Version(found.classes)
-            np.add.at(counts.counts, top, 1)
-            np.add.at(counts.buckets, buckets, 1)
-            counts.total += float(confidence.sum())
-            labels = []
-            for i, index in enumerate(top.tolist()):
+            for i, index in enumerate(top):
+                counts.counts[index] += 1
+                confidence = confidences[i]
+                if confidence == confidence:
+                    counts.buckets[bisect.bisect_left(CONFIDENCE_BOUNDS, confidence)] += 1
+                    counts.total += confidence
+                else:  # NaN: only in +Inf, and not in the sum
+                    counts.buckets[-1] += 1
                 label = counts.names[index]
                 if label is None:
-                    label = str(index)
-                    if names is not None and len(names) == len(top):
-                        value = names[i]
-                        label = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-                    counts.names[index] = label
+                    label = counts.names[index] = _name(names, i, index, len(top))
                 labels.append(label)
-        return Predicted(tuple(labels), tuple(confidence.tolist()))
+        return Predicted(tuple(labels), tuple(confidences))
 
     def lines(self, labels, number) -> list[str]:
         """The two series on the metrics page (`labels` and `number` format as the page does)."""
@@ -148,7 +159,7 @@ class Signals:
             "# TYPE serving_predictions_total counter",
         ]
         for (model, version), (counts, names, _, _) in sorted(versions.items()):
-            for index, count in enumerate(counts.tolist()):
+            for index, count in enumerate(counts):
                 if count:
                     values = (model, str(version), names[index] or str(index))
                     label = labels(("model_name", "version", "class"), values)
@@ -159,7 +170,7 @@ class Signals:
         ]
         for (model, version), (_, _, buckets, total) in sorted(versions.items()):
             label = labels(("model_name", "version"), (model, str(version)))
-            cumulative = np.cumsum(buckets).tolist()
+            cumulative = list(itertools.accumulate(buckets))
             for bound, count in zip(CONFIDENCE_BOUNDS, cumulative, strict=False):
                 out.append(f'serving_prediction_confidence_bucket{{{label},le="{number(bound)}"}} {count}')
             out.append(f'serving_prediction_confidence_bucket{{{label},le="+Inf"}} {cumulative[-1]}')

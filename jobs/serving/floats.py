@@ -83,6 +83,8 @@ def text_of(value: float, single: bool) -> str:
 
 # -- a whole array ----------------------------------------------------------------------------
 
+SMALL = 16  # values: up to this many, one at a time is faster than the array path
+
 
 def _six_digits(magnitude: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`magnitude` (positive, finite) rounded to 6 significant digits, as the nearest double
@@ -131,8 +133,13 @@ def codes(flat: np.ndarray) -> np.ndarray:
 
 
 def _pieces(array: np.ndarray) -> tuple[list[str], list]:
-    """Each value's conversion, and the arguments for them (text for special values)."""
+    """Each value's conversion, and the arguments for them (text for special values). A small
+    array is written value by value (`text_of`): the array path costs some twenty numpy calls
+    whatever the size, which for one answer's ten probabilities took twice as long."""
     flat = np.ascontiguousarray(array).reshape(-1)
+    if flat.size <= SMALL:
+        single = flat.dtype == np.float32
+        return ["%s"] * flat.size, [text_of(value, single) for value in flat.tolist()]
     found = codes(flat)
     conversions = CONVERSIONS[flat.dtype]
     pieces = list(map(conversions.__getitem__, found.tolist()))

@@ -110,25 +110,30 @@ async def latencies_ms(connection: Connection, body: bytes, count: int, warmup: 
 
 async def load(
     url: str, model: str, bodies: list[bytes], concurrency: int, total: int, timeout: float
-) -> tuple[int, int, float]:
+) -> tuple[int, int, float, list[float]]:
     """`total` requests from `concurrency` keep-alive connections, round-robin over `bodies`;
-    returns (ok, errors, seconds). The connections are opened before the clock starts."""
+    returns (ok, errors, seconds, ms of each answered request). The connections are opened
+    before the clock starts."""
     connections = [Connection(url, model) for _ in range(concurrency)]
     await asyncio.gather(*(c.open() for c in connections))
     counts = {"sent": 0, "ok": 0, "errors": 0}
+    times: list[float] = []
     deadline = time.monotonic() + timeout
 
     async def send_until_done(connection: Connection) -> None:
         while counts["sent"] < total and time.monotonic() < deadline:
             body = bodies[counts["sent"] % len(bodies)]
             counts["sent"] += 1
+            began = time.perf_counter()
             try:
                 ok = answered(*await connection.post(body))
             except FAILURES:
                 ok = False
             counts["ok" if ok else "errors"] += 1
+            if ok:
+                times.append((time.perf_counter() - began) * 1000)
         connection.close()
 
     started = time.perf_counter()
     await asyncio.gather(*(send_until_done(c) for c in connections))
-    return counts["ok"], counts["errors"], time.perf_counter() - started
+    return counts["ok"], counts["errors"], time.perf_counter() - started, times

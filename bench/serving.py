@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -36,6 +37,18 @@ class Target:
     model: str
     where: str  # in the figures' labels
     baseline: InProcess | None
+    pid: int | None = None  # the local server's process, whose CPU time is read
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of a process so far (Linux /proc), None where it cannot be read."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def sample_images(count: int) -> list[bytes]:
@@ -52,8 +65,8 @@ def export_model(target: Path) -> Path:
 
 
 @contextlib.contextmanager
-def local_server(base: Path, model: str, logs: Path, python: str) -> Iterator[str]:
-    """`jobs.serve` on a free 127.0.0.1 port, yielded once version 1 is AVAILABLE."""
+def local_server(base: Path, model: str, logs: Path, python: str) -> Iterator[tuple[str, int]]:
+    """`jobs.serve` on a free 127.0.0.1 port and its pid, yielded once version 1 is AVAILABLE."""
     port = free_ports(1)[0]
     process = Process(server_argv(python, base, port, model), logs / "serve.log", "[serve]", False, child_env())
 
@@ -63,7 +76,7 @@ def local_server(base: Path, model: str, logs: Path, python: str) -> Iterator[st
 
     try:
         wait_for_version(Client(f"http://127.0.0.1:{port}", model), 1, SERVER_START_TIMEOUT, 0.5, running)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", process.popen.pid
     finally:
         stop([process], STOP_GRACE_SECONDS)
 
@@ -123,8 +136,8 @@ def target(work: Work, python: str, url: str | None, model: str, model_dir: Path
     """The server to measure: a local one on an exported cnn, or the one at --url."""
     if url is None:
         model_dir = export_model(work.served())
-        with local_server(work.served(), model, work.root / "logs", python) as local:
-            yield Target(local, model, "local server", InProcess(model_dir))
+        with local_server(work.served(), model, work.root / "logs", python) as (local, pid):
+            yield Target(local, model, "local server", InProcess(model_dir), pid)
         return
     url = url.rstrip("/")
     remote = Client(url, model)
@@ -139,11 +152,15 @@ def run(figures: Figures, sizes: Sizes, work: Work, python: str, url: str | None
             for n, count in sizes.latency_requests.items():
                 log.info("serving: latency with %d image(s) per request, repeat %d/%d", n, rep + 1, sizes.repeats)
                 latency(figures, server, images[:n], count)
+            inprocess = None
             if server.baseline is not None:
-                inprocess_throughput(figures, server.baseline, images[:32], sizes.latency_requests[32])
+                inprocess = inprocess_throughput(figures, server.baseline, images[:32], sizes.latency_requests[32])
             bodies = [client.predict_body([image]) for image in images]
             for concurrency in CONCURRENCY:
-                throughput(figures, server, bodies, concurrency, sizes.load_requests[concurrency], sizes.timeout)
+                rate = throughput(figures, server, bodies, concurrency, sizes.load_requests[concurrency], sizes.timeout)
+                if concurrency == 32 and inprocess:
+                    label = "throughput at concurrency 32, 1 image/request ÷ in-process at 32 images/call"
+                    figures.add("serve.throughput_ratio.c32", label, "ratio", rate / inprocess, target=">= 0.5")
     if server.baseline is None:
         figures.text("serve.baseline", "in-process baseline", "skipped (no --model-dir)")
 
@@ -161,7 +178,9 @@ def latency(figures: Figures, server: Target, images: list[bytes], count: int) -
     p50_server, p50_local = percentile(remote, 50), percentile(local, 50)
     label = f"server overhead at p50, {images_text} (server − in-process)"
     figures.add(f"serve.overhead{n}.p50", label, "ms", p50_server - p50_local, target="<= 2" if n == 1 else "")
-    figures.add(f"serve.ratio{n}.p50", f"server ÷ in-process at p50, {images_text}", "ratio", p50_server / p50_local)
+    ratio_target = "<= 1.5" if n == 1 else ""
+    label = f"server ÷ in-process at p50, {images_text}"
+    figures.add(f"serve.ratio{n}.p50", label, "ratio", p50_server / p50_local, target=ratio_target)
 
 
 def add_latency(figures: Figures, key: str, label: str, times: list[float]) -> None:
@@ -169,19 +188,32 @@ def add_latency(figures: Figures, key: str, label: str, times: list[float]) -> N
     figures.add(f"serve.{key}.p99", f"p99 latency, {label}", "ms", percentile(times, 99))
 
 
-def inprocess_throughput(figures: Figures, baseline: InProcess, images: list[bytes], calls: int) -> None:
+def inprocess_throughput(figures: Figures, baseline: InProcess, images: list[bytes], calls: int) -> float:
     started = time.perf_counter()
     for _ in range(calls):
         baseline(images)
     rate = calls * len(images) / (time.perf_counter() - started)
     label = f"in-process throughput, {len(images)} images/call, sequential"
     figures.add(f"serve.inproc.throughput{len(images)}", label, "images/s", rate)
+    return rate
 
 
-def throughput(figures: Figures, server: Target, bodies: list[bytes], concurrency: int, total: int, timeout: float):
+def throughput(
+    figures: Figures, server: Target, bodies: list[bytes], concurrency: int, total: int, timeout: float
+) -> float:
+    """Images/s at `concurrency`, its p99 and errors, and the server's CPU time per request."""
     log.info("serving: %d requests at concurrency %d", total, concurrency)
-    ok, errors, seconds = asyncio.run(client.load(server.url, server.model, bodies, concurrency, total, timeout))
+    cpu_before = cpu_seconds(server.pid)
+    ok, errors, seconds, times = asyncio.run(client.load(server.url, server.model, bodies, concurrency, total, timeout))
+    cpu_after = cpu_seconds(server.pid)
     label = f"{server.where} throughput, concurrency {concurrency}, 1 image/request"
     figures.add(f"serve.throughput.c{concurrency}", label, "images/s", ok / seconds)
+    if times:
+        label = f"p99 latency at concurrency {concurrency}, 1 image/request"
+        figures.add(f"serve.load.c{concurrency}.p99", label, "ms", percentile(times, 99))
+    if cpu_before is not None and cpu_after is not None and ok + errors:
+        label = f"server CPU time per request at concurrency {concurrency}"
+        figures.add(f"serve.cpu.c{concurrency}", label, "ms", (cpu_after - cpu_before) * 1000 / (ok + errors))
     label = f"errors at concurrency {concurrency}"
     figures.add(f"serve.errors.c{concurrency}", label, "requests", errors, target="<= 0" if concurrency == 32 else "")
+    return ok / seconds

@@ -3,13 +3,14 @@ kustomize/components/monitoring/dashboards/, where the cluster's Grafana and `ma
 read them).
 
   fmnist-serving   the model service: SLOs, traffic and errors, latency, versions, canary
-                   against stable, batching, limits; local servers and TF Serving alike
+                   against stable, what the model predicts (local servers), batching, limits;
+                   local servers and TF Serving alike
   fmnist-pipeline  the training pipeline on Kubernetes: runs, durations, restarts, controllers
 
 Each dashboard is a list of rows, each row a function returning its panels: a new concern is a
-new row function in the list (the model's predictions, when the servers export them: their
-series in monitoring/series.py, their rules in monitoring/rules/ with a unit test; tests/observability
-checks that every panel's query parses and reads only series that exist).
+new row function in the list (its series in monitoring/series.py, its rules in monitoring/rules/
+with a unit test; tests/observability checks that every panel's query parses and reads only
+series that exist).
 """
 
 from __future__ import annotations
@@ -300,6 +301,50 @@ def limits_row() -> Row:
     ]
 
 
+def predictions_row() -> Row:
+    model = 'model_name=~"$model", track=~"$track"'
+    classes = f"{series.LOCAL_PREDICTIONS.name}{{{model}}}"
+    confidence = f"{series.LOCAL_CONFIDENCE.name}_bucket{{{model}}}"
+    return "What the model predicts (local servers)", [
+        graph(
+            "Share of predictions by class",
+            "Each class's share of the instances predicted, all versions together: a model that "
+            "starts to predict one class for everything shows here first.",
+            "percentunit",
+            query(
+                f"sum by (class) (rate({classes}[$__rate_interval])) / ignoring (class) group_left "
+                f"sum(rate({classes}[$__rate_interval]))",
+                "{{class}}",
+            ),
+            stacked=True,
+        ),
+        graph(
+            "Confidence by version",
+            "The top class probability of each instance: its median and its 10th percentile, per "
+            "version. A drop against the version's own past is drift in the inputs or a worse model.",
+            "percentunit",
+            query(
+                f"histogram_quantile(0.5, sum by (le, version) (rate({confidence}[$__rate_interval])))",
+                "p50 v{{version}}",
+            ),
+            query(
+                f"histogram_quantile(0.1, sum by (le, version) (rate({confidence}[$__rate_interval])))",
+                "p10 v{{version}}",
+            ),
+        ),
+        graph(
+            "Unsure predictions by version",
+            "The share of instances whose top probability is at most 0.5.",
+            "percentunit",
+            query(
+                f'sum by (version) (rate({confidence[:-1]}, le="0.5"}}[$__rate_interval])) '
+                f"/ sum by (version) (rate({series.LOCAL_CONFIDENCE.name}_count{{{model}}}[$__rate_interval]))",
+                "v{{version}}",
+            ),
+        ),
+    ]
+
+
 SERVING_ROWS: list[Callable[[], Row]] = [
     slo_row,
     alerts_row,
@@ -307,6 +352,7 @@ SERVING_ROWS: list[Callable[[], Row]] = [
     latency_row,
     versions_row,
     canary_row,
+    predictions_row,
     batching_row,
     limits_row,
 ]

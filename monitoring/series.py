@@ -76,6 +76,21 @@ LOCAL_DROPPED = Series(
     "serving_dropped_requests_total", "counter", ("reason",), f"{LOCAL}: predict requests dropped, by limit"
 )
 
+# What the model predicts, from the local server only (jobs/serving/signals.py): TF Serving has
+# no such series.
+LOCAL_PREDICTIONS = Series(
+    "serving_predictions_total",
+    "counter",
+    ("model_name", "version", "class"),
+    f"{LOCAL}: instances predicted, by version and top class (signals.py's rule for the outputs)",
+)
+LOCAL_CONFIDENCE = Series(
+    "serving_prediction_confidence",
+    "histogram",
+    ("model_name", "version"),
+    f"{LOCAL}: the top class probability of each instance, buckets 0.1 to 1",
+)
+
 # Argo Workflows (docs/metrics.md; util/telemetry/metrics_list.go).
 ARGO_WORKFLOWS = Series("argo_workflows_gauge", "gauge", ("phase",), f"{ARGO}: workflows by phase, now")
 ARGO_WORKFLOW_PHASES = Series(

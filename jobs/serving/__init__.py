@@ -19,6 +19,7 @@ arm64 clusters and tests. One module per concern:
     versions     one model's versions on disk: loading, unloading, retries
     models       the models served, kept up to date by the poller
     batching     the bounded work queue, fair interleaving, merged calls
+    signals      what the model predicts: class counts, confidences, the prediction log
     metrics      TF Serving's Prometheus series, and this server's own
     api          what each REST call does, apart from HTTP
     connections  the HTTP connection bounds uvicorn lacks

@@ -40,6 +40,7 @@ from jobs.serving.metrics import CONTENT_TYPE, Metrics
 from jobs.serving.modelconfig import ModelConfig
 from jobs.serving.models import Models, loader_with
 from jobs.serving.response import encode_error
+from jobs.serving.signals import Predicted, PredictionLog, Signals, request_id
 from jobs.serving.versions import DEFAULT_LOAD_RETRIES, DEFAULT_LOAD_RETRY_SECONDS, Retries
 from jobs.serving.warmup import Outcome
 from jobs.serving.warmup import run as warm_up
@@ -67,6 +68,7 @@ class Settings:
     load_retries: int = DEFAULT_LOAD_RETRIES
     load_retry_seconds: float = DEFAULT_LOAD_RETRY_SECONDS
     cors: bool = False  # TF Serving's --rest_api_enable_cors_support
+    prediction_log: PredictionLog | None = None  # the sampled prediction log, when on
 
 
 class ClientGone(Exception):
@@ -77,7 +79,9 @@ class App:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.limits = settings.limits
-        self.metrics = Metrics()
+        self.signals = Signals()
+        self.metrics = Metrics(self.signals)
+        self.prediction_log = settings.prediction_log
         loader = loader_with(lambda path, ok, seconds: self.metrics.load(str(path), ok, seconds), self._warm_up)
         self.models = Models(
             loader,
@@ -123,6 +127,8 @@ class App:
                 self.models.stop()
                 if self.scheduler is not None:
                     self.scheduler.close()
+                if self.prediction_log is not None:
+                    self.prediction_log.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -133,6 +139,7 @@ class App:
         path = raw.decode("latin-1") if raw else scope["path"]
         route: routes.Route | None = None
         code, status, headers, body = "OK", 200, [(b"content-type", JSON)], b""
+        logged: Logged | None = None
         try:
             route = routes.route(method, path)
             if route.api == "metrics":
@@ -146,7 +153,9 @@ class App:
             elif route.api == "metadata":
                 body = self.api.metadata(route)
             else:
-                body = await self._call(route, scope, receive)
+                body, logged = await self._call(route, scope, receive)
+                if logged is not None:
+                    headers.append((b"x-request-id", logged.request.encode("ascii")))
         except ApiError as err:
             code, status, body = err.code, err.status, encode_error(err.message)
             if route is None or route.api == "options":
@@ -167,6 +176,8 @@ class App:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         self._count(route, path, code, started)
+        if logged is not None:
+            logged.write(self.prediction_log, time.perf_counter() - started)
 
     def _count(self, route: routes.Route | None, path: str, code: str, started: float) -> None:
         """TF Serving's request_count and request_latency for a /v1 request (any other path
@@ -184,7 +195,7 @@ class App:
 
     # POST calls.
 
-    async def _call(self, route: routes.Route, scope, receive) -> bytes:
+    async def _call(self, route: routes.Route, scope, receive) -> tuple[bytes, Logged | None]:
         declared = _content_length(scope)
         with self._holding(declared or 0) as hold:
             body = await self._read_body(receive, declared, hold)
@@ -202,7 +213,13 @@ class App:
                 self.metrics.runtime(route.model, route.api, time.perf_counter() - started)
             finally:
                 call.servable.release()
-        return call.finish(outputs)
+        answer = call.finish(outputs)
+        predicted = self.signals.observe(route.model, call.servable, call.work.signature, outputs)
+        logged = None
+        if self.prediction_log is not None and self.prediction_log.sampled():
+            request = request_id(scope["headers"])
+            logged = Logged(request, route.model, call.servable.version, predicted, call.work.size)
+        return answer, logged
 
     async def _answer(self, call: Call, future, scope):
         """The work's outputs; drops the work if its client goes or its deadline passes.
@@ -301,6 +318,20 @@ class App:
         finally:
             timer.cancel()
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+@dataclasses.dataclass(frozen=True)
+class Logged:
+    """A sampled request's line(s) for the prediction log, written once its answer is sent."""
+
+    request: str
+    model: str
+    version: int
+    predicted: Predicted | None
+    count: int
+
+    def write(self, log: PredictionLog, seconds: float) -> None:
+        log.write(self.request, self.model, self.version, self.predicted, self.count, seconds)
 
 
 def _content_length(scope) -> int | None:

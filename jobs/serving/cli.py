@@ -17,6 +17,7 @@ from jobs.serving.app import Settings, create_app
 from jobs.serving.connections import ConnectionStats, protocol_class
 from jobs.serving.limits import Limits
 from jobs.serving.modelconfig import ModelConfig
+from jobs.serving.signals import PredictionLog
 from jobs.serving.versions import DEFAULT_LOAD_RETRIES, DEFAULT_LOAD_RETRY_SECONDS
 
 log = logging.getLogger("jobs.serve")
@@ -24,6 +25,16 @@ log = logging.getLogger("jobs.serve")
 
 def _non_negative_int(text: str) -> int:
     return 0 if text.strip() == "0" else positive_int(text)
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
+    return value
 
 
 def _flag_bool(text: str) -> bool:
@@ -99,6 +110,25 @@ def build_parser():
         default=2,
         help="threads running signature calls (TF's own pools are sized from the CPUs)",
     )
+    group = p.add_argument_group("prediction log (off unless --prediction-log; docs/monitoring.md)")
+    group.add_argument(
+        "--prediction-log",
+        type=Path,
+        help="append a JSONL line per instance of sampled predict/classify/regress requests here "
+        "(request id, version, class, confidence, latency)",
+    )
+    group.add_argument(
+        "--prediction-log-sample", type=_fraction, default=0.1, help="the fraction of requests logged (0 to 1)"
+    )
+    group.add_argument(
+        "--prediction-log-max-bytes",
+        type=positive_int,
+        default=16 * 1024 * 1024,
+        help="size at which the log is rotated to <path>.1, <path>.2...",
+    )
+    group.add_argument(
+        "--prediction-log-backups", type=_non_negative_int, default=3, help="rotated files kept besides the log"
+    )
     group = p.add_argument_group("limits (what a client gets past each: docs/serving.md)")
     for field in limits_module.fields():
         kind = positive_int if field.type in (int, "int") else positive_float
@@ -146,10 +176,24 @@ def models_from(args) -> tuple[ModelConfig, ...]:
     return (modelconfig.single(args.model_name, args.model_base_path.resolve()),)
 
 
+def prediction_log_from(args) -> PredictionLog | None:
+    if args.prediction_log is None:
+        return None
+    path = args.prediction_log
+    if path.is_dir():
+        raise JobError(f"--prediction-log {path} is a folder: give a file path (e.g. {path}/predictions.jsonl)")
+    try:
+        sample, backups = args.prediction_log_sample, args.prediction_log_backups
+        return PredictionLog(path, sample, args.prediction_log_max_bytes, backups)
+    except OSError as err:
+        raise JobError(f"cannot write the prediction log {path}: {err.strerror or err}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     models = models_from(args)
     check_can_listen(args.host, args.port)  # before the slow TensorFlow import
+    prediction_log = prediction_log_from(args)
     import uvicorn
 
     from jobs.core.cpus import configure_threads
@@ -157,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads = configure_threads()
     log.info("TensorFlow uses %d CPU threads", threads)
     limits = limits_from(args)
+    if prediction_log is not None:
+        log.info("logging %g of the predictions to %s", args.prediction_log_sample, prediction_log.path)
     settings = Settings(
         models=models,
         model_config_file=args.model_config_file.resolve() if args.model_config_file else None,
@@ -167,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_retries=args.load_retries,
         load_retry_seconds=args.load_retry_seconds,
         cors=args.rest_api_enable_cors_support,
+        prediction_log=prediction_log,
     )
     app = create_app(settings)
     stats = ConnectionStats()

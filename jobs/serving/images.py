@@ -12,21 +12,39 @@ from __future__ import annotations
 
 import io
 import warnings
+import zlib
 
 import numpy as np
 
 from jobs.serving.errors import invalid_argument
 
-MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
+PNG = b"\x89PNG\r\n\x1a\n"
+MAGIC = (b"\xff\xd8\xff", PNG, b"GIF87a", b"GIF89a", b"BM")
 
 
 def looks_like_image(data: bytes) -> bool:
     return data.startswith(MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
 
 
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """A PNG's (width, height) from its first chunk, which the PNG specification requires to be
+    IHDR, when that chunk's CRC holds (as PIL checks it); None otherwise. Reading 33 bytes is
+    the fast path for what clients send most (PIL's open costs tens of microseconds)."""
+    if len(data) < 33 or data[12:16] != b"IHDR" or data[8:12] != b"\x00\x00\x00\x0d":
+        return None
+    if zlib.crc32(data[12:29]) != int.from_bytes(data[29:33], "big"):
+        return None
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    return (width, height) if 0 < width < 2**31 and 0 < height < 2**31 else None
+
+
 def image_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from the header; None if it does not read as an image. A header that
-    claims a decompression bomb's size reads as 2**31 a side."""
+    claims a decompression bomb's size reads as 2**31 a side (a PNG's: its own size)."""
+    if data.startswith(PNG):
+        size = png_size(data)
+        if size is not None:
+            return size
     from PIL import Image
 
     try:

@@ -21,7 +21,8 @@ bounds 10 × 1.8^i µs, i < 33. The series, where TF Serving records them:
 
 This server's own series (queue, batching, limits) follow, with HELP lines:
 serving_batch_size, serving_dropped_requests_total, serving_queued_pixels,
-serving_open_connections.
+serving_open_connections; then what the model predicts (signals.py):
+serving_predictions_total, serving_prediction_confidence.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import bisect
 import re
 import threading
 from collections.abc import Callable, Sequence
+
+from jobs.serving.signals import Signals
 
 
 def exponential_bounds(scale: float, growth: float, count: int) -> tuple[float, ...]:
@@ -121,7 +124,8 @@ class Sampler(_Family):
 
 
 class Metrics:
-    def __init__(self):
+    def __init__(self, signals: Signals | None = None):
+        self._signals = signals
         lock = threading.Lock()
         self._lock = lock
         self.request_count = Counter("/tensorflow/serving/request_count", ("model_name", "status"), lock)
@@ -205,6 +209,8 @@ class Metrics:
         }
         for name, read in self._gauges.items():
             out += [f"# HELP {name} {helps[name]}", f"# TYPE {name} gauge", f"{name} {_number(read())}"]
+        if self._signals is not None:
+            out += self._signals.lines(_labels, _number)
         return out
 
     def page(self) -> bytes:

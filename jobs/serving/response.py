@@ -46,16 +46,28 @@ def _strings(array: np.ndarray, as_bytes: bool) -> Any:
     return [_strings(row, as_bytes) for row in array]
 
 
-def _values(name: str, array: np.ndarray) -> Any:
-    """One output, as orjson should write it."""
+def _check_writable(array: np.ndarray) -> None:
     kind = array.dtype.name
     if kind not in WRITABLE:
         raise invalid_argument(f"Failed to write JSON value for tensor type: {TF_NAMES.get(kind, kind)}")
+
+
+def _values(name: str, array: np.ndarray) -> Any:
+    """One output, as orjson should write it."""
+    _check_writable(array)
     if array.dtype == object:
         return _strings(array, name.endswith(BYTES_SUFFIX))
     if array.dtype.kind == "f":
-        return floats.json_ready(array)
+        return floats.fragment(array)
     return np.ascontiguousarray(array) if array.ndim else array[()].item()
+
+
+def _rows(name: str, array: np.ndarray) -> Any:
+    """One output of rank 1 or more, row by row (indexable by instance)."""
+    if array.dtype.kind == "f":
+        _check_writable(array)
+        return floats.row_fragments(array)
+    return _values(name, array)
 
 
 def predict_answer(outputs: dict[str, np.ndarray], row_format: bool) -> dict:
@@ -75,9 +87,9 @@ def predict_answer(outputs: dict[str, np.ndarray], row_format: bool) -> dict:
                 f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} expecting: {batch}"
             )
         batch = array.shape[0]
-    values = {name: _values(name, outputs[name]) for name in names}
     if len(names) == 1:
-        return {"predictions": values[names[0]]}
+        return {"predictions": _values(names[0], outputs[names[0]])}
+    values = {name: _rows(name, outputs[name]) for name in names}
     return {"predictions": [{name: values[name][i] for name in names} for i in range(batch)]}
 
 
@@ -85,19 +97,14 @@ def encode_predict(outputs: dict[str, np.ndarray], row_format: bool) -> bytes:
     return jsonbody.dumps(predict_answer(outputs, row_format))
 
 
-def _listed(array: np.ndarray) -> Any:
-    shown = floats.json_ready(array)
-    return shown.tolist() if isinstance(shown, np.ndarray) else shown
-
-
 def encode_classify(labels: np.ndarray, scores: np.ndarray) -> bytes:
     if not labels.shape[0]:
         raise invalid_argument("Cannot convert empty ClassificationResults to JSON")
     texts = [[value.decode("utf-8", "replace") for value in row] for row in labels]
-    shown = _listed(scores)
+    shown = floats.value_fragments(scores)
+    width = scores.shape[1]
     results = [
-        [[label, score] for label, score in zip(row_labels, row_scores, strict=True)]
-        for row_labels, row_scores in zip(texts, shown, strict=True)
+        [[label, shown[i * width + j]] for j, label in enumerate(row_labels)] for i, row_labels in enumerate(texts)
     ]
     return jsonbody.dumps({"results": results})
 
@@ -105,7 +112,7 @@ def encode_classify(labels: np.ndarray, scores: np.ndarray) -> bytes:
 def encode_regress(values: np.ndarray) -> bytes:
     if not values.shape[0]:
         raise invalid_argument("Cannot convert empty RegressionResults to JSON")
-    return jsonbody.dumps({"results": floats.json_ready(values)})
+    return jsonbody.dumps({"results": floats.fragment(values)})
 
 
 def encode_error(message: str) -> bytes:

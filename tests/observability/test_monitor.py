@@ -183,7 +183,8 @@ def test_the_local_servers_own_series_are_scraped(monitor, servers):
 
 def test_the_local_servers_write_tf_servings_series(monitor, servers, work, untrained_model):
     """The series the rules read from TF Serving, scraped from the local servers once a version
-    is loaded and answers (TF Serving writes a labelled series at its first record)."""
+    is loaded and answers (TF Serving writes a labelled series at its first record), and what
+    the model predicted."""
     shutil.copytree(untrained_model, work / "models" / "fmnist" / "1")
     for track in ("stable", "canary"):
         serving_config.pin(Work(work), track, 1)
@@ -197,7 +198,8 @@ def test_the_local_servers_write_tf_servings_series(monitor, servers, work, untr
         return answer.status_code == 200
 
     until("the servers load version 1 and answer a predict", answered, timeout=120)
-    for s in (series.REQUEST_COUNT, series.REQUEST_LATENCY, series.LOAD_ATTEMPTS):
+    predictions = (series.LOCAL_PREDICTIONS, series.LOCAL_CONFIDENCE)  # the dashboard's predictions row
+    for s in (series.REQUEST_COUNT, series.REQUEST_LATENCY, series.LOAD_ATTEMPTS, *predictions):
         until(
             f"{s.name} is scraped",
             lambda s=s: monitor.query(f'count({{job="tf-serving", __name__=~"{s.name}.*"}})'),

@@ -55,6 +55,9 @@ def test_quick_bench_runs_every_section_and_writes_results(tmp_path):
         "serve.throughput.c1",
         "serve.throughput.c8",
         "serve.throughput.c32",
+        "serve.throughput_ratio.c32",
+        "serve.load.c32.p99",
+        "serve.cpu.c32",  # the server's CPU time per request, read from /proc
     ):
         assert figures[key]["median"] > 0, key
     for key in ("train.fit.single", "train.fit.multi", "train.fit.efficiency", "train.unpinned.efficiency"):
@@ -221,10 +224,11 @@ def fake_server():
 
 def test_load_generator_sends_exactly_the_bounded_count_and_counts_errors(fake_server):
     bodies = [client.predict_body([b"x"])]
-    ok, errors, seconds = asyncio.run(client.load(fake_server, "fmnist", bodies, 8, 50, timeout=60))
+    ok, errors, seconds, times = asyncio.run(client.load(fake_server, "fmnist", bodies, 8, 50, timeout=60))
     assert (ok, errors) == (50, 0) and seconds > 0
-    ok, errors, _ = asyncio.run(client.load(fake_server, "other", bodies, 4, 12, timeout=60))
-    assert (ok, errors) == (0, 12)
+    assert len(times) == 50 and all(0 < t < seconds * 1000 for t in times)
+    ok, errors, _, times = asyncio.run(client.load(fake_server, "other", bodies, 4, 12, timeout=60))
+    assert (ok, errors, times) == (0, 12, [])
 
 
 def test_latency_keeps_one_connection_and_reports_failures(fake_server):
@@ -358,3 +362,40 @@ def test_the_committed_docs_table_has_the_generated_shape():
     readme = (ROOT / "README.md").read_text()
     assert "(docs/benchmarks.md)" in readme
     assert results.TABLE_HEAD[0] not in readme
+
+
+def test_the_profile_split_keeps_the_request_path_and_names_each_stage():
+    """bench.profile on py-spy's collapsed stacks: start-up and waits are left out, each sample
+    goes to the innermost stage it is in, and the flame graph is well-formed SVG."""
+    import xml.etree.ElementTree as ElementTree
+
+    from bench import profile
+
+    loop = (
+        "thread (11): MainThread;main (jobs/serving/cli.py:238);BaseEventLoop.run_forever (asyncio/base_events.py:607)"
+    )
+    worker = "thread (12): predict-0;Thread.run (threading.py:982);Scheduler._loop (jobs/serving/batching.py:255)"
+    collapsed = "\n".join(
+        [
+            f"{loop};App._call (jobs/serving/app.py:212);encode_predict (jobs/serving/response.py:90);"
+            "codes (jobs/serving/floats.py:116) 5",
+            f"{loop};App._call (jobs/serving/app.py:212);Signals.observe (jobs/serving/signals.py:120) 2",
+            f"{loop};EpollSelector.select (selectors.py:468) 50",  # waiting: left out
+            f"{worker};Scheduler._run (jobs/serving/batching.py:280);call (jobs/serving/servable.py:200);"
+            "BaseSession._Callable.__call__ (tensorflow/python/client/session.py:1510) 3",
+            f"{worker};Condition.wait (threading.py:327) 40",  # waiting: left out
+            "thread (11): MainThread;main (jobs/serving/cli.py:201);_find_and_load (<frozen importlib>:1) 99",
+        ]
+    )
+    assert profile.split(collapsed) == {
+        ("event loop thread", "encode the answer"): 5,
+        ("event loop thread", "prediction signals"): 2,
+        ("signature threads", "model call"): 3,
+    }
+    kept = profile.request_path(collapsed)
+    assert len(kept.splitlines()) == 3 and kept.startswith(("MainThread;", "predict-0;"))
+    table = profile.render(profile.split(collapsed), rate=100, requests=10)
+    assert "| event loop thread | encode the answer | 50.0 | 5.000 |" in table
+    root = ElementTree.fromstring(profile.flame_graph(kept, "a <title> & more"))
+    titles = [element.text for element in root.iter("{http://www.w3.org/2000/svg}title")]
+    assert any(title.startswith("Signals.observe (jobs/serving/signals.py:120) (20.0 %)") for title in titles)

@@ -193,6 +193,30 @@ def test_image_headers_are_read_for_every_format_decode_image_reads():
     assert images.costs(np.array([buffer.getvalue(), b"text"], object), "instances", 100, 100).tolist() == [1, 1]
 
 
+def test_a_pngs_size_is_read_from_its_header_as_pil_reads_it():
+    """The fast path (images.png_size) agrees with PIL's open wherever PIL reads a size, and
+    leaves to PIL whatever it does not read itself (a broken IHDR, a cut-off file)."""
+    from PIL import Image
+
+    def pil_size(data: bytes):
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                return image.size
+        except Exception:
+            return None
+
+    for mode, size in (("L", (28, 28)), ("RGB", (299, 299)), ("RGBA", (1, 7)), ("P", (640, 3))):
+        buffer = io.BytesIO()
+        Image.new(mode, size).save(buffer, "PNG")
+        data = buffer.getvalue()
+        assert images.png_size(data) == pil_size(data) == size, mode
+        broken = bytearray(data)
+        broken[18] ^= 1  # the width, under the CRC
+        assert images.png_size(bytes(broken)) is None and pil_size(bytes(broken)) is None
+        assert images.png_size(data[:30]) is None
+        assert images.image_size(data[:30]) == pil_size(data[:30])
+
+
 # --- answers -----------------------------------------------------------------------------
 
 

@@ -52,10 +52,18 @@ def golden(half_plus_two, tmp_path_factory):
     server.start(expect_version=123)
     try:
         with httpx.Client(base_url=server.url, timeout=60) as client:
-            wait_until(lambda: client.get(f"/v1/models/{TF2}").status_code == 200, what=f"{TF2} to load")
+            wait_until(lambda: _available(client, TF2), what=f"{TF2} to load")
             yield client
     finally:
         server.stop()
+
+
+def _available(client: httpx.Client, name: str) -> bool:
+    """The status call answers 200 while a version is still LOADING: wait for AVAILABLE."""
+    response = client.get(f"/v1/models/{name}")
+    return response.status_code == 200 and any(
+        entry["state"] == "AVAILABLE" for entry in response.json()["model_version_status"]
+    )
 
 
 def post(http, path: str, body: str) -> httpx.Response:

@@ -5,7 +5,6 @@ request and its expected tensor, answer or error text, written again against thi
 
 from __future__ import annotations
 
-import decimal
 import json
 import math
 
@@ -38,12 +37,12 @@ def error(body: str, **dtypes: str) -> ApiError:
     return err.value
 
 
-def same_numbers(answer: bytes, expected: str) -> None:
-    """JSON equal, numbers compared as exact decimals (TF Serving's CompareJsonAllValuesAsStrings
-    compares their text; the text here may use another notation for the same decimal)."""
+def same_text(answer: bytes, expected: str) -> None:
+    """TF Serving's CompareJsonAllValuesAsStrings: the same JSON, every number compared as its
+    text (`9e+06` is not `9000000.0`, `3.0` is not `3`); whitespace aside."""
 
     def load(text):
-        return json.loads(text, parse_float=decimal.Decimal, parse_constant=str)
+        return json.loads(text, parse_float=str, parse_int=str, parse_constant=str)
 
     assert load(answer) == load(expected), answer
 
@@ -241,10 +240,9 @@ def test_floats_with_six_digits_and_non_finite_words():
     """FromJsonSingleFloatTensorSixDigitPrecision, FromJsonSingleFloatTensorNonFinite."""
     six = np.array([[9000000, 999999, 0.50000], [0.0003, 0.00003, 555557.5]], np.float32)
     expected = '{"predictions": [[9e+06, 999999.0, 0.5], [0.0003, 3e-05, 555557.5]]}'
-    same_numbers(encode_predict({"float_tensor": six}, True), expected)
+    same_text(encode_predict({"float_tensor": six}, True), expected)
     odd = np.array([[np.nan, np.inf], [3, -np.inf]], np.float32)
-    answer = encode_predict({"float_tensor": odd}, True)
-    assert answer == b'{"predictions":[[NaN,Infinity],[3.0,-Infinity]]}'
+    same_text(encode_predict({"float_tensor": odd}, True), '{"predictions": [[NaN, Infinity], [3.0, -Infinity]]}')
 
 
 def test_answer_errors():
@@ -349,7 +347,7 @@ def test_classify_and_regress_answers():
     }
     assert json.loads(encode_regress(np.array([0.2, 0.9, 1.0], np.float32))) == {"results": [0.2, 0.9, 1.0]}
     odd = encode_regress(np.array([0.2, np.inf, 1.0, -np.inf, np.nan], np.float32))
-    assert odd == b'{"results":[0.2,Infinity,1.0,-Infinity,NaN]}'
+    same_text(odd, '{ "results": [ 0.2, Infinity, 1.0, -Infinity, NaN ] }')
     for encode, args in ((encode_classify, (labels[:0], scores[:0])), (encode_regress, (scores[:0, 0],))):
         with pytest.raises(ApiError, match="empty (Classification|Regression)Results"):
             encode(*args)

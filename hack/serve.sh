@@ -39,7 +39,7 @@ main() {
   register
   echo ">> serving ${base} on http://${SERVE_HOST}:${PORT} (Ctrl-C stops it; make predict in another terminal)"
   # In the foreground (not exec'd): Ctrl-C reaches the server, and then the trap unlists it.
-  "${VENV}/bin/python" -m jobs.serve --model-base-path "${base}" --model-name fmnist \
+  FMNIST_KNOBS="SERVE_HOST=--host PORT=--port" "${VENV}/bin/python" -m jobs.serve --model-base-path "${base}" --model-name fmnist \
     --host "${SERVE_HOST}" --port "${PORT}" "${extra[@]}"
 }
 

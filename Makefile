@@ -179,7 +179,7 @@ serve: venv ## Serve the promoted model with TF Serving's REST API on PORT
 	hack/serve.sh
 
 .PHONY: predict
-predict: venv ## Classify test samples through the server on PORT
+predict: venv ## Classify test samples, or your own images (IMAGES="a.png b.jpg"), through the server on PORT
 	hack/predict.sh
 
 .PHONY: rollback

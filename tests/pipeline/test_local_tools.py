@@ -117,3 +117,65 @@ def test_a_step_run_by_hand_tracks_into_the_work_dirs_store(playground, tmp_path
     assert f"tracking into {work.mlflow_uri}" in proc.stderr
     champion = MlflowClient(work.mlflow_uri).get_model_version_by_alias("fmnist", "champion")
     assert champion.tags["serving_version"] == "2"
+
+
+def make_predict(work: Work, port: int, **knobs: str) -> tuple[subprocess.CompletedProcess, float]:
+    started = time.monotonic()
+    proc = subprocess.run(
+        ["make", "-s", "--no-print-directory", "predict", f"WORK_DIR={work.root}", f"PORT={port}"]
+        + [f"{k}={v}" for k, v in knobs.items()],
+        cwd=ROOT,
+        env=job_env(VENV=str(ROOT / ".venv")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return proc, time.monotonic() - started
+
+
+def test_make_predict_with_no_server_says_start_make_serve_at_once(finished_run):
+    """Connection refused is no server, not a server still loading: make predict fails in
+    seconds (not after PREDICT_WAIT) and names the command that starts one."""
+    port = free_ports(1)[0]  # nothing listens there
+    proc, took = make_predict(finished_run, port, IMAGES="samples/sneaker.png", PREDICT_WAIT="60")
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: nothing listens at http://127.0.0.1:{port} (connection refused): start `make serve` "
+        "(in another terminal), or point PORT at a running server"
+    ], proc.stderr
+    assert took < 30, f"make predict took {took:.1f} s to give up on a refused connection"
+    quoted = " ".join((ROOT / "docs/troubleshooting.md").read_text().split())
+    message = errors[0].removeprefix("error: ").replace(str(port), "8501")
+    assert message in quoted, "docs/troubleshooting.md does not quote the message"
+
+
+def test_make_predict_waits_for_a_server_that_answers_but_has_not_loaded(finished_run):
+    """A server that answers without the version yet (TF Serving loading it) is waited for,
+    up to PREDICT_WAIT: past the refused connection's few seconds."""
+    import http.server
+    import threading
+
+    class Loading(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b'{"model_version_status": [{"version": "1", "state": "LOADING", "status": {}}]}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Loading)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        proc, took = make_predict(
+            finished_run, server.server_address[1], IMAGES="samples/sneaker.png", PREDICT_WAIT="8"
+        )
+    finally:
+        server.shutdown()
+    assert proc.returncode != 0
+    assert "timed out after 8s waiting for fmnist version 1" in proc.stderr and "1 LOADING" in proc.stderr, proc.stderr
+    assert took >= 8, took

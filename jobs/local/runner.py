@@ -88,7 +88,8 @@ class Runner:
         # A stop signal that comes while a child is being started waits until it is on our list.
         self._spawning = True
         try:
-            process = Process(argv, self.s.work.logs(self.s.run_id) / log_name, prefix, echo, {**os.environ, **env})
+            shown = echo and self.stop_requested is None
+            process = Process(argv, self.s.work.logs(self.s.run_id) / log_name, prefix, shown, {**os.environ, **env})
             self.children.append(process)
         finally:
             self._spawning = False
@@ -104,6 +105,8 @@ class Runner:
             self.kill_now()
             return
         self.stop_requested = time.monotonic()
+        for child in self.children:  # from here on a person reads only "stopped" (the logs keep the rest)
+            child.mute()
         print(
             f"stopping… ({signal.Signals(signum).name}; every process of this run ends within "
             f"{STOP_GRACE_SECONDS:g} s, or at once on another Ctrl-C)",

@@ -85,8 +85,8 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None 
     except JobError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C: asked for, so no error
+        print("stopped (Ctrl-C)", file=sys.stderr)
         return 130
 
 

@@ -2,7 +2,7 @@
 # Classifies images through the model server: test samples by default, or the files in IMAGES.
 # Extra arguments go to jobs.predict (e.g. --check --min-accuracy 0.8).
 #   PREDICT_URL (http://127.0.0.1:PORT)  the server; unset means the local one (`make serve`),
-#                                given up to PREDICT_WAIT seconds to serve the newest version in WORK_DIR;
+#                                given up to PREDICT_WAIT seconds to serve the stable track's version in WORK_DIR;
 #                                nothing listening there (connection refused) fails within REFUSED_SECONDS,
 #                                unless a `make serve` on PORT is starting (it lists itself for make monitor)
 #   WORK_DIR (.work)             the local work dir    SAMPLES (10)   how many test samples
@@ -27,7 +27,7 @@ main() {
   export FMNIST_KNOBS="PREDICT_URL=--url SAMPLES=--samples DATASET=--dataset PREDICT_WAIT=--timeout"
   if [[ -z "${PREDICT_URL}" ]]; then
     FMNIST_KNOBS+=" PORT=--url"
-    args+=(--wait-version latest --timeout "${PREDICT_WAIT}")
+    args+=(--wait-version stable --timeout "${PREDICT_WAIT}") # make serve follows the stable track
     [[ -f "${WORK_DIR}/monitor/targets/serve-${PORT}.json" ]] || args+=(--refused-timeout "${REFUSED_SECONDS}")
   fi
   if [[ -n "${IMAGES}" ]]; then

@@ -47,6 +47,11 @@ def show(name: str, prediction: dict, top: int = 3) -> None:
     print(f"{name}\t{prediction.get('class_name')}\t{others}", flush=True)
 
 
+def wait_version_arg(text: str) -> str | int:
+    """--wait-version: a version number, or `latest` or `stable` (resolved against the work dir)."""
+    return text if text == "stable" else version_or("latest", minimum=0)(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = parser("Classify images through a TF Serving REST endpoint (local server or cluster).")
     p.add_argument("images", nargs="*", type=Path, help="PNG or JPEG files to classify")
@@ -69,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per request")
     p.add_argument(
         "--wait-version",
-        type=version_or("latest", minimum=0),
-        help="'latest' (the newest version the servers' config files pin, else the highest on disk) "
+        type=wait_version_arg,
+        help="'latest' (the newest version the servers' config files pin, else the highest on disk), "
+        "'stable' (the version the stable track serves: the one before a canary's while it runs) "
         "or a number: wait until served",
     )
     p.add_argument("--timeout", type=positive_float, default=300.0, help="how long --wait-version waits")
@@ -196,10 +202,13 @@ def predict(query: Query, client: Client, work: Work) -> int:
 
 def wait_version(query: Query, client: Client, work: Work) -> int:
     wanted = query.wait_version
-    if wanted == "latest":
+    if wanted in ("latest", "stable"):
         # The newest version a server is pinned to (the canary's, during a canary), else the
-        # highest on disk.
-        wanted = serving_config.newest_served(work, query.model_name)
+        # highest on disk; or what the stable track serves (make serve follows it).
+        if wanted == "latest":
+            wanted = serving_config.newest_served(work, query.model_name)
+        else:
+            wanted = serving_config.served_version(work, query.model_name, "stable")
         if wanted is None:
             raise JobError(f"no version folders under {work.served(query.model_name)}: promote a model first")
     wait_for_version(client, wanted, query.timeout, refused=query.refused_timeout)

@@ -158,7 +158,7 @@ def watch(stable_url: str, canary_url: str, model: str, seconds: float, images: 
     tracks = []
     for track, probe in probes.items():
         probe.join(timeout=30)
-        log.info("probe %s: %d sent, %d answered with an error", probe.client.url, probe.sent, probe.failed)
+        log.info("probe of the %s track: %d sent, %d answered with an error", track, probe.sent, probe.failed)
         served = window(start[track], snapshot(stable_url if track == "stable" else canary_url, model))
         tracks.append(Snapshot(probe.sent - probe.failed, probe.failed, served.buckets))
     return tracks[0], tracks[1]

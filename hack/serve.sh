@@ -37,9 +37,10 @@ main() {
   fi
   # As a stable replica: the versions the stable track's config file pins (the newest one, except
   # while a canary runs), re-read as promote, the canary step and rollback change it. A work dir
-  # from before that file existed serves the newest version in the folder.
+  # from before that file existed, or moved since (the file names the folder by its absolute
+  # path), serves the newest version in the folder.
   local models=(--model-base-path "${base}" --model-name fmnist) what="${base}"
-  if [[ -f "${config}" ]]; then
+  if [[ -f "${config}" ]] && grep -qF "base_path: \"$(cd "${base}" && pwd)\"" "${config}"; then
     models=(--model-config-file "${config}")
     what="the stable track of ${base} (${config})"
   fi

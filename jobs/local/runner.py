@@ -57,6 +57,7 @@ class Runner:
         self.url = ""
         self.stable_url = ""
         self.stop_requested: float | None = None  # when the first stop signal came
+        self.canary_failure = ""  # why the canary step rolled back, if it did
         self._spawning = False
         self._deferred: int | None = None
 
@@ -141,6 +142,12 @@ class Runner:
     def run_single(self, step: steps.Step) -> dict[str, str]:
         process = self.spawn(self.command(step), f"{step.name}.log", f"[{step.name}]", FMNIST_THREADS=str(cpu_count()))
         if process.wait() != 0:
+            if step.name == "canary" and self.s.work.canary_record(self.s.run_id).exists():
+                # A canary rolled back: decided and carried out, so the summary says so; the run
+                # still ends failed, with the step's reason as its last line.
+                self.canary_failure = process.reason()
+                self.children.remove(process)
+                return process.results
             raise JobError(f"step {step.name} failed\n{process.describe_failure()}")
         self.children.remove(process)
         return process.results
@@ -318,4 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     wall = time.monotonic() - started
     summary.write(runner, wall)
     print("\n" + summary.table(runner, wall), flush=True)
+    if runner.canary_failure:
+        print(runner.canary_failure, file=sys.stderr, flush=True)
+        return 1
     return 0

@@ -172,6 +172,7 @@ def test_make_serve_follows_the_stable_track_through_a_canary_run(playground, tm
     assert playground.pipeline.returncode == 0, playground.pipeline.stderr[-3000:]
     root = tmp_path / "fmnist"
     shutil.copytree(playground.root, root, symlinks=True)
+    serving_config.serve_latest(Work(root / ".work"))  # its config file names the copy's folder
     port = free_ports(1)[0]
     serve = subprocess.Popen(
         ["make", "-s", "--no-print-directory", "serve", f"PORT={port}"],
@@ -196,7 +197,7 @@ def test_make_serve_follows_the_stable_track_through_a_canary_run(playground, tm
     try:
         wait_until(lambda: seen and seen[-1][1] == {"1"}, timeout=180, what="make serve on version 1")
         run = subprocess.run(
-            ["bash", "-c", "make local DATASET=synthetic ROLLOUT=canary PROMOTE=force MODELS=cnn CANARY_SECONDS=8"],
+            ["bash", "-c", "make local DATASET=synthetic ROLLOUT=canary PROMOTE=force MODELS=cnn CANARY_SECONDS=12"],
             cwd=root,
             env=playground.env,
             capture_output=True,
@@ -220,9 +221,14 @@ def test_make_serve_follows_the_stable_track_through_a_canary_run(playground, tm
     output = run.stdout + run.stderr
     assert "probe of the stable track:" in output and "probe of the canary track:" in output, output[-3000:]
     assert "probe http" not in output
+    summary = " ".join(run.stdout.split())
+    assert f"canary: version 2 on the canary track against 1 on the stable one: {record['decision']}" in summary, (
+        summary
+    )
+    assert f"every server now serves version {after}" in summary, summary
     if record["action"] == "promote":
         assert run.returncode == 0, output[-3000:]
-        assert "canary: version 2 on the canary track against 1 on the stable one: promote" in run.stdout, run.stdout
-        assert f"every server now serves version {after}" in " ".join(run.stdout.split())
-    else:  # a roll back fails the run, with the reason on its last line
-        assert run.returncode == 1 and "rolled back to 1" in run.stderr, output[-3000:]
+    else:  # a roll back fails the run, with the reason on its last line, after the summary
+        assert run.returncode != 0, output[-3000:]
+        errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+        assert errors and "rolled back to 1" in errors[-1], run.stderr[-3000:]

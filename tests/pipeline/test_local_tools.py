@@ -283,3 +283,33 @@ def test_make_predict_waits_while_make_serve_starts(finished_run):
     assert proc.returncode != 0
     assert f"timed out after 6s waiting for fmnist version 1 at http://127.0.0.1:{port}" in proc.stderr, proc.stderr
     assert took >= 6, took
+
+
+def test_make_serve_reads_the_stable_tracks_config_file_of_its_own_folder(tmp_path):
+    """make serve serves what the stable track's config file pins when the file names this work
+    dir's model folder; a work dir from before the file, or moved since, serves its folder."""
+    from jobs.core import serving_config
+
+    venv = tmp_path / "venv"
+    record = tmp_path / "argv"
+    (venv / "bin").mkdir(parents=True)
+    stub = venv / "bin" / "python"
+    stub.write_text(
+        f'#!/usr/bin/env bash\n[[ "$2" == jobs.serve ]] && printf "%s\\n" "$@" > "{record}"; cat > /dev/null\n'
+    )
+    stub.chmod(0o755)
+
+    def served_with(work: Work) -> list[str]:
+        env = job_env(VENV=str(venv), WORK_DIR=str(work.root), PORT=str(free_ports(1)[0]))
+        proc = subprocess.run(["hack/serve.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return record.read_text().split()[2:]
+
+    work = Work(tmp_path / "work")
+    work.served().joinpath("1").mkdir(parents=True)
+    assert served_with(work)[:2] == ["--model-base-path", f"{work.served()}"]  # no config file yet
+    serving_config.pin(work, "stable", 1)
+    assert served_with(work)[:2] == ["--model-config-file", f"{work.serving_config()}"]
+    moved = Work(tmp_path / "moved")
+    shutil.copytree(work.root, moved.root)
+    assert served_with(moved)[:2] == ["--model-base-path", f"{moved.served()}"]

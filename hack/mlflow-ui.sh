@@ -9,14 +9,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 VENV=${VENV:-.venv}
 WORK_DIR=${WORK_DIR:-.work}
 MLFLOW_PORT=${MLFLOW_PORT:-5000}
-UI="" # the UI's process (and group)
-STOPPING=""
-
-# shellcheck disable=SC2329 # run by the traps
-stop() {
-  STOPPING=1
-  [[ -z "${UI}" ]] || kill -TERM -- "-${UI}" 2>/dev/null || true
-}
 
 main() {
   local store="${WORK_DIR}/mlflow/mlflow.db"
@@ -46,22 +38,13 @@ PY
     echo ">> runs of the experiment: ${url}/#/experiments/${experiment}/runs?workflowType=machine_learning"
   fi
   echo ">> registered model: ${url}/#/models/fmnist (docs/tracking.md: where to look for what)"
-  # In a process group of its own (set -m), which the terminal's Ctrl-C does not reach: this
-  # script stops it with SIGTERM, on which uvicorn ends quietly (on SIGINT it logs a traceback
-  # of its cancelled lifespan task).
-  trap stop INT TERM HUP
-  trap stop EXIT
-  set -m
+  # In the foreground: Ctrl-C reaches it (uvicorn's traceback of its cancelled lifespan task
+  # goes to the log with the rest). A stop asked for ends with status 0: make adds no error line.
+  local status=0 stopping=""
+  trap 'stopping=1' INT TERM HUP
   "${VENV}/bin/mlflow" ui --backend-store-uri "sqlite:///$(cd "$(dirname "${store}")" && pwd)/mlflow.db" \
-    --host 127.0.0.1 --port "${MLFLOW_PORT}" --workers 1 >> "${log}" 2>&1 &
-  UI=$!
-  set +m
-  local status=0
-  while kill -0 "${UI}" 2>/dev/null; do
-    status=0
-    wait "${UI}" || status=$?
-  done
-  if [[ -n "${STOPPING}" ]]; then
+    --host 127.0.0.1 --port "${MLFLOW_PORT}" --workers 1 >> "${log}" 2>&1 || status=$?
+  if [[ -n "${stopping}" || "${status}" == 0 ]]; then
     echo ">> MLflow UI stopped"
     return 0
   fi

@@ -264,10 +264,10 @@ def test_make_ui_stops_quietly_on_ctrl_c(tmp_path, mlflow_uri):
     assert_quiet(output, work / "logs" / "mlflow-ui.log")
     assert output.splitlines()[-1] == ">> MLflow UI stopped", output
     assert all(line.startswith(">> ") for line in output.splitlines()), output
-    assert psutil_free(port), "the UI still listens"
+    assert nothing_listens(port), "the UI still listens"
 
 
-def psutil_free(port: int) -> bool:
+def nothing_listens(port: int) -> bool:
     import socket
 
     with socket.socket() as s:

@@ -48,7 +48,7 @@ SERVE_HOST ?= 127.0.0.1
 SERVE_ARGS ?=
 # knob: the server make predict and make rollback talk to (empty: the local one on PORT)
 PREDICT_URL ?=
-# knob: how long make predict waits for the local server to serve the newest version, in seconds
+# knob: how long make predict waits for the local server to serve the stable version (the newest but during a canary), in seconds
 PREDICT_WAIT ?= 60
 # knob: how many test images make predict classifies
 SAMPLES    ?= 10
@@ -187,7 +187,7 @@ serve: venv ## Serve the promoted model with TF Serving's REST API on PORT
 	hack/serve.sh
 
 .PHONY: predict
-predict: venv ## Classify test samples through the server on PORT
+predict: venv ## Classify test samples, or your own images (IMAGES="a.png b.jpg"), through the server on PORT
 	hack/predict.sh
 
 .PHONY: rollback

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Serves the MLflow UI over the local tracking store that `make local` writes.
 #   WORK_DIR (.work)   the local work dir      MLFLOW_PORT (5000)   port on 127.0.0.1
+# MLflow's own lines (its start-up notes, each request) go to <WORK_DIR>/logs/mlflow-ui.log; the
+# terminal shows where to look, and the log's last lines if the UI fails.
 set -o errexit -o nounset -o pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -29,13 +31,26 @@ PY
   export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
   export MLFLOW_DISABLE_TELEMETRY=${MLFLOW_DISABLE_TELEMETRY:-true} # no usage telemetry unless asked
   export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore:starlette.middleware.wsgi is deprecated}
-  echo ">> MLflow UI on ${url} (Ctrl-C stops it)"
+  local log="${WORK_DIR}/logs/mlflow-ui.log"
+  mkdir -p "${WORK_DIR}/logs"
+  echo ">> MLflow UI on ${url} (Ctrl-C stops it; log: ${log})"
   if [[ -n "${experiment}" ]]; then
     echo ">> runs of the experiment: ${url}/#/experiments/${experiment}/runs?workflowType=machine_learning"
   fi
   echo ">> registered model: ${url}/#/models/fmnist (docs/tracking.md: where to look for what)"
-  exec "${VENV}/bin/mlflow" ui --backend-store-uri "sqlite:///$(cd "$(dirname "${store}")" && pwd)/mlflow.db" \
-    --host 127.0.0.1 --port "${MLFLOW_PORT}" --workers 1
+  # In the foreground: Ctrl-C reaches it (uvicorn's traceback of its cancelled lifespan task
+  # goes to the log with the rest). A stop asked for ends with status 0: make adds no error line.
+  local status=0 stopping=""
+  trap 'stopping=1' INT TERM HUP
+  "${VENV}/bin/mlflow" ui --backend-store-uri "sqlite:///$(cd "$(dirname "${store}")" && pwd)/mlflow.db" \
+    --host 127.0.0.1 --port "${MLFLOW_PORT}" --workers 1 >> "${log}" 2>&1 || status=$?
+  if [[ -n "${stopping}" || "${status}" == 0 ]]; then
+    echo ">> MLflow UI stopped"
+    return 0
+  fi
+  echo "error: the MLflow UI exited with ${status}; the last lines of ${log}:" >&2
+  tail -n 15 "${log}" >&2
+  return 1
 }
 
 main "$@"

@@ -2,7 +2,9 @@
 # Classifies images through the model server: test samples by default, or the files in IMAGES.
 # Extra arguments go to jobs.predict (e.g. --check --min-accuracy 0.8).
 #   PREDICT_URL (http://127.0.0.1:PORT)  the server; unset means the local one (`make serve`),
-#                                given up to PREDICT_WAIT seconds to serve the newest version in WORK_DIR
+#                                given up to PREDICT_WAIT seconds to serve the stable track's version in WORK_DIR;
+#                                nothing listening there (connection refused) fails within REFUSED_SECONDS,
+#                                unless a `make serve` on PORT is starting (it lists itself for make monitor)
 #   WORK_DIR (.work)             the local work dir    SAMPLES (10)   how many test samples
 #   DATASET                      whose test samples (default: the served model's dataset)
 #   IMAGES                       space-separated PNG/JPEG paths to classify instead
@@ -17,11 +19,16 @@ DATASET=${DATASET:-}
 SAMPLES=${SAMPLES:-10}
 IMAGES=${IMAGES:-}
 PREDICT_WAIT=${PREDICT_WAIT:-60}
+REFUSED_SECONDS=3 # a server that refuses connections this long is not starting: it is not there
 
 main() {
   local args=(--url "${PREDICT_URL:-http://127.0.0.1:${PORT}}" --work-dir "${WORK_DIR}")
+  # Which knob each flag came from, for jobs.predict's errors.
+  export FMNIST_KNOBS="PREDICT_URL=--url SAMPLES=--samples DATASET=--dataset PREDICT_WAIT=--timeout"
   if [[ -z "${PREDICT_URL}" ]]; then
-    args+=(--wait-version latest --timeout "${PREDICT_WAIT}")
+    FMNIST_KNOBS+=" PORT=--url"
+    args+=(--wait-version stable --timeout "${PREDICT_WAIT}") # make serve follows the stable track
+    [[ -f "${WORK_DIR}/monitor/targets/serve-${PORT}.json" ]] || args+=(--refused-timeout "${REFUSED_SECONDS}")
   fi
   if [[ -n "${IMAGES}" ]]; then
     local images=()

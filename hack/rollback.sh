@@ -25,7 +25,7 @@ local_rollback() {
   local args=(--work-dir "${WORK_DIR}" --url "${PREDICT_URL}" --reason "${REASON}")
   [[ -z "${TO}" ]] || args+=(--to "${TO}")
   info "rolling back ${WORK_DIR}/models/fmnist${TO:+ to version ${TO}}; the server at ${PREDICT_URL} is checked before and after"
-  "${VENV}/bin/python" -m jobs.rollback "${args[@]}"
+  FMNIST_KNOBS="PREDICT_URL=--url TO=--to REASON=--reason WORK_DIR=--work-dir" "${VENV}/bin/python" -m jobs.rollback "${args[@]}"
   info "rolled back; the served history: make status"
 }
 

@@ -19,12 +19,18 @@ main() {
   # Its start-up notes (CUDA, CPU flags, the pkg_resources deprecation) are of no use here.
   export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
   export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore:pkg_resources is deprecated}
-  echo ">> TensorBoard on http://127.0.0.1:${TENSORBOARD_PORT} over ${logs} (Ctrl-C stops it)"
+  local log="${WORK_DIR}/logs/tensorboard.log"
+  mkdir -p "${WORK_DIR}/logs"
+  echo ">> TensorBoard on http://127.0.0.1:${TENSORBOARD_PORT} over ${logs} (Ctrl-C stops it; log: ${log})"
   # One process (--load_fast=false: no separate data server) that ends at once on Ctrl-C,
   # SIGTERM or SIGHUP, however it was started (SIGINT may arrive ignored or blocked, as in a
   # background job) and whatever its loader threads are doing: it only reads, so there is
   # nothing to save. (TensorBoard's own SIGTERM handler calls this one before it exits.)
-  exec "${VENV}/bin/python" -c '
+  # Its stderr through the filter that keeps TensorFlow's start-up notes in the log only
+  # (jobs.core.noise). A stop asked for ends with status 0: make adds no error line of its own.
+  local status=0 stopping=""
+  trap 'stopping=1' INT TERM HUP
+  { "${VENV}/bin/python" -c '
 import os, signal, sys
 STOPS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 def stop(signum, _frame):
@@ -36,7 +42,10 @@ signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
 from tensorboard.main import run_main
 sys.argv[0] = "tensorboard"
 sys.exit(run_main())
-' --logdir "${logs}" --host 127.0.0.1 --port "${TENSORBOARD_PORT}" --load_fast=false
+' --logdir "${logs}" --host 127.0.0.1 --port "${TENSORBOARD_PORT}" --load_fast=false 2>&1 1>&3 3>&- \
+      | (trap '' INT TERM HUP; exec "${VENV}/bin/python" -m jobs.core.noise "${log}"); } 3>&1 || status=$?
+  [[ -z "${stopping}" ]] || status=0
+  return "${status}"
 }
 
 main "$@"

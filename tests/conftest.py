@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import jobs  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+from tests.helpers import skips
 from tests.helpers.jobs import PIPELINE_COMMAND, PIPELINE_KNOBS, Playground, copy_checkout, reader_env
 
 
@@ -115,3 +116,9 @@ def pytest_collection_modifyitems(config, items):
     which puts a one-test file of minutes last) 2,223 s."""
     slow = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow)  # stable
+    skips.write_counts(items)
+
+
+def pytest_report_header(config):
+    """What is skipped on this machine and why, before anything runs (tests/helpers/skips.py)."""
+    return skips.header(config)

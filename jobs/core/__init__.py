@@ -9,4 +9,5 @@ import no stage. One concern per module:
     lifecycle       children that end when their parent does
     png             images encoded as clients send them
     tf_errors       a TensorFlow error in one line
+    noise           TensorFlow's start-up lines kept from a person: in a log only
 """

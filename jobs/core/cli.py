@@ -7,6 +7,7 @@ import argparse
 import logging
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,6 +16,21 @@ from typing import Any, NoReturn
 from jobs.core.paths import Work
 
 log = logging.getLogger("jobs")
+
+# Set by the Makefile's scripts: which of this command's flags a knob became, e.g.
+# "DATASET=--dataset EPOCHS=--epochs", so that an error names what the user typed and points at
+# `make help`. Read once and removed, so that the jobs this one starts speak of their own flags.
+KNOBS_ENV = "FMNIST_KNOBS"
+_KNOBS = {
+    flag: knob
+    for knob, _, flag in (pair.partition("=") for pair in os.environ.pop(KNOBS_ENV, "").split())
+    if knob and flag
+}
+
+
+def named(flag: str) -> str:
+    """What the user typed for `flag`: its knob (`make local DATASET=...`), or the flag itself."""
+    return _KNOBS.get(flag, flag)
 
 
 class JobError(Exception):
@@ -36,7 +52,10 @@ class _Parser(argparse.ArgumentParser):
         self.after_parse: list[Callable[[argparse.Namespace], None]] = []
 
     def error(self, message: str):
-        """One line instead of argparse's usage dump."""
+        """One line instead of argparse's usage dump, naming the knob a flag came from."""
+        if _KNOBS:
+            message = re.sub(r"^argument (-[\w-]+)(?:/\S+)?:", lambda m: f"{named(m[1])}:", message)
+            self.exit(2, f"error: {message} (make help lists the knobs)\n")
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
     def parse_args(self, args=None, namespace=None):
@@ -66,8 +85,8 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None 
     except JobError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C: asked for, so no error
+        print("stopped (Ctrl-C)", file=sys.stderr)
         return 130
 
 

@@ -18,13 +18,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from jobs.core import lifecycle
+from jobs.core.noise import NOISE
 from jobs.core.paths import MODEL_NAME
 
-# Lines from TensorFlow's start-up that say nothing useful on a CPU-only machine.
-NOISE = re.compile(
-    r"cuInit|cuda_platform|Sharding callback duration|oneDNN custom operations|"
-    r"rebuild TensorFlow with the appropriate compiler flags|unsupported characters which will be renamed"
-)
 TAIL_LINES = 25
 
 
@@ -51,6 +47,7 @@ class Process:
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self.results: dict[str, str] = {}
         self.last_output = time.monotonic()
+        self._showing = threading.Lock()
         self.popen = subprocess.Popen(
             argv,
             stdout=subprocess.PIPE,
@@ -76,8 +73,20 @@ class Process:
                 match = re.fullmatch(r"([A-Za-z_][\w.]*)=(\S*)", line)
                 if match:  # a result for machines: kept in the log and in `results`, not shown
                     self.results[match[1]] = match[2]
-                elif self.echo and not NOISE.search(line):
-                    print(f"{self.prefix} {line}", flush=True)
+                elif not NOISE.search(line):
+                    self.show(line)
+
+    def show(self, line: str) -> None:
+        """One line on our stdout with the prefix, unless not shown (or no longer: `mute`)."""
+        with self._showing:
+            if self.echo:
+                print(f"{self.prefix} {line}", flush=True)
+
+    def mute(self) -> None:
+        """Shows nothing more, not even a line being shown now (the run is stopping); the log
+        keeps every line."""
+        with self._showing:
+            self.echo = False
 
     def poll(self) -> int | None:
         return self.popen.poll()
@@ -184,6 +193,6 @@ def say_when_silent(children: Callable[[], Sequence[Process]], seconds: float) -
                     noticed[id(child)] = now
                     silent = now - child.last_output
                     what = "still starting" if not child.tail else "still working"
-                    print(f"{child.prefix} … {what} ({silent:.0f} s since its last line)", flush=True)
+                    child.show(f"… {what} ({silent:.0f} s since its last line)")
 
     threading.Thread(target=watch, name="heartbeat", daemon=True).start()

@@ -57,6 +57,7 @@ class Runner:
         self.url = ""
         self.stable_url = ""
         self.stop_requested: float | None = None  # when the first stop signal came
+        self.canary_failure = ""  # why the canary step rolled back, if it did
         self._spawning = False
         self._deferred: int | None = None
 
@@ -88,7 +89,8 @@ class Runner:
         # A stop signal that comes while a child is being started waits until it is on our list.
         self._spawning = True
         try:
-            process = Process(argv, self.s.work.logs(self.s.run_id) / log_name, prefix, echo, {**os.environ, **env})
+            shown = echo and self.stop_requested is None
+            process = Process(argv, self.s.work.logs(self.s.run_id) / log_name, prefix, shown, {**os.environ, **env})
             self.children.append(process)
         finally:
             self._spawning = False
@@ -104,6 +106,8 @@ class Runner:
             self.kill_now()
             return
         self.stop_requested = time.monotonic()
+        for child in self.children:  # from here on a person reads only "stopped" (the logs keep the rest)
+            child.mute()
         print(
             f"stopping… ({signal.Signals(signum).name}; every process of this run ends within "
             f"{STOP_GRACE_SECONDS:g} s, or at once on another Ctrl-C)",
@@ -138,6 +142,12 @@ class Runner:
     def run_single(self, step: steps.Step) -> dict[str, str]:
         process = self.spawn(self.command(step), f"{step.name}.log", f"[{step.name}]", FMNIST_THREADS=str(cpu_count()))
         if process.wait() != 0:
+            if step.name == "canary" and self.s.work.canary_record(self.s.run_id).exists():
+                # A canary rolled back: decided and carried out, so the summary says so; the run
+                # still ends failed, with the step's reason as its last line.
+                self.canary_failure = process.reason()
+                self.children.remove(process)
+                return process.results
             raise JobError(f"step {step.name} failed\n{process.describe_failure()}")
         self.children.remove(process)
         return process.results
@@ -315,4 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     wall = time.monotonic() - started
     summary.write(runner, wall)
     print("\n" + summary.table(runner, wall), flush=True)
+    if runner.canary_failure:
+        print(runner.canary_failure, file=sys.stderr, flush=True)
+        return 1
     return 0

@@ -14,7 +14,6 @@ from pathlib import Path
 from jobs import steps
 from jobs.core import cpus, files
 from jobs.core.cli import (
-    JobError,
     csv_list,
     fraction,
     non_negative_int,
@@ -52,6 +51,15 @@ class Settings:
     canary_seconds: float = 20.0
     pin: bool = True  # each training worker on its own CPUs (jobs.cpus.worker_env)
     create_store: bool = False  # create the local MLflow store first (no MLFLOW_TRACKING_URI given)
+
+
+def shell_words(text: str) -> str:
+    """Flags as a shell splits them (checked here, split by `settings_from`)."""
+    try:
+        shlex.split(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in EXTRA_ARGS:
         p.add_argument(
             f"--{name}-args",
+            type=shell_words,
             default="",
             metavar="ARGS",
             help=f"extra flags for every {name} command (python -m jobs.{name} --help)",
@@ -128,12 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from(args: argparse.Namespace) -> Settings:
     """The run's settings from its flags: the resources and the work dir checked, the extra
     flags split, the local MLflow store chosen when no MLFLOW_TRACKING_URI is given."""
-    extra = {}
-    for name in EXTRA_ARGS:
-        try:
-            extra[name] = shlex.split(getattr(args, f"{name}_args"))
-        except ValueError as err:
-            raise JobError(f"--{name}-args: {err}") from None
+    extra = {name: shlex.split(getattr(args, f"{name}_args")) for name in EXTRA_ARGS}
     if args.promote == "force":
         extra["promote"].insert(0, "--force")
 

@@ -18,6 +18,22 @@ def restart_lines(restarts: dict[str, list[dict[str, str]]]) -> list[str]:
     ]
 
 
+def canary_lines(runner) -> list[str]:
+    """What the canary step decided, from its record (none: it found no canary to watch)."""
+    path = runner.s.work.canary_record(runner.s.run_id)
+    if not path.exists():
+        return ["canary: none watched (nothing new was promoted)"] if runner.s.rollout == "canary" else []
+    record = read_json(path)
+    decided = (
+        record["action"] if record["decision"] == record["action"] else f"{record['decision']}, so {record['action']}"
+    )
+    text = (
+        f"canary: version {record['canary_version']} on the canary track against {record['stable_version']} on the "
+        f"stable one: {decided} ({record['reason']}); every server now serves version {record['served_version']}"
+    )
+    return [textwrap.fill(text, width=100, subsequent_indent="  ")]
+
+
 def for_machines(runner, wall: float) -> dict[str, object]:
     promotion = read_json(runner.s.work.promotion(runner.s.run_id))
     return {
@@ -69,6 +85,7 @@ def table(runner, wall: float) -> str:
             subsequent_indent="  ",
         ),
         f"promotion: {promotion['reason']}",
+        *canary_lines(runner),
         f"served: {runner.s.work.served()}/{promotion['version']} (test accuracy through the server: {served})",
         f"time: {duration(wall)} in all; {stages}",
         f"logs: {runner.log_dir()}/; results for scripts: {runner.s.work.results(runner.s.run_id)}",

@@ -52,7 +52,7 @@ class Client:
             raise JobError(f"{url} did not answer with HTTP ({type(err).__name__})") from None
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
-            raise Unreachable(f"cannot reach {self.url}: {reason}") from None
+            raise Unreachable(self.url, reason) from None
         try:
             answer = json.loads(body)
         except ValueError:
@@ -101,7 +101,11 @@ def _read_quietly(err: urllib.error.HTTPError) -> bytes:
 
 
 class Unreachable(JobError):
-    pass
+    """No answer at all: `refused` when nothing listens there (connection refused)."""
+
+    def __init__(self, url: str, reason: object):
+        super().__init__(f"cannot reach {url}: {reason}")
+        self.refused = isinstance(reason, ConnectionRefusedError)
 
 
 def _error_text(body: bytes) -> str:
@@ -117,16 +121,20 @@ def wait_for_version(
     timeout: float,
     interval: float = 1.0,
     check: Callable[[], None] | None = None,
+    refused: float | None = None,
 ) -> int:
     """Polls the model status until version `wanted` (None: any version) is AVAILABLE and
     returns it; a load failure ends it early, and so does `check` (called before each poll,
-    e.g. to raise when the server's process has exited). Logs when it starts waiting and when
-    what it sees changes, not on every poll."""
+    e.g. to raise when the server's process has exited). With `refused`, a server that refuses
+    the connection that many seconds in a row is not starting but absent: its Unreachable is
+    raised (a server that answers, loading, is waited for up to `timeout`). Logs when it starts
+    waiting and when what it sees changes, not on every poll."""
     started = time.monotonic()
     deadline = started + timeout
     what = f"version {wanted}" if wanted is not None else "a version"
     last = "no answer yet"
     said = None
+    refused_since = None
     while True:
         if check is not None:
             check()
@@ -150,8 +158,12 @@ def wait_for_version(
                 raise JobError(f"version {wanted} failed to load: {ended['status'].get('error_message', '')}")
             seen = ", ".join(f"{e.get('version')} {e.get('state')}" for e in entries) or "none"
             last = f"versions reported: {seen}"
+            refused_since = None
         except Unreachable as err:
             last = f"no answer yet: {err}"
+            refused_since = (refused_since or time.monotonic()) if err.refused else None
+            if refused is not None and refused_since is not None and time.monotonic() - refused_since >= refused:
+                raise
         except ServerError as err:
             last = str(err)
         if time.monotonic() >= deadline:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from jobs.core import png, serving_config
-from jobs.core.cli import JobError, emit, fraction, parser, positive_float, positive_int, version_or
+from jobs.core.cli import JobError, emit, fraction, named, parser, positive_float, positive_int, version_or
 from jobs.core.paths import MODEL_NAME, Work, version_record, versions
 from jobs.ingest import data
 from jobs.ingest.data import CLASS_NAMES
@@ -45,6 +45,11 @@ def show(name: str, prediction: dict, top: int = 3) -> None:
     best = sorted(range(len(probabilities)), key=lambda i: -probabilities[i])[:top]
     others = ", ".join(f"{CLASS_NAMES[i] if i < len(CLASS_NAMES) else i} {probabilities[i]:.3f}" for i in best)
     print(f"{name}\t{prediction.get('class_name')}\t{others}", flush=True)
+
+
+def wait_version_arg(text: str) -> str | int:
+    """--wait-version: a version number, or `latest` or `stable` (resolved against the work dir)."""
+    return text if text == "stable" else version_or("latest", minimum=0)(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,11 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per request")
     p.add_argument(
         "--wait-version",
-        type=version_or("latest", minimum=0),
-        help="'latest' (the newest version the servers' config files pin, else the highest on disk) "
+        type=wait_version_arg,
+        help="'latest' (the newest version the servers' config files pin, else the highest on disk), "
+        "'stable' (the version the stable track serves: the one before a canary's while it runs) "
         "or a number: wait until served",
     )
     p.add_argument("--timeout", type=positive_float, default=300.0, help="how long --wait-version waits")
+    p.add_argument(
+        "--refused-timeout",
+        type=positive_float,
+        help="how long --wait-version goes on while nothing listens at --url (connection refused); "
+        "by default as long as --timeout, for a server still starting",
+    )
     p.add_argument("--request-timeout", type=positive_float, default=60.0, help="timeout of one HTTP request")
     return p
 
@@ -142,6 +154,7 @@ class Query:
     batch_size: int
     wait_version: str | int | None
     timeout: float
+    refused_timeout: float | None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Query:
@@ -164,7 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return predict(query, client, work)
     except Unreachable as err:
-        raise JobError(f"{err} (is the server running? make serve starts it; --url or URL points elsewhere)") from None
+        if err.refused:
+            raise JobError(
+                f"nothing listens at {client.url} (connection refused): start `make serve` (in another "
+                f"terminal), or point {named('--url')} at a running server"
+            ) from None
+        raise JobError(f"{err}: is {named('--url')} right? (`make serve` serves on 127.0.0.1:PORT)") from None
 
 
 def predict(query: Query, client: Client, work: Work) -> int:
@@ -184,13 +202,16 @@ def predict(query: Query, client: Client, work: Work) -> int:
 
 def wait_version(query: Query, client: Client, work: Work) -> int:
     wanted = query.wait_version
-    if wanted == "latest":
+    if wanted in ("latest", "stable"):
         # The newest version a server is pinned to (the canary's, during a canary), else the
-        # highest on disk.
-        wanted = serving_config.newest_served(work, query.model_name)
+        # highest on disk; or what the stable track serves (make serve follows it).
+        if wanted == "latest":
+            wanted = serving_config.newest_served(work, query.model_name)
+        else:
+            wanted = serving_config.served_version(work, query.model_name, "stable")
         if wanted is None:
             raise JobError(f"no version folders under {work.served(query.model_name)}: promote a model first")
-    wait_for_version(client, wanted, query.timeout)
+    wait_for_version(client, wanted, query.timeout, refused=query.refused_timeout)
     return wanted
 
 

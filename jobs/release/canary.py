@@ -186,7 +186,7 @@ def watch(
     tracks = []
     for track, probe in probes.items():
         probe.join(timeout=30)
-        log.info("probe %s: %d sent, %d answered with an error", probe.client.url, probe.sent, probe.failed)
+        log.info("probe of the %s track: %d sent, %d answered with an error", track, probe.sent, probe.failed)
         served = window(start[track], snapshot(stable_url if track == "stable" else canary_url, model))
         tracks.append(Track(Snapshot(probe.sent - probe.failed, probe.failed, served.buckets), probe.answers))
     return tracks[0], tracks[1]

@@ -232,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         date_header=False,
     )
     server = uvicorn.Server(config)
+    # uvicorn's start and stop notes (on its logger "uvicorn.error") repeat ours; its warnings show.
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     source = args.model_config_file or f"{args.model_name} from {models[0].base_path}"
     log.info("serving %s on http://%s:%d", source, args.host, args.port)
     try:

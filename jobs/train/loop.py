@@ -151,8 +151,11 @@ class Loop:
                 strategy.run(self._train_step, args=next(iterator))
 
         @tf.function
-        def validate(dataset):
-            for batch in dataset:
+        def validate(iterator):
+            # An iterator made eagerly by the caller: iterating the distributed dataset itself
+            # here would build its iterator in graph mode, where tf.data can only read its options
+            # the legacy way (and warns so, on every worker).
+            for batch in iterator:
                 strategy.run(self._eval_step, args=batch)
 
         return train, validate
@@ -188,7 +191,7 @@ class Loop:
             self.totals.assign(tf.zeros([len(TOTALS)]))
             for count in calls(steps, steps_per_execution):
                 train(iterator, tf.constant(count))
-            validate(validation)
+            validate(iter(validation))
             logs = epoch_logs(self.totals.read_value().numpy())  # the epoch's one metrics all-reduce
             self.epoch.assign(epoch + 1)
             manager.save()  # every worker: a collective

@@ -44,10 +44,10 @@ def wait_gone(work: Path, timeout: float) -> list[psutil.Process]:
     return left
 
 
-def start_training(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path, list[int]]:
+def start_training(tmp_path: Path, until: str = "on worker-0 of 2") -> tuple[subprocess.Popen, Path, Path, list[int]]:
     """The runner in its own session (as a terminal's foreground job is), stopped once both
-    workers of the first candidate are training. Returns it, its work dir, its output file and
-    the workers' pids."""
+    workers of the first candidate are training (once the chief's log holds `until`). Returns
+    it, its work dir, its output file and the workers' pids."""
     work = tmp_path / "work"
     out = tmp_path / "runner.out"
     with open(out, "w") as handle:
@@ -79,7 +79,7 @@ def start_training(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path, list[i
         logs = list(work.glob("runs/*/logs/cnn-worker-0.log"))
         chief_log = logs[0] if logs else None
         # The chief logs its settings once the cluster has formed, just before model.fit.
-        if chief_log and "on worker-0 of 2" in chief_log.read_text():
+        if chief_log and until in chief_log.read_text():
             break
         assert runner.poll() is None, out.read_text()
         time.sleep(0.2)
@@ -111,7 +111,9 @@ def test_sigkill_of_the_runner_leaves_no_worker(tmp_path):
     ids=["ctrl-c", "ctrl-c-twice", "sigterm-twice"],
 )
 def test_a_stop_signal_ends_every_process(tmp_path, signals):
-    runner, work, out, _ = start_training(tmp_path)
+    # Stopped between epochs: the chief prints an epoch line every second or two, so a line it
+    # prints during the grace period would show.
+    runner, work, out, _ = start_training(tmp_path, until="epoch 2/")
     started = time.monotonic()
     for number, signum in enumerate(signals):
         if number:
@@ -121,8 +123,12 @@ def test_a_stop_signal_ends_every_process(tmp_path, signals):
     stopped_after = time.monotonic() - started
     output = out.read_text()
     assert code == 128 + signals[0], output[-2000:]
-    assert "stopping…" in output
-    assert "every process of this run has ended" in output
+    # After "stopping…" a person reads only the final line (a second press: that it kills now);
+    # the workers' epoch lines go on only in their logs.
+    after = output[output.index("stopping…") :].splitlines()[1:]
+    assert after and after[-1].startswith(f"stopped ({signals[0].name}): every process"), output[-3000:]
+    again = {"killing every process of this run now"} if len(signals) > 1 else set()
+    assert set(after[:-1]) <= again and len(after) <= 1 + len(again), output[-3000:]
     assert "Traceback" not in output, output[-3000:]
     assert wait_gone(work, 1) == []
     # A single press waits a grace period for the workers, then kills them; a second kills at once.

@@ -7,8 +7,11 @@ Prometheus metrics, scraped before and after a window of probe traffic."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import httpx
@@ -150,3 +153,82 @@ def test_a_failing_canary_is_rolled_back_and_a_sound_one_promoted(tmp_path, inge
     finally:
         for server in servers.values():
             server.stop()
+
+
+@pytest.mark.slow
+def test_make_serve_follows_the_stable_track_through_a_canary_run(playground, tmp_path):
+    """`make serve` running while `make local ROLLOUT=canary` promotes a new version: it is one
+    more stable replica, so it keeps the stable version until the canary step decides, then
+    serves what every server serves. The step's probe lines name the tracks; the run's summary
+    says what the canary decided."""
+    import calendar
+    import subprocess
+    import threading
+    import time
+
+    from jobs.core.files import read_json
+    from jobs.local.processes import free_ports
+
+    assert playground.pipeline.returncode == 0, playground.pipeline.stderr[-3000:]
+    root = tmp_path / "fmnist"
+    shutil.copytree(playground.root, root, symlinks=True)
+    serving_config.serve_latest(Work(root / ".work"))  # its config file names the copy's folder
+    port = free_ports(1)[0]
+    serve = subprocess.Popen(
+        ["make", "-s", "--no-print-directory", "serve", f"PORT={port}"],
+        cwd=root,
+        env=playground.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    seen: list[tuple[float, set[str]]] = []  # (wall clock, the versions make serve reports AVAILABLE)
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                seen.append((time.time(), served(f"http://127.0.0.1:{port}")))
+            done.wait(0.3)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        wait_until(lambda: seen and seen[-1][1] == {"1"}, timeout=180, what="make serve on version 1")
+        run = subprocess.run(
+            ["bash", "-c", "make local DATASET=synthetic ROLLOUT=canary PROMOTE=force MODELS=cnn CANARY_SECONDS=12"],
+            cwd=root,
+            env=playground.env,
+            capture_output=True,
+            text=True,
+            timeout=1500,
+        )
+        (record_path,) = (root / ".work" / "runs").glob("*/canary.json")
+        record = read_json(record_path)
+        after = str(record["served_version"])
+        wait_until(lambda: seen[-1][1] == {after}, timeout=60, what=f"make serve on version {after}")
+    finally:
+        done.set()
+        os.killpg(serve.pid, signal.SIGINT)
+        serve.communicate(timeout=30)
+    decided = calendar.timegm(time.strptime(record["decided_at"], "%Y-%m-%dT%H:%M:%SZ"))
+    # Until the decision, the stable version: never the canary's (a roll back publishes the stable
+    # model again as a newer version just before it records the decision).
+    canary = str(record["canary_version"])
+    before = [(at, versions) for at, versions in seen if at < decided]
+    assert before and all(canary not in versions for _, versions in before), f"make serve before the decision: {before}"
+    output = run.stdout + run.stderr
+    assert "probe of the stable track:" in output and "probe of the canary track:" in output, output[-3000:]
+    assert "probe http" not in output
+    summary = " ".join(run.stdout.split())
+    assert f"canary: version 2 on the canary track against 1 on the stable one: {record['decision']}" in summary, (
+        summary
+    )
+    assert f"every server now serves version {after}" in summary, summary
+    if record["action"] == "promote":
+        assert run.returncode == 0, output[-3000:]
+    else:  # a roll back fails the run, with the reason on its last line, after the summary
+        assert run.returncode != 0, output[-3000:]
+        errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+        assert errors and "rolled back to 1" in errors[-1], run.stderr[-3000:]

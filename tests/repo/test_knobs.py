@@ -207,3 +207,65 @@ def test_no_knob_is_a_variable_the_tests_or_jobs_read():
         read |= set(re.findall(r"environ(?:\.get)?[(\[]\"([A-Z_]+)\"", path.read_text()))
     assert read, "no environment variable found: the pattern is wrong"
     assert not (set(KNOBS) & read) - meant, f"knobs that the tests or jobs read: {(set(KNOBS) & read) - meant}"
+
+
+@pytest.mark.parametrize(
+    ("target", "knob", "value", "needle"),
+    [
+        ("local", "DATASET", "fashion", "invalid choice: 'fashion'"),
+        ("local", "EPOCHS", "abc", "not a whole number: 'abc'"),
+        ("local", "MODELS", "cnn,resnet", "unknown resnet"),
+        ("local", "TRAIN_ARGS", '--seed "1', "No closing quotation"),
+        ("predict", "SAMPLES", "0", "must be at least 1"),
+        ("predict", "PREDICT_WAIT", "soon", "not a number: 'soon'"),
+        ("serve", "PORT", "85o1", "not a port number: '85o1'"),
+    ],
+)
+def test_a_bad_knob_is_named_as_typed_with_make_help(tmp_path, target, knob, value, needle):
+    """The error names the knob the user typed and points at make help, not at the flag the
+    script turned it into or the job's --help: make local DATASET=fashion is what they wrote."""
+    work = tmp_path / "work"
+    (work / "models" / "fmnist").mkdir(parents=True)  # make serve checks that much first
+    env = {k: v for k, v in make_env().items() if k not in KNOBS}
+    proc = subprocess.run(
+        ["make", "-s", "--no-print-directory", target, f"{knob}={value}", f"WORK_DIR={work}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {knob}: "), proc.stderr
+    assert needle in errors[0] and errors[0].endswith("(make help lists the knobs)"), errors[0]
+    assert "--" not in errors[0].replace(value, ""), f"the error names a flag: {errors[0]}"
+    assert "python -m" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    if (knob, value) == ("EPOCHS", "abc"):  # the example docs/troubleshooting.md quotes
+        assert errors[0] in (ROOT / "docs/troubleshooting.md").read_text(), errors[0]
+
+
+def test_a_job_run_by_hand_names_its_own_flags():
+    """Outside make, the same mistake names the flag and the job's --help; the knobs a script
+    passed are not inherited by the jobs the runner starts (FMNIST_KNOBS is read once)."""
+    proc = subprocess.run(
+        [".venv/bin/python", "-m", "jobs.local", "--dataset", "fashion"],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k != "FMNIST_KNOBS"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: argument --dataset: invalid choice: 'fashion'"), proc.stderr
+    assert proc.stderr.rstrip().endswith("(see python -m jobs.local --help)"), proc.stderr
+    probe = "import os, jobs.core.cli as cli; print(cli.named('--dataset'), os.environ.get('FMNIST_KNOBS'))"
+    proc = subprocess.run(
+        [".venv/bin/python", "-c", probe],
+        cwd=ROOT,
+        env={**os.environ, "FMNIST_KNOBS": "DATASET=--dataset"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.stdout.split() == ["DATASET", "None"], proc.stdout + proc.stderr

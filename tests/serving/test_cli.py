@@ -95,7 +95,9 @@ def test_unreachable_server_is_one_line(tmp_path):
     assert "timed out" in one_line_error(proc)
     image = tmp_path / "a.png"
     image.write_bytes(encode(np.zeros((28, 28), np.uint8)))
-    assert "cannot reach" in one_line_error(run_predict("--url", f"http://127.0.0.1:{free_ports(1)[0]}", image))
+    assert "(connection refused): start `make serve`" in one_line_error(
+        run_predict("--url", f"http://127.0.0.1:{free_ports(1)[0]}", image)
+    )
 
 
 def run_serve(argv: list[str], timeout: float) -> subprocess.CompletedProcess:

@@ -55,17 +55,16 @@ def seeded(small_data, seed: int = 0):
     return model, fresh(small_data)
 
 
-def places(tmp_path, hooks=None) -> loop.Places:
-    return loop.Places(tmp_path / "backup", tmp_path / "scratch", tmp_path / "tb", True, hooks or loop.Hooks())
+def places(tmp_path, hooks=None, profile=False) -> loop.Places:
+    return loop.Places(tmp_path / "backup", tmp_path / "scratch", tmp_path / "tb", True, hooks or loop.Hooks(), profile)
 
 
-def fit_custom(model, pipelines, tmp_path, hooks=None, best=None) -> tuple[loop.Loop, dict]:
+def fit_custom(model, pipelines, tmp_path, hooks=None, best=None, profile=False) -> tuple[loop.Loop, dict]:
     import tensorflow as tf
 
     custom = loop.Loop(tf.distribute.get_strategy(), model, rate())
-    history = custom.fit(
-        *pipelines, epochs=EPOCHS, steps=STEPS, steps_per_execution=4, where=places(tmp_path, hooks), best=best
-    )
+    where = places(tmp_path, hooks, profile)
+    history = custom.fit(*pipelines, epochs=EPOCHS, steps=STEPS, steps_per_execution=4, where=where, best=best)
     return custom, history
 
 
@@ -109,6 +108,17 @@ def test_custom_loop_trains_as_fit_does(small_data, tmp_path):
         events.Reload()
         assert set(events.Tags()["tensors"]) == tags, name
         assert [e.step for e in events.Tensors("epoch_loss")] == list(range(EPOCHS))
+
+
+def test_profile_traces_steps_of_the_second_epoch_and_keeps_the_epoch_s_steps(small_data, tmp_path):
+    """`--profile`: TensorFlow's profiler trace in TensorBoard's train/ logs, where its Profile
+    tab reads it; the epoch still runs its STEPS steps (the traced ones as a call of their own)."""
+    model, pipelines = seeded(small_data)
+    custom, _ = fit_custom(model, pipelines, tmp_path, profile=True)
+    assert list((tmp_path / "tb" / "train" / "plugins" / "profile").rglob("*.xplane.pb")), "no trace written"
+    assert int(custom.optimizer.iterations.numpy()) == EPOCHS * STEPS
+    assert loop.profiled_steps(STEPS, EPOCHS) == (STEPS + 1, STEPS + min(loop.PROFILE_STEPS, STEPS))
+    assert loop.profiled_steps(STEPS, 1) == (1, min(loop.PROFILE_STEPS, STEPS))
 
 
 class Crash(Exception):

@@ -205,10 +205,14 @@ class Loop:
                 where.hooks.begin_epoch(epoch)
             self.totals.assign(tf.zeros([len(TOTALS)]))
             if where.profile and epoch == min(1, epochs - 1):
-                traced = min(PROFILE_STEPS, steps)  # a call of its own, the rest as usual
-                tf.profiler.experimental.start(str(where.tensorboard / "train"))
+                # The traced steps as a call of their own on every worker, so that all make the
+                # same calls; the chief (which writes TensorBoard's logs) traces them.
+                traced = min(PROFILE_STEPS, steps)
+                if where.tensorboard is not None:
+                    tf.profiler.experimental.start(str(where.tensorboard / "train"))
                 train(iterator, tf.constant(traced))
-                tf.profiler.experimental.stop()
+                if where.tensorboard is not None:
+                    tf.profiler.experimental.stop()
                 parts = calls(steps - traced, steps_per_execution)
             else:
                 parts = calls(steps, steps_per_execution)
@@ -244,7 +248,7 @@ class Places:
     tensorboard: Path | None  # None: no TensorBoard logs (the others)
     chief: bool
     hooks: Hooks = dataclasses.field(default_factory=Hooks)
-    profile: bool = False  # the profiler's trace of PROFILE_STEPS steps into tensorboard/train
+    profile: bool = False  # the profiler's trace of PROFILE_STEPS steps (the chief's, into tensorboard/train)
 
     @property
     def save_to(self) -> Path:

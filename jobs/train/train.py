@@ -264,7 +264,7 @@ def custom(strategy, model, pipelines, config: Config, steps: int, place: tuple,
         end = progress.end_epoch
         hooks = loop.Hooks(progress.begin_epoch, lambda epoch, logs, lr: end(epoch, logs, lr, config.epochs))
     places = loop.Places(
-        candidate.backup, scratch, candidate.tensorboard if chief else None, chief, hooks, config.profile and chief
+        candidate.backup, scratch, candidate.tensorboard if chief else None, chief, hooks, config.profile
     )
     return loop.Loop(strategy, model, rate, config.gradient_transfer).fit(
         *pipelines,

@@ -73,7 +73,7 @@ def results(proc) -> dict[str, str]:
 def test_two_workers_train_save_and_clean_up(ingested, mlflow_uri):
     from mlflow.tracking import MlflowClient
 
-    chief, other = train_cluster(ingested, 2, MLFLOW_TRACKING_URI=mlflow_uri)
+    chief, other = train_cluster(ingested, 2, "--profile", MLFLOW_TRACKING_URI=mlflow_uri)
     assert chief.returncode == 0, chief.stderr[-3000:]
     assert other.returncode == 0, other.stderr[-3000:]
     # One model, mirrored: both workers see the same all-reduced loss.
@@ -95,6 +95,8 @@ def test_two_workers_train_save_and_clean_up(ingested, mlflow_uri):
     assert not candidate.best.exists(), "the best epoch's checkpoint is removed once the model is saved"
     assert info["params"]["workers"] == 2 and info["params"]["global_batch"] == 128
     assert list(candidate.tensorboard.rglob("events.out.tfevents.*")), "no TensorBoard logs"
+    # --profile: the chief's trace of a few steps of epoch 2, which every worker ran as a call of its own.
+    assert list((candidate.tensorboard / "train" / "plugins" / "profile").rglob("*.xplane.pb")), "no profiler trace"
 
     # The chief alone tracked: one candidate run (under the pipeline's parent run), with params,
     # per-epoch metrics and the model.

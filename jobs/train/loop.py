@@ -34,16 +34,17 @@ TOTALS = ("loss", "correct", "count", "val_loss", "val_correct", "val_count")
 
 
 # `--profile`: the profiler's trace covers this many training steps of the second epoch (the
-# first one traces and compiles the step functions, which is not where a step's time goes).
+# first one traces and compiles the step functions, which is not where a step's time goes);
+# under Keras fit, its first call (`profiled_calls`).
 PROFILE_STEPS = 5
 
 
-def profiled_steps(steps: int, epochs: int) -> tuple[int, int]:
-    """The first and last step (counted from 1 over the run, as Keras' `profile_batch` counts
-    its batches) that `--profile` traces: the start of the second epoch, or of the first when
-    there is one."""
-    first = steps * min(1, epochs - 1) + 1
-    return first, first + min(PROFILE_STEPS, steps) - 1
+def profiled_calls(steps: int, epochs: int, per_call: int) -> tuple[int, int]:
+    """Keras fit's `profile_batch` for `--profile`: fit counts its calls into the runtime (one per
+    `steps_per_execution` steps) from 1 over the run, so this is the second epoch's first call
+    (the first epoch's when there is one), traced alone."""
+    first = len(calls(steps, per_call)) * min(1, epochs - 1) + 1
+    return first, first
 
 
 def calls(steps: int, per_call: int) -> list[int]:

@@ -229,12 +229,13 @@ def finish_tracking(
 def fit(model, pipelines, config: Config, steps: int, place: tuple, progress, best: recipe.Best) -> dict:
     """The previous loop (`--loop fit`): Keras `fit` with the best epoch kept (before the
     backup, as the custom loop does), BackupAndRestore, TensorBoard's callback (with the
-    profiler's trace of PROFILE_STEPS steps of the second epoch when `--profile`) and the
-    chief's Progress callback. Its History.history."""
+    profiler's trace of the second epoch's first call when `--profile`) and the chief's
+    Progress callback. Its History.history."""
     import tf_keras as keras
 
     candidate, scratch, chief = place
-    profile = loop.profiled_steps(steps, config.epochs) if config.profile and chief else None
+    per_call = min(config.steps_per_execution, steps)  # as `compiled` sets it
+    profile = loop.profiled_calls(steps, config.epochs, per_call) if config.profile and chief else None
     callbacks = [
         best.callback(),
         keras.callbacks.BackupAndRestore(str(candidate.backup)),

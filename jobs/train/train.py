@@ -409,8 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_float,
         default=1e-3,
         help=f"Adam's peak rate for a global batch of {recipe.REFERENCE_BATCH}, times sqrt(global batch / "
-        f"{recipe.REFERENCE_BATCH}); warm-up over the first {recipe.WARMUP:.0%} of the run's steps, "
-        f"then a cosine decay to {recipe.FINAL:.0%} of it (docs/training.md)",
+        f"{recipe.REFERENCE_BATCH}); warm-up over the first {recipe.WARMUP * 100:g}%% of the run's steps, "
+        f"then a cosine decay to {recipe.FINAL * 100:g}%% of it (docs/training.md)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights, dropout and shuffling")
     p.add_argument(

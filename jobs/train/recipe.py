@@ -15,8 +15,10 @@ batch of REFERENCE_BATCH (one worker at the default batch): two workers of 64 ta
 The model kept is the epoch with the best validation accuracy (ties: the lower validation
 loss), not the last: after every epoch that beats the best so far, every worker checkpoints
 the weights (saving is a collective), the chief into the candidate's `best/`, the others into
-their scratch dir, as the backup is saved. A restarted run reads which epoch was best from that
-checkpoint; when training ends every worker loads the chief's, and that is what is exported.
+their scratch dir, as the backup is saved, and before it: a worker lost between the two saves
+redoes the epoch, and the best weights kept are still ones that were trained and validated. A
+restarted run reads which epoch was best from that checkpoint; when training ends every worker
+loads the chief's, and that is what is exported.
 With `patience` N, training stops after N epochs without a better one (0: never).
 """
 

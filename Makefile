@@ -19,6 +19,8 @@ WORK_DIR   ?= .work
 DATASET    ?=
 # knob: epochs per candidate
 EPOCHS     ?=
+# knob: stop a candidate after this many epochs without a better validation accuracy (0: never)
+PATIENCE   ?=
 # knob: worker processes (TFJob replicas) per candidate
 WORKERS    ?=
 # knob: the candidates, comma-separated
@@ -37,7 +39,7 @@ INGEST_ARGS ?=
 TRAIN_ARGS ?=
 # knob: extra flags for the canary step of make local, e.g. its bounds (python -m jobs.canary --help)
 CANARY_ARGS ?=
-LOCAL_KNOBS := WORK_DIR DATASET EPOCHS WORKERS MODELS MIN_ACCURACY PROMOTE ROLLOUT CANARY_SECONDS INGEST_ARGS TRAIN_ARGS CANARY_ARGS
+LOCAL_KNOBS := WORK_DIR DATASET EPOCHS PATIENCE WORKERS MODELS MIN_ACCURACY PROMOTE ROLLOUT CANARY_SECONDS INGEST_ARGS TRAIN_ARGS CANARY_ARGS
 
 # -- serving, predicting, looking
 # knob: the port of make serve, make predict and make rollback's server

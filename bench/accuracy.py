@@ -1,5 +1,6 @@
-"""Accuracy section: each candidate's test accuracy on real Fashion-MNIST, when it is already
-on this machine (nothing is downloaded): `jobs.local` on it, as bench.e2e runs it."""
+"""Accuracy section: each candidate's test accuracy on real Fashion-MNIST (or whatever real
+images are in the work dir's idx/), when it is already on this machine (nothing is downloaded):
+`jobs.local` on it, as bench.e2e runs it, and the plain Keras baseline beside it (bench.baseline)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from bench import baseline
 from bench.e2e import run_local
 from bench.results import Figures
 from bench.sizes import Sizes
@@ -72,3 +74,4 @@ def run(figures: Figures, sizes: Sizes, data_work: Work, work_root: Path, python
         figures.add(f"accuracy.{model}", f"real Fashion-MNIST test accuracy: {model}", "fraction", accuracy)
     best = max(result["accuracy"].values())
     figures.add("accuracy.best", LABEL, "fraction", best, target="" if sizes.e2e else TARGET)
+    baseline.compare(figures, work, "bench-accuracy", dataset, result, "accuracy", f"real data ({dataset})")

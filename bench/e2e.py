@@ -1,6 +1,7 @@
 """End-to-end section: `python -m jobs.local --dataset synthetic` (what `make local
 DATASET=synthetic` runs) in a fresh work dir: its wall time, each stage's, each candidate's
-test accuracy. bench.accuracy runs it on real data the same way."""
+test accuracy, and the plain Keras baseline's at the same steps (bench.baseline). bench.accuracy
+runs it on real data the same way."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from bench import baseline
 from bench.processes import child_env, run_group
 from bench.results import Figures
 from bench.sizes import Sizes
@@ -58,6 +60,7 @@ def run(figures: Figures, sizes: Sizes, work_root: Path, python: str) -> None:
         work = Work(work_root / f"e2e-{rep}")
         result = run_local(work, f"bench-e2e-{rep}", "synthetic", sizes.e2e, python, sizes.timeout * 2)
         add_result(figures, result, quick=bool(sizes.e2e))
+        baseline.compare(figures, work, f"bench-e2e-{rep}", "synthetic", result, "e2e.accuracy", "synthetic")
 
 
 def add_result(figures: Figures, result: dict, quick: bool) -> None:

@@ -70,7 +70,30 @@ def _replace(seq, values: list[str]) -> None:
 
 
 def _flow(values: list[str]) -> str:
-    return "[" + ", ".join(f'"{v}"' if "{{" in v else v for v in values) + "]"
+    return "[" + ", ".join(_item(v) for v in values) + "]"
+
+
+def _item(value: str) -> str:
+    return f'"{value}"' if "{{" in value else value
+
+
+# yamllint's line-length (.yamllint) less a margin: a longer flow list is wrapped.
+FLOW_WIDTH = 200
+
+
+def _flow_lines(key: str, values: list[str], indent: str) -> str:
+    """`key: [values]` on one line, or, when longer than FLOW_WIDTH, wrapped after each
+    `--flag, value` pair with the continuation lines aligned under the first value."""
+    line = f"{key}: {_flow(values)}"
+    if len(indent + line) <= FLOW_WIDTH:
+        return indent + line
+    pairs, rest = [], list(values)
+    while rest:
+        take = 2 if rest[0].startswith("--") and len(rest) > 1 and not rest[1].startswith("--") else 1
+        pairs.append(", ".join(_item(v) for v in rest[:take]))
+        rest = rest[take:]
+    joint = ",\n" + indent + " " * (len(key) + 3)
+    return f"{indent}{key}: [" + joint.join(pairs) + "]"
 
 
 def _dump(yaml: YAML, data) -> str:
@@ -123,8 +146,14 @@ def workflow(text: str) -> str:
         if step.per_model:  # a TFJob: the command is inside the manifest's text
             manifest = str(template["resource"]["manifest"])
             for key, values in (("command", command[:3]), ("args", command[3:])):
-                line = f"{key}: {_flow(values)}"
-                manifest = re.sub(rf"^(\s+){key}: .*$", lambda m, line=line: m[1] + line, manifest, count=1, flags=re.M)
+                # A flow list, on one line or wrapped over several (`[^]]` spans the lines).
+                manifest = re.sub(
+                    rf"^(\s+){key}: \[[^]]*\]",
+                    lambda m, key=key, values=values: _flow_lines(key, values, m[1]),
+                    manifest,
+                    count=1,
+                    flags=re.M,
+                )
             template["resource"]["manifest"] = LiteralScalarString(manifest)
         else:
             _replace(template["container"]["command"], command[:3])

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make pipeline`: submit workflows/e2e.yaml with the image `make image` built for this tree,
 # then follow it until it ends (PIPELINE_TIMEOUT); on failure print what went wrong.
-#   DATASET EPOCHS WORKERS MODELS MIN_ACCURACY (as for make local): each one set becomes the
+#   DATASET EPOCHS PATIENCE WORKERS MODELS MIN_ACCURACY (as for make local): each one set becomes the
 #   workflow parameter of that name, an empty one leaves workflows/e2e.yaml's default;
 #   IMAGE (default: [REGISTRY/]IMAGE_REPO tagged for this tree), NAMESPACE, PIPELINE_TIMEOUT (seconds, 7200)
 set -o errexit -o nounset -o pipefail
@@ -26,7 +26,7 @@ main() {
       || die "${IMAGE}${suffix} (this tree) was not imported into the cluster (last import: ${recorded:+${recorded}${suffix}}${recorded:-none}): run 'make image${hint}'"
   fi
   local args=(-p "image=${IMAGE}") knob set=""
-  for knob in DATASET EPOCHS WORKERS MODELS MIN_ACCURACY; do
+  for knob in DATASET EPOCHS PATIENCE WORKERS MODELS MIN_ACCURACY; do
     [[ -z "${!knob:-}" ]] || { args+=(-p "$(tr '[:upper:]_' '[:lower:]-' <<< "${knob}")=${!knob}"); set+=" ${knob}=${!knob}"; }
   done
   local name

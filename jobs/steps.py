@@ -9,6 +9,7 @@ them). Arguments are templates over a small set of parameters:
     run_id        one pipeline run (the workflow's name in the cluster)
     dataset       fashion_mnist | idx | synthetic
     epochs        training epochs per candidate
+    patience      epochs without a better validation accuracy before training stops (0: never)
     model         one candidate (train only)
     models        comma-separated candidates
     url           the model server's base URL
@@ -59,6 +60,7 @@ PARAMETERS = (
     "run_id",
     "dataset",
     "epochs",
+    "patience",
     "model",
     "models",
     "url",
@@ -123,6 +125,8 @@ STEPS: tuple[Step, ...] = (
             "{model}",
             "--epochs",
             "{epochs}",
+            "--patience",
+            "{patience}",
         ),
         depends=("ingest",),
         per_model=True,

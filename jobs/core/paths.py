@@ -134,6 +134,11 @@ class Candidate:
         return self.root / "backup"
 
     @property
+    def best(self) -> Path:
+        """The best validation epoch's weights while training (jobs.train.recipe)."""
+        return self.root / "best"
+
+    @property
     def tensorboard(self) -> Path:
         return self.root / "tensorboard"
 

@@ -71,6 +71,7 @@ class Runner:
             "run_id": self.s.run_id,
             "dataset": self.s.dataset,
             "epochs": str(self.s.epochs),
+            "patience": str(self.s.patience),
             "model": "",
             "models": ",".join(self.s.models),
             "url": self.url,

@@ -51,6 +51,7 @@ class Settings:
     canary_seconds: float = 20.0
     pin: bool = True  # each training worker on its own CPUs (jobs.cpus.worker_env)
     create_store: bool = False  # create the local MLflow store first (no MLFLOW_TRACKING_URI given)
+    patience: int = 0  # epochs without a better validation accuracy before a candidate stops (0: never)
 
 
 def shell_words(text: str) -> str:
@@ -74,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--epochs", type=positive_int, default=int(steps.default("epochs")), help="training epochs per candidate"
+    )
+    p.add_argument(
+        "--patience",
+        type=non_negative_int,
+        default=int(steps.default("patience")),
+        help="epochs without a better validation accuracy before a candidate stops early (0: never)",
     )
     p.add_argument("--workers", type=positive_int, default=steps.WORKERS, help="worker processes per candidate")
     p.add_argument(
@@ -154,6 +161,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         run_id=args.run_id,
         dataset=args.dataset,
         epochs=args.epochs,
+        patience=args.patience,
         workers=args.workers,
         models=args.models,
         min_accuracy=args.min_accuracy,

@@ -14,7 +14,8 @@ Backup, as tf-keras's BackupAndRestore does it: after every finished epoch every
 checkpoint of the model, the optimizer and the epoch (saving is a collective), the chief to
 the candidate's backup dir and the others to their scratch dir; on start the chief's is
 restored, so a restarted group resumes at the last finished epoch; it is removed once
-training ends.
+training ends. The learning rate is the optimizer's schedule at its step counter (restored
+with it), and the best validation epoch is kept and loaded at the end (jobs.train.recipe).
 """
 
 from __future__ import annotations
@@ -30,6 +31,20 @@ log = logging.getLogger("jobs.loop")
 # Accumulated per replica over an epoch: training loss × examples, correct, examples; the same
 # for validation. All-reduced together, once per epoch.
 TOTALS = ("loss", "correct", "count", "val_loss", "val_correct", "val_count")
+
+
+# `--profile`: the profiler's trace covers this many training steps of the second epoch (the
+# first one traces and compiles the step functions, which is not where a step's time goes);
+# under Keras fit, its first call (`profiled_calls`).
+PROFILE_STEPS = 5
+
+
+def profiled_calls(steps: int, epochs: int, per_call: int) -> tuple[int, int]:
+    """Keras fit's `profile_batch` for `--profile`: fit counts its calls into the runtime (one per
+    `steps_per_execution` steps) from 1 over the run, so this is the second epoch's first call
+    (the first epoch's when there is one), traced alone."""
+    first = len(calls(steps, per_call)) * min(1, epochs - 1) + 1
+    return first, first
 
 
 def calls(steps: int, per_call: int) -> list[int]:
@@ -63,7 +78,8 @@ class Hooks:
 class Loop:
     """The model, Adam and the step functions, built inside the strategy's scope."""
 
-    def __init__(self, strategy, model, learning_rate: float, transfer: str = "float32"):
+    def __init__(self, strategy, model, learning_rate, transfer: str = "float32"):
+        """`learning_rate`: a rate or a Keras schedule over the optimizer's steps."""
         import tensorflow as tf
         import tf_keras as keras
 
@@ -170,10 +186,13 @@ class Loop:
         self.checkpoint.restore(latest).assert_existing_objects_matched()
         return int(self.epoch.numpy())
 
-    def fit(self, train_ds, validation_ds, epochs: int, steps: int, steps_per_execution: int, schedule, where) -> dict:
-        """Trains from the backup's epoch to `epochs`; `where`: Places. Returns `fit`'s
+    def fit(self, train_ds, validation_ds, epochs: int, steps: int, steps_per_execution: int, where, best=None) -> dict:
+        """Trains from the backup's epoch to `epochs` (or an early stop); `where`: Places;
+        `best`: a recipe.Best, whose weights the model has when this returns. Returns `fit`'s
         History.history: per-epoch lists of loss, accuracy, val_loss, val_accuracy, lr."""
         import tensorflow as tf
+
+        from jobs.train.recipe import current_rate
 
         strategy = self.strategy
         train, validate = self.functions()
@@ -183,16 +202,30 @@ class Loop:
         manager = tf.train.CheckpointManager(self.checkpoint, str(where.save_to), max_to_keep=1)
         writers = where.writers()
         history: dict[str, list[float]] = {}
+        if best is not None:
+            best.begin(first)
         for epoch in range(first, epochs):
             if where.hooks.begin_epoch:
                 where.hooks.begin_epoch(epoch)
-            lr = schedule(epoch)
-            self.optimizer.learning_rate.assign(lr)
             self.totals.assign(tf.zeros([len(TOTALS)]))
-            for count in calls(steps, steps_per_execution):
+            if where.profile and epoch == min(1, epochs - 1):
+                # The traced steps as a call of their own on every worker, so that all make the
+                # same calls; the chief (which writes TensorBoard's logs) traces them.
+                traced = min(PROFILE_STEPS, steps)
+                if where.tensorboard is not None:
+                    tf.profiler.experimental.start(str(where.tensorboard / "train"))
+                train(iterator, tf.constant(traced))
+                if where.tensorboard is not None:
+                    tf.profiler.experimental.stop()
+                parts = calls(steps - traced, steps_per_execution)
+            else:
+                parts = calls(steps, steps_per_execution)
+            for count in parts:
                 train(iterator, tf.constant(count))
             validate(iter(validation))
             logs = epoch_logs(self.totals.read_value().numpy())  # the epoch's one metrics all-reduce
+            lr = current_rate(self.optimizer)
+            stop = best is not None and best.end_epoch(epoch, logs)  # before the backup: see recipe
             self.epoch.assign(epoch + 1)
             manager.save()  # every worker: a collective
             for key, value in {**logs, "lr": lr}.items():
@@ -200,6 +233,10 @@ class Loop:
             write_scalars(writers, epoch, logs, lr)
             if where.hooks.end_epoch:
                 where.hooks.end_epoch(epoch, logs, lr)
+            if stop:
+                break
+        if best is not None:
+            best.restore()
         if where.chief:
             shutil.rmtree(where.backup, ignore_errors=True)
         return history
@@ -215,6 +252,7 @@ class Places:
     tensorboard: Path | None  # None: no TensorBoard logs (the others)
     chief: bool
     hooks: Hooks = dataclasses.field(default_factory=Hooks)
+    profile: bool = False  # the profiler's trace of PROFILE_STEPS steps (the chief's, into tensorboard/train)
 
     @property
     def save_to(self) -> Path:

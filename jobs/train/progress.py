@@ -1,5 +1,5 @@
-"""jobs.train's record of training, the same for both loops: the per-epoch learning rate, the
-chief's history.json and per-epoch MLflow metrics, the epoch lines and the images/s."""
+"""jobs.train's record of training, the same for both loops: the chief's history.json and
+per-epoch MLflow metrics (the learning rate among them), the epoch lines and the images/s."""
 
 from __future__ import annotations
 
@@ -9,17 +9,9 @@ from collections.abc import Sequence
 
 from jobs.core.files import read_json, write_json
 from jobs.core.paths import Candidate
+from jobs.train.recipe import current_rate
 
 log = logging.getLogger("jobs.train")
-
-
-def learning_rate(epoch: int, base: float = 1e-3) -> float:
-    """Step decay: the base rate for epochs 0-2, a tenth for 3-6, a hundredth after."""
-    if epoch < 3:
-        return base
-    if epoch < 7:
-        return base / 10
-    return base / 100
 
 
 class Progress:
@@ -68,7 +60,7 @@ class Progress:
                 progress.begin_epoch(epoch)
 
             def on_epoch_end(self, epoch, logs=None):
-                lr = float(keras.backend.get_value(self.model.optimizer.learning_rate))
+                lr = current_rate(self.model.optimizer)
                 progress.end_epoch(epoch, logs or {}, lr, self.params.get("epochs"))
 
         return Callback()

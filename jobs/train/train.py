@@ -16,8 +16,10 @@ from its backup continues from the restored weights with a fresh shuffle, so it 
 bit-identical to an uninterrupted one.
 
 Each epoch also scores the validation split (carved from the training images by ingest), so
-the curves show training and validation; the finished model is logged to MLflow as a
-LoggedModel of the candidate's run, the child of the pipeline run's parent run.
+the curves show training and validation for every epoch; the model exported is the epoch with
+the best validation accuracy (jobs.train.recipe: the schedule in steps, the rate scaled with the
+global batch, the best epoch, `--patience`), logged to MLflow as a LoggedModel of the candidate's
+run at that epoch's step, the child of the pipeline run's parent run.
 
 Exit status, for a TFJob with `restartPolicy: ExitCode` and for jobs.local alike: 0 trained;
 1 this worker's own error (bad input, a missing dataset, an unexpected exception), not worth a
@@ -38,14 +40,23 @@ from pathlib import Path
 from typing import NoReturn
 
 from jobs.core import tf_errors
-from jobs.core.cli import JobError, abort, add_run_arguments, emit, parser, positive_float, positive_int
+from jobs.core.cli import (
+    JobError,
+    abort,
+    add_run_arguments,
+    emit,
+    non_negative_int,
+    parser,
+    positive_float,
+    positive_int,
+)
 from jobs.core.cpus import configure_threads, pinned_to
 from jobs.core.files import atomic_dir, read_json, write_json
 from jobs.core.paths import Candidate, Work
 from jobs.ingest import data
 from jobs.tracking.tracker import Tracker, dataset_inputs
-from jobs.train import distributed, loop, models, run_info
-from jobs.train.progress import Progress, images_per_second, learning_rate
+from jobs.train import distributed, loop, models, recipe, run_info
+from jobs.train.progress import Progress, images_per_second
 
 log = logging.getLogger("jobs.train")
 
@@ -67,6 +78,8 @@ class Config:
     learning_rate: float
     seed: int
     deterministic: bool
+    patience: int
+    profile: bool
     max_attempts: int
     heartbeat_timeout: float
     start_timeout: float
@@ -110,15 +123,14 @@ def start_tracking(candidate: Candidate, config: Config, params: dict, datasets:
     return tracker, mlflow_run
 
 
-def log_model(progress: Progress, candidate: Candidate, config: Config, params: dict, example) -> None:
-    """The trained SavedModel as the run's LoggedModel (signature, input example); its id goes
-    to run.json for evaluate and promote."""
-    last_epoch = max((e["epoch"] for e in progress.epochs), default=config.epochs - 1)
+def log_model(progress: Progress, candidate: Candidate, config: Config, params: dict, example, epoch: int) -> None:
+    """The trained SavedModel (`epoch`'s weights) as the run's LoggedModel (signature, input
+    example); its id goes to run.json for evaluate and promote."""
     model_id = progress.tracker.log_model(
         progress.mlflow_run,
         candidate.model,
         name=config.model,
-        step=last_epoch,
+        step=epoch,
         example=example,
         params=params,
         tags={"pipeline_run": config.run_id, "model": config.model, "dataset": config.dataset},
@@ -132,18 +144,24 @@ def run_params(
 ) -> dict:
     """The training run's parameters, as logged and tracked."""
     split = manifest.get("validation", data.DEFAULT_VALIDATION)
+    global_batch = config.batch_per_worker * cluster.workers
     return {
         "model": config.model,
         "dataset": config.dataset,
         "epochs": config.epochs,
         "workers": cluster.workers,
         "batch_per_worker": config.batch_per_worker,
-        "global_batch": config.batch_per_worker * cluster.workers,
+        "global_batch": global_batch,
         "steps_per_epoch": steps,
         "steps_per_execution": config.steps_per_execution,
         "loop": config.loop,
         "gradient_transfer": config.gradient_transfer if config.loop == "custom" else "float32",
         "base_learning_rate": config.learning_rate,
+        "peak_learning_rate": recipe.peak_rate(config.learning_rate, global_batch),
+        "schedule": f"warm-up {recipe.WARMUP:g} of the steps, cosine to {recipe.FINAL:g} of the peak",
+        "total_steps": steps * config.epochs,
+        "patience": config.patience,
+        "shuffle_buffer": records["train"]["examples"],
         "threads": threads,
         "cpus": pinned_to(),  # this process's (the chief's): jobs.local pins each worker to its own
         "seed": config.seed,
@@ -155,13 +173,13 @@ def run_params(
     }
 
 
-def compiled(config: Config, steps: int):
-    """The candidate's model, compiled (inside the strategy's scope)."""
+def compiled(config: Config, steps: int, rate):
+    """The candidate's model, compiled (inside the strategy's scope); `rate`: the schedule."""
     import tf_keras as keras
 
     model = models.build(config.model)
     model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
+        optimizer=keras.optimizers.Adam(rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         # Several steps per call into the runtime: fewer per-step syncs of the loss and
@@ -178,11 +196,14 @@ def clear_leftovers(candidate: Candidate, cluster: distributed.Cluster) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def results(history: dict, seconds: float) -> dict:
-    """The last epoch's figures (History.history's lists) and the time spent training."""
+def results(history: dict, seconds: float, best: recipe.Best) -> dict:
+    """The last epoch's training figures (History.history's lists), the best epoch (the
+    model's) and its validation figures, and the time spent training."""
     last = {k: float(v[-1]) for k, v in history.items() if v}
     result = {"train_seconds": seconds, "accuracy": last.get("accuracy", 0.0), "loss": last.get("loss", 0.0)}
     result.update({k: last[k] for k in ("val_accuracy", "val_loss") if k in last})
+    if best.best_epoch >= 0:
+        result.update(best_epoch=best.best_epoch, val_accuracy=best.best_accuracy, val_loss=float(best.loss.numpy()))
     return result
 
 
@@ -195,23 +216,32 @@ def finish_tracking(
     info = read_json(candidate.run_info)
     write_json(candidate.run_info, {**info, **result, "epochs_trained": len(progress.epochs)})
     restarts = int(run_info.restart_tags(info)["restarts"])
-    progress.tracker.log_metrics(progress.mlflow_run, {"train_seconds": result["train_seconds"], "restarts": restarts})
-    log_model(progress, candidate, config, params, example)
+    figures = {"train_seconds": result["train_seconds"], "restarts": restarts}
+    if "best_epoch" in result:
+        figures.update(best_epoch=result["best_epoch"], best_val_accuracy=result["val_accuracy"])
+    progress.tracker.log_metrics(progress.mlflow_run, figures)
+    epoch = result.get("best_epoch", max((e["epoch"] for e in progress.epochs), default=config.epochs - 1))
+    log_model(progress, candidate, config, params, example, epoch)
     progress.tracker.log_artifacts(progress.mlflow_run, candidate.tensorboard, "tensorboard")
     progress.tracker.end_run(progress.mlflow_run)
 
 
-def fit(
-    model, pipelines, config: Config, steps: int, candidate: Candidate, scratch: Path, progress, chief: bool
-) -> dict:
-    """The previous loop (`--loop fit`): Keras `fit` with BackupAndRestore, the schedule as a
-    callback, TensorBoard's callback and the chief's Progress callback. Its History.history."""
+def fit(model, pipelines, config: Config, steps: int, place: tuple, progress, best: recipe.Best) -> dict:
+    """The previous loop (`--loop fit`): Keras `fit` with the best epoch kept (before the
+    backup, as the custom loop does), BackupAndRestore, TensorBoard's callback (with the
+    profiler's trace of the second epoch's first call when `--profile`) and the chief's
+    Progress callback. Its History.history."""
     import tf_keras as keras
 
+    candidate, scratch, chief = place
+    per_call = min(config.steps_per_execution, steps)  # as `compiled` sets it
+    profile = loop.profiled_calls(steps, config.epochs, per_call) if config.profile and chief else None
     callbacks = [
+        best.callback(),
         keras.callbacks.BackupAndRestore(str(candidate.backup)),
-        keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate(epoch, config.learning_rate)),
-        keras.callbacks.TensorBoard(str(candidate.tensorboard if chief else scratch / "tb")),
+        keras.callbacks.TensorBoard(
+            str(candidate.tensorboard if chief else scratch / "tb"), profile_batch=profile or 0
+        ),
     ]
     if progress is not None:
         callbacks.append(progress.callback())
@@ -227,23 +257,23 @@ def fit(
     return history.history
 
 
-def custom(
-    strategy, model, pipelines, config: Config, steps: int, candidate: Candidate, scratch: Path, progress, chief: bool
-):
-    """The custom loop (`--loop custom`, jobs.loop): the same schedule, backup and records."""
-
+def custom(strategy, model, pipelines, config: Config, steps: int, place: tuple, progress, best, rate):
+    """The custom loop (`--loop custom`, jobs.loop): the same schedule, best epoch, backup and records."""
+    candidate, scratch, chief = place
     hooks = loop.Hooks()
     if progress is not None:
         end = progress.end_epoch
         hooks = loop.Hooks(progress.begin_epoch, lambda epoch, logs, lr: end(epoch, logs, lr, config.epochs))
-    places = loop.Places(candidate.backup, scratch, candidate.tensorboard if chief else None, chief, hooks)
-    return loop.Loop(strategy, model, config.learning_rate, config.gradient_transfer).fit(
+    places = loop.Places(
+        candidate.backup, scratch, candidate.tensorboard if chief else None, chief, hooks, config.profile
+    )
+    return loop.Loop(strategy, model, rate, config.gradient_transfer).fit(
         *pipelines,
         epochs=config.epochs,
         steps=steps,
         steps_per_execution=config.steps_per_execution,
-        schedule=lambda epoch: learning_rate(epoch, config.learning_rate),
         where=places,
+        best=best,
     )
 
 
@@ -270,25 +300,30 @@ def start(config: Config) -> tuple[distributed.Cluster, Candidate, Path, int, ob
     return cluster, candidate, dataset_dir, threads, strategy
 
 
-def fit_and_save(config: Config, strategy, model, pipelines, steps: int, place: tuple, progress) -> tuple[dict, float]:
-    """Trains with the chosen loop, then every worker saves (only the chief's copy is kept,
-    renamed into place whole); a TensorFlow error ends the worker (`fail`). `place`: the
-    candidate, this worker's scratch dir and whether it is the chief."""
+def fit_and_save(
+    config: Config, strategy, model, pipelines, steps: int, place: tuple, progress, rate
+) -> tuple[dict, float, recipe.Best]:
+    """Trains with the chosen loop, then every worker saves the best epoch's model (only the
+    chief's copy is kept, renamed into place whole, and then its best checkpoint removed); a
+    TensorFlow error ends the worker (`fail`). `place`: the candidate, this worker's scratch
+    dir and whether it is the chief; `rate`: the schedule."""
     import tensorflow as tf
 
     from jobs.train import export  # imports TensorFlow: not before the arguments are checked
 
     candidate, scratch, chief = place
+    best = recipe.Best(model, candidate.best, candidate.best if chief else scratch / "best", chief, config.patience)
     try:
         started = time.monotonic()
         if config.loop == "fit":
-            history = fit(model, pipelines, config, steps, candidate, scratch, progress, chief)
+            history = fit(model, pipelines, config, steps, place, progress, best)
         else:
-            history = custom(strategy, model, pipelines, config, steps, candidate, scratch, progress, chief)
+            history = custom(strategy, model, pipelines, config, steps, place, progress, best, rate)
         seconds = time.monotonic() - started
         if chief:
             with atomic_dir(candidate.model) as tmp:
                 export.save(model, tmp)
+            shutil.rmtree(candidate.best, ignore_errors=True)  # every worker has saved: none reads it now
         else:
             export.save(model, scratch / "model")
     except tf.errors.OpError as err:
@@ -296,7 +331,7 @@ def fit_and_save(config: Config, strategy, model, pipelines, steps: int, place: 
         if progress is not None:
             progress.tracker.end_run(progress.mlflow_run, "FAILED")
         fail(err, f"training failed on {distributed.current().name}")
-    return history, seconds
+    return history, seconds, best
 
 
 def train(config: Config) -> dict:
@@ -317,8 +352,9 @@ def train(config: Config) -> dict:
     log.info("%s on %s of %d: %s", config.model, cluster.name, cluster.workers, params)
     candidate.root.mkdir(parents=True, exist_ok=True)
 
+    rate = recipe.schedule(config.learning_rate, global_batch, steps * config.epochs)
     with strategy.scope():
-        model = compiled(config, steps) if config.loop == "fit" else models.build(config.model)
+        model = compiled(config, steps, rate) if config.loop == "fit" else models.build(config.model)
     clear_leftovers(candidate, cluster)
     scratch = Path(tempfile.mkdtemp(prefix=f".{cluster.name}-", dir=candidate.root))
     progress = None
@@ -337,13 +373,13 @@ def train(config: Config) -> dict:
             data.evaluation_pipeline(validation, global_batch),
         )
         place = (candidate, scratch, cluster.is_chief)
-        history, seconds = fit_and_save(config, strategy, model, pipelines, steps, place, progress)
+        history, seconds, best = fit_and_save(config, strategy, model, pipelines, steps, place, progress, rate)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         if monitor is not None:
             monitor.stop()
 
-    result = results(history, seconds)
+    result = results(history, seconds, best)
     if progress is not None:
         finish_tracking(progress, candidate, config, params, result, validation.images[:5])
     return result
@@ -375,13 +411,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="the custom loop's gradients between workers: bfloat16 sends half the bytes, added in float32",
     )
     p.add_argument("--batch-per-worker", type=positive_int, default=64, help="global batch = this x workers")
-    p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's base rate; a tenth from epoch 4")
+    p.add_argument(
+        "--learning-rate",
+        type=positive_float,
+        default=1e-3,
+        help=f"Adam's peak rate for a global batch of {recipe.REFERENCE_BATCH}, times sqrt(global batch / "
+        f"{recipe.REFERENCE_BATCH}); warm-up over the first {recipe.WARMUP * 100:g}%% of the run's steps, "
+        f"then a cosine decay to {recipe.FINAL * 100:g}%% of it (docs/training.md)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights, dropout and shuffling")
     p.add_argument(
         "--deterministic",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="TensorFlow's op determinism: the same seed gives the same metrics",
+    )
+    p.add_argument(
+        "--patience",
+        type=non_negative_int,
+        default=0,
+        help="stop after this many epochs without a better validation accuracy (0: train every epoch); "
+        "the model is the best epoch's either way",
+    )
+    p.add_argument(
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="the chief writes TensorFlow's profiler trace of a few steps of the second epoch to TensorBoard",
     )
     p.add_argument(
         "--max-attempts",

@@ -106,6 +106,7 @@ def test_parameters_have_defaults_and_gc(wf):
     for name in (
         "dataset",
         "epochs",
+        "patience",
         "workers",
         "models",
         "min-accuracy",

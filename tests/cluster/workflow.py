@@ -24,6 +24,7 @@ STEP_PARAMETERS = {
     "run_id": "{{workflow.name}}",
     "dataset": "{{workflow.parameters.dataset}}",
     "epochs": "{{workflow.parameters.epochs}}",
+    "patience": "{{workflow.parameters.patience}}",
     "model": "{{inputs.parameters.model}}",
     "models": "{{workflow.parameters.models}}",
     "url": "{{workflow.parameters.serving-url}}",

@@ -68,11 +68,11 @@ def settings(work: Work, run_id: str, max_restarts: int = 2, python: str = sys.e
     )
 
 
-def accuracy_of(work: Work, run_id: str) -> float:
+def accuracy_of(work: Work, run_id: str, split: str = "test") -> float:
     from jobs.evaluate.evaluate import metrics, predict
 
-    test = data.load(work.dataset("synthetic"), ("test",))["test"]
-    return metrics(predict(work.candidate(run_id, "cnn").model, test.images), test.labels)["accuracy"]
+    images = data.model_splits(work.dataset("synthetic"), (split,))[0][split]
+    return metrics(predict(work.candidate(run_id, "cnn").model, images.images), images.labels)["accuracy"]
 
 
 @pytest.mark.slow
@@ -136,6 +136,10 @@ def test_worker_killed_mid_training_resumes_from_backup(runner_env, dataset_work
     info = json.loads(candidate.run_info.read_text())
     assert info["resumed_at_epoch"] == resumed_at and info["epochs_trained"] == EPOCHS
     assert info["restarts"] == [restart] and info["attempts"] == 2
+    # The model is the best validation epoch's of all, before the kill or after it.
+    best = max(history, key=lambda e: (e["val_accuracy"], -e["val_loss"]))
+    assert info["best_epoch"] == best["epoch"]
+    assert accuracy_of(work, "killed", "validation") == pytest.approx(best["val_accuracy"], abs=1e-6)
     client = MlflowClient(mlflow_uri)
     run = client.get_run(info["mlflow_run_id"])
     assert run.data.metrics["restarts"] == 1 and run.data.tags["restarts"] == "1"

@@ -12,6 +12,7 @@ import pytest
 from jobs.core import cpus
 from jobs.core.paths import Work
 from jobs.local.processes import free_ports
+from jobs.train import recipe
 from jobs.train.distributed import tf_config
 from tests.helpers import ROOT
 from tests.helpers.jobs import encode, job_env, run_job
@@ -72,7 +73,7 @@ def results(proc) -> dict[str, str]:
 def test_two_workers_train_save_and_clean_up(ingested, mlflow_uri):
     from mlflow.tracking import MlflowClient
 
-    chief, other = train_cluster(ingested, 2, MLFLOW_TRACKING_URI=mlflow_uri)
+    chief, other = train_cluster(ingested, 2, "--profile", MLFLOW_TRACKING_URI=mlflow_uri)
     assert chief.returncode == 0, chief.stderr[-3000:]
     assert other.returncode == 0, other.stderr[-3000:]
     # One model, mirrored: both workers see the same all-reduced loss.
@@ -88,10 +89,18 @@ def test_two_workers_train_save_and_clean_up(ingested, mlflow_uri):
     assert (candidate.model / "saved_model.pb").exists()
     history = json.loads(candidate.history.read_text())["epochs"]
     assert [e["epoch"] for e in history] == [0, 1]
-    assert history[0]["learning_rate"] == pytest.approx(1e-3)
+    # The schedule over 2 x 8 steps of 128 images: each epoch's last step's rate, √2 × the base at its peak.
+    rate = recipe.schedule(1e-3, 128, 16)
+    assert [e["learning_rate"] for e in history] == pytest.approx([float(rate(7)), float(rate(15))])
+    assert history[1]["learning_rate"] == pytest.approx(1e-3 * 2**0.5 * recipe.FINAL)
     info = json.loads(candidate.run_info.read_text())
+    best = max(history, key=lambda e: (e["val_accuracy"], -e["val_loss"]))
+    assert info["best_epoch"] == best["epoch"] and info["val_accuracy"] == pytest.approx(best["val_accuracy"])
+    assert not candidate.best.exists(), "the best epoch's checkpoint is removed once the model is saved"
     assert info["params"]["workers"] == 2 and info["params"]["global_batch"] == 128
     assert list(candidate.tensorboard.rglob("events.out.tfevents.*")), "no TensorBoard logs"
+    # --profile: the chief's trace of a few steps of epoch 2, which every worker ran as a call of its own.
+    assert list((candidate.tensorboard / "train" / "plugins" / "profile").rglob("*.xplane.pb")), "no profiler trace"
 
     # The chief alone tracked: one candidate run (under the pipeline's parent run), with params,
     # per-epoch metrics and the model.
@@ -101,7 +110,10 @@ def test_two_workers_train_save_and_clean_up(ingested, mlflow_uri):
     assert runs[0].data.params["global_batch"] == "128"
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss")] == [0, 1]
     assert "tensorboard" in {a.path for a in client.list_artifacts(runs[0].info.run_id)}
-    assert client.get_logged_model(info["model_id"]).source_run_id == runs[0].info.run_id
+    logged = client.get_logged_model(info["model_id"])
+    assert logged.source_run_id == runs[0].info.run_id
+    assert [m.value for m in client.get_metric_history(runs[0].info.run_id, "best_epoch")] == [best["epoch"]]
+    assert runs[0].data.params["peak_learning_rate"] == str(1e-3 * 2**0.5)
 
     import tensorflow as tf
 

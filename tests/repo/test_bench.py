@@ -82,6 +82,11 @@ def test_quick_bench_runs_every_section_and_writes_results(tmp_path):
     assert rows == sorted(rows), "stages out of pipeline order in the table"
     assert figures["e2e.outside"]["median"] >= 0  # the wall time holds every stage
     assert 0 <= figures["e2e.accuracy.cnn"]["median"] <= 1
+    # The plain Keras baseline beside the run, on the same data and steps.
+    baseline = figures["e2e.accuracy.baseline"]["median"]
+    assert 0 <= baseline <= 1 and "2 steps of 64" in figures["e2e.accuracy.baseline"]["label"]
+    difference = figures["e2e.accuracy.vs_baseline.cnn"]["median"]
+    assert difference == pytest.approx(100 * (figures["e2e.accuracy.cnn"]["median"] - baseline))
     assert figures["accuracy.real"]["text"] == "not available"
 
 

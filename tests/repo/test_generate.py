@@ -31,15 +31,15 @@ def test_what_the_round_trip_would_reindent_stays_as_written(generate):
     its own indentation; only the generator's edits are carried into the text."""
     text = (ROOT / "workflows" / "e2e.yaml").read_text()
     assert "\n        - - name: suspend\n" in text
-    drifted = text.replace('--epochs, "{{workflow.parameters.epochs}}"]', '--epochs, "3"]')
+    drifted = text.replace('--epochs, "{{workflow.parameters.epochs}}",', '--epochs, "3",')
     assert drifted != text and generate.workflow(drifted) == text
 
 
 def test_drifted_arguments_and_defaults_are_rewritten_and_nothing_else(generate):
     text = (ROOT / "workflows" / "e2e.yaml").read_text()
     drifted = (
-        text.replace('value: "5"\n      - name: workers', 'value: "7"\n      - name: workers')
-        .replace('--epochs, "{{workflow.parameters.epochs}}"]', '--epochs, "3"]')
+        text.replace('value: "5"\n      - name: patience', 'value: "7"\n      - name: patience')
+        .replace('--epochs, "{{workflow.parameters.epochs}}",', '--epochs, "3",')
         .replace("command: [python, -m, jobs.evaluate]", "command: [python, -m, jobs.evaluated]")
         .replace("          - --min-requests\n", "")
         .replace("enum: [fashion_mnist, idx, synthetic]", "enum: [fashion_mnist]")

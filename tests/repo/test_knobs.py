@@ -26,6 +26,7 @@ LOCAL = {
     "WORK_DIR": ("elsewhere", "work_dir", Path("elsewhere")),
     "DATASET": ("synthetic", "dataset", "synthetic"),
     "EPOCHS": ("7", "epochs", 7),
+    "PATIENCE": ("2", "patience", 2),
     "WORKERS": ("3", "workers", 3),
     "MODELS": ("dropout,cnn", "models", ["dropout", "cnn"]),
     "MIN_ACCURACY": ("0.55", "min_accuracy", 0.55),
@@ -37,7 +38,7 @@ LOCAL = {
     "CANARY_ARGS": ("--min-agreement 0.7", "canary_args", "--min-agreement 0.7"),
 }
 # The knobs `make pipeline` passes as workflow parameters.
-WORKFLOW = {"DATASET": "dataset", "EPOCHS": "epochs", "WORKERS": "workers", "MODELS": "models"}
+WORKFLOW = {"DATASET": "dataset", "EPOCHS": "epochs", "PATIENCE": "patience", "WORKERS": "workers", "MODELS": "models"}
 WORKFLOW["MIN_ACCURACY"] = "min-accuracy"
 
 

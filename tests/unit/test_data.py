@@ -12,6 +12,7 @@ import pytest
 from jobs.core.cli import JobError
 from jobs.core.paths import Work
 from jobs.ingest import data
+from tests.helpers.idx import write_idx, write_idx_folder
 from tests.helpers.jobs import assert_one_line_error, run_job
 
 # --- synthetic -----------------------------------------------------------------------------
@@ -49,19 +50,6 @@ def test_synthetic_is_learnable_but_not_trivial():
 
 
 # --- idx -----------------------------------------------------------------------------------
-
-
-def write_idx(path, array: np.ndarray, magic: int) -> None:
-    header = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as handle:
-        handle.write(header + array.astype(np.uint8).tobytes())
-
-
-def write_idx_folder(folder, dataset) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for (split, kind), name in data.IDX_FILES.items():
-        array = getattr(dataset[split], kind)
-        write_idx(folder / name, array, data.IDX_MAGIC[kind])
 
 
 def test_idx_reads_the_official_layout(tmp_path, small_data):

@@ -335,6 +335,7 @@ def train(config: Config) -> dict:
         history, seconds = fit_and_save(config, strategy, model, pipelines, steps, place, progress)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    run_info.reset_attempts(candidate, cluster.name)  # succeeded: the next training starts at one
 
     result = results(history, seconds)
     if progress is not None:

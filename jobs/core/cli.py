@@ -18,7 +18,11 @@ log = logging.getLogger("jobs")
 
 
 class JobError(Exception):
-    """A failure the user can act on: printed as one line, exit status 1."""
+    """A failure the user can act on: printed as one line, exit status `code` (1)."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -65,7 +69,7 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None 
         return main(argv)
     except JobError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return err.code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -58,7 +58,15 @@ from jobs.release.canary_metrics import (
     parse,
     window,
 )
-from jobs.release.state import CANARY, CHAMPION, end_canary, read_canary, set_version_tags
+from jobs.release.state import (
+    CANARY,
+    CHAMPION,
+    canary_to_end,
+    end_canary,
+    lift_pins,
+    read_canary,
+    set_version_tags,
+)
 from jobs.tracking.tracker import Tracker
 
 log = logging.getLogger("jobs.canary")
@@ -186,9 +194,16 @@ def act(work: Work, state: dict, decision: Decision, tracker, run_id: str) -> di
         # out of the served history, champion on the stable model's registry version, a line
         # in the history and a rollback run in MLflow.
         reason = f"canary of version {state['canary_version']} rolled back: " + decision.reason
-        done = rollback.rollback(work, state["stable_version"], reason, f"canary step of run {run_id}", tracker, model)
-        serve = done.version
-        log.info("rolled back: every server serves version %d (version %d's model)", serve, state["stable_version"])
+        newest = max(versions(work.served(model)), default=state["canary_version"])
+        if newest != state["canary_version"]:  # rolling back now would undo a later, unrelated version
+            serving_config.serve_latest(work, model)
+            serve = newest
+            log.warning("version %d was published after this canary began: its pins are lifted, no rollback", newest)
+        else:
+            actor = f"canary step of run {run_id}"
+            done = rollback.rollback(work, state["stable_version"], reason, actor, tracker, model, closing_canary=True)
+            serve = done.version
+            log.info("rolled back: every server serves version %d (version %d's model)", serve, state["stable_version"])
     record = {
         **state,
         "decision": decision.outcome,
@@ -269,8 +284,8 @@ def registry(tracker, model: str, state: dict, record: dict) -> None:
 def build_parser():
     p = parser(__doc__.splitlines()[0])
     add_run_arguments(p)  # --dataset: whose test split the probe traffic sends
-    p.add_argument("--stable-url", required=True, help="the stable servers (a headless Service in the cluster)")
-    p.add_argument("--canary-url", required=True, help="the canary servers (a headless Service in the cluster)")
+    p.add_argument("--stable-url", help="the stable servers (a headless Service in the cluster); not with --now")
+    p.add_argument("--canary-url", help="the canary servers (a headless Service in the cluster); not with --now")
     p.add_argument("--model-name", default=MODEL_NAME, help="model name in the URL paths and metrics")
     p.add_argument("--seconds", type=positive_float, default=DEFAULT_SECONDS, help="how long the canary is watched")
     p.add_argument(
@@ -283,7 +298,13 @@ def build_parser():
     p.add_argument(
         "--now",
         choices=(PROMOTE, ROLLBACK),
-        help="decide at once, without watching (an operator's call, e.g. after a failed smoke check)",
+        help="decide at once, without watching (an operator's call, e.g. after a failed smoke check); ends a "
+        "canary from any state it was left in (make canary-end)",
+    )
+    p.add_argument(
+        "--only-own",
+        action="store_true",
+        help="with --now: end the canary only if this run (--run-id) opened it (a failed run's clean-up)",
     )
     defaults = Bounds()
     p.add_argument("--max-error-rate", type=fraction, default=defaults.max_error_rate, help="the canary's error rate")
@@ -342,7 +363,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.max_error_rate, args.max_error_increase, args.max_p50_ratio, args.max_p95_ratio, args.min_requests
     )
     work = Work(args.work_dir)
-    state = read_canary(work)
+    if not args.now and not (args.stable_url and args.canary_url):
+        raise JobError("--stable-url and --canary-url are required to watch a canary (or decide at once with --now)")
+    state = canary_to_end(work, args.model_name) if args.now else read_canary(work)
+    if state is not None and args.only_own and state.get("run_id") != args.run_id:
+        log.info("the canary in progress was opened by run %s, not %s: left as it is", state.get("run_id"), args.run_id)
+        state = None
+    elif state is None and args.now:
+        lift_pins(work, args.model_name)
     if state is None:
         log.info("no canary in progress (%s is absent): nothing to watch", work.canary_state)
         emit(canary="none")
@@ -365,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         canary_requests=c["requests"],
         canary_errors=c["errors"],
     )
-    if decision.outcome != PROMOTE:
+    if decision.outcome != PROMOTE and not args.now:  # by hand, a roll back is what was asked for
         what = "too few requests to decide" if decision.outcome == INCONCLUSIVE else decision.reason
         raise JobError(
             f"canary version {state['canary_version']} rolled back to {state['stable_version']} "

@@ -48,7 +48,7 @@ from jobs.evaluate.evaluate import Evaluation, correct, predict
 from jobs.ingest import data
 from jobs.release import history
 from jobs.release.selection import DEFAULT_MIN_GAIN, DEFAULT_SIGNIFICANCE, Gate, best_candidate, decide, mcnemar
-from jobs.release.state import CANARY, CHAMPION, publish, write_canary
+from jobs.release.state import CANARY, CHAMPION, publish, refuse_during_canary, write_canary
 from jobs.tracking.tracker import Tracker
 from jobs.train import models, run_info
 
@@ -297,13 +297,16 @@ def publish_promotion(work: Work, result: Promotion, model: Path, outcome: str) 
         "dataset": result.dataset,
         "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "mlflow_run_id": result.mlflow_run_id,
+        "model_id": result.model_id,
+        "decision": outcome,
+        "actor": history.default_actor(),
     }
     current = result.version
     if result.rollout == "canary" and current is not None:
         serving_config.hold(work, "stable", current)
     result.version = publish(model, work.served(), record)
     result.canary = serve(work, current, result.version, result.rollout, result.run_id)
-    history.append(work, history.promotion_line(result.version, record, outcome))
+    history.write_published(work, f"version {result.version} ({result.model} of run {result.run_id})")
     log.info("promoted %s as version %d of %s", result.model, result.version, work.served())
 
 
@@ -316,6 +319,7 @@ def promote(
     candidate = work.candidate(run_id, best)
     base = work.served()
     with locked(base / ".promote.lock"):  # held across choose-number-copy-rename
+        refuse_during_canary(work, "promote")
         current = serving_config.served_version(work)
         served = served_correct(base / str(current), test) if current is not None else None
         comparison = mcnemar(chosen, served) if served is not None else None

@@ -14,7 +14,7 @@ from typing import Any
 
 from jobs.core import serving_config
 from jobs.core.cli import JobError, duration, parser, positive_int
-from jobs.core.paths import MODEL_NAME, Candidate, Work, version_record, versions
+from jobs.core.paths import MODEL_NAME, Candidate, Work, versions
 from jobs.predict.client import Client, ServerError, Unreachable
 from jobs.release import history
 from jobs.release import state as release_state
@@ -36,7 +36,7 @@ def served_lines(work: Work) -> list[str]:
         version = serving_config.served_version(work) or max(found)
     except JobError:  # a damaged config: the newest on disk, and the pin lines say why
         version = max(found)
-    record = load(version_record(found[version])) or {}
+    record = history.record(found[version])  # {} when missing or not an object
     what = ", ".join(
         part
         for part in (

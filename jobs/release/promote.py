@@ -48,7 +48,7 @@ from jobs.evaluate.evaluate import Evaluation, correct, predict
 from jobs.ingest import data
 from jobs.release import history
 from jobs.release.selection import DEFAULT_MIN_GAIN, DEFAULT_SIGNIFICANCE, Gate, best_candidate, decide, mcnemar
-from jobs.release.state import CANARY, CHAMPION, publish, refuse_during_canary, write_canary
+from jobs.release.state import CANARY, CHAMPION, publish, refuse_during_canary, registered, write_canary
 from jobs.tracking.tracker import Tracker
 from jobs.train import models, run_info
 
@@ -260,7 +260,6 @@ def serve(work: Work, current: int | None, version: int, rollout: str, run_id: s
         serving_config.serve_latest(work)  # the canary servers, if any, follow too
         return None
     serving_config.pin(work, "canary", version)  # the stable ones were held before it was published
-    stable_record = version_record(work.served() / str(current))
     state = {
         "model": MODEL_NAME,
         "stable_version": current,
@@ -268,9 +267,7 @@ def serve(work: Work, current: int | None, version: int, rollout: str, run_id: s
         "run_id": run_id,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "registered_version": None,
-        "stable_registered_version": read_json(stable_record).get("registered_version")
-        if stable_record.exists()
-        else None,
+        "stable_registered_version": registered(work, current),
     }
     write_canary(work, state)
     log.info("version %d goes to the canary servers; the stable ones stay on version %d", version, current)
@@ -314,6 +311,7 @@ def promote(
     work: Work, run_id: str, dataset: str, names: Sequence[str], force: bool, gate: Gate, rollout: str = "direct"
 ) -> Promotion:
 
+    refuse_during_canary(work, "promote")  # before the evaluations are read; again under the lock
     evaluations, best, test, chosen = choose(work, run_id, dataset, names)
     validation_scores = {name: e.validation_accuracy for name, e in evaluations.items()}
     candidate = work.candidate(run_id, best)

@@ -58,6 +58,7 @@ from jobs.release.canary_metrics import (
     parse,
     window,
 )
+from jobs.release.registry import lagging, reconcile, settle
 from jobs.release.state import (
     CANARY,
     CHAMPION,
@@ -371,9 +372,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         state = None
     elif state is None and args.now:
         lift_pins(work, args.model_name)
+    tracker = Tracker()
     if state is None:
         log.info("no canary in progress (%s is absent): nothing to watch", work.canary_state)
         emit(canary="none")
+        settle(work, tracker, "no canary is open", args.model_name)
         return 0
     if args.now:
         empty = {"requests": 0, "errors": 0, "error_rate": None, "p50_seconds": None, "p95_seconds": None}
@@ -384,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         images = probe_images(work, args.dataset)
         decision = judge(watching, images, state, bounds)
-    record = act(work, state, decision, Tracker(), args.run_id)
+    record = act(work, state, decision, tracker, args.run_id)
     c = decision.figures["canary"]
     emit(
         decision=record["action"],
@@ -393,10 +396,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         canary_requests=c["requests"],
         canary_errors=c["errors"],
     )
+    behind = reconcile(work, tracker, state.get("model", MODEL_NAME))
     if decision.outcome != PROMOTE and not args.now:  # by hand, a roll back is what was asked for
         what = "too few requests to decide" if decision.outcome == INCONCLUSIVE else decision.reason
+        what += f" (and MLflow is behind: {', '.join(behind)})" if behind else ""
         raise JobError(
             f"canary version {state['canary_version']} rolled back to {state['stable_version']} "
             f"(its model served again as version {record['served_version']}): {what}"
         )
+    if behind:
+        raise lagging(f"the canary was decided ({record['action']}, version {record['served_version']} served)", behind)
     return 0

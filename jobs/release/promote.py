@@ -47,6 +47,7 @@ from jobs.evaluate import report
 from jobs.evaluate.evaluate import Evaluation, correct, predict
 from jobs.ingest import data
 from jobs.release import history
+from jobs.release.registry import settle
 from jobs.release.selection import DEFAULT_MIN_GAIN, DEFAULT_SIGNIFICANCE, Gate, best_candidate, decide, mcnemar
 from jobs.release.state import CANARY, CHAMPION, publish, refuse_during_canary, registered, write_canary
 from jobs.tracking.tracker import Tracker
@@ -308,7 +309,14 @@ def publish_promotion(work: Work, result: Promotion, model: Path, outcome: str) 
 
 
 def promote(
-    work: Work, run_id: str, dataset: str, names: Sequence[str], force: bool, gate: Gate, rollout: str = "direct"
+    work: Work,
+    run_id: str,
+    dataset: str,
+    names: Sequence[str],
+    force: bool,
+    gate: Gate,
+    rollout: str = "direct",
+    tracker: Tracker | None = None,
 ) -> Promotion:
 
     refuse_during_canary(work, "promote")  # before the evaluations are read; again under the lock
@@ -356,7 +364,7 @@ def promote(
         if decision.promote:
             publish_promotion(work, result, candidate.model, decision.outcome)
 
-    tracker = Tracker()
+    tracker = Tracker() if tracker is None else tracker
     parent = tracker.pipeline_run(work, run_id, {"dataset": dataset})
     result.mlflow_parent_run_id = parent
     track(work, tracker, result, gate, force, test.images[:5])
@@ -397,7 +405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     gate = Gate(args.significance, args.min_gain)
-    result = promote(Work(args.work_dir), args.run_id, args.dataset, args.models, args.force, gate, args.rollout)
+    work, tracker = Work(args.work_dir), Tracker()
+    result = promote(work, args.run_id, args.dataset, args.models, args.force, gate, args.rollout, tracker)
     comparison = result.mcnemar or {}
     emit(
         model=result.model,
@@ -408,4 +417,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         promoted=int(result.promoted),
         version=result.version if result.version is not None else "none",
     )
+    served = f"version {result.version} is served" if result.version is not None else "nothing is served"
+    settle(work, tracker, f"{'promoted: ' if result.promoted else ''}{served}")
     return 0

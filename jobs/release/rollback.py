@@ -43,6 +43,7 @@ from jobs.core.paths import MODEL_NAME, Work, versions
 from jobs.predict import predict
 from jobs.predict.client import DEFAULT_URL, Client, ServerError, Unreachable, wait_for_version
 from jobs.release import history
+from jobs.release.registry import settle
 from jobs.release.state import CHAMPION, publish, refuse_during_canary, set_version_tags
 from jobs.tracking.tracker import Tracker
 
@@ -416,6 +417,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.no_check:  # MLflow's alias moves only once the server serves the restored model
         check_after(client, work, result, args.timeout, args.tolerance)
-    result.mlflow = track(Tracker(), result, MODEL_NAME)
+    tracker = Tracker()
+    result.mlflow = track(tracker, result, MODEL_NAME)
     emit(mlflow=result.mlflow.replace(" ", "_"))
+    settle(work, tracker, f"version {result.version} is served")
     return 0

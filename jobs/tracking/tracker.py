@@ -323,12 +323,12 @@ class Tracker:
         model_id: str | None,
         run_id: str | None,
         source: str,
-        alias: str,
+        alias: str | None,
         tags: dict[str, str],
         description: str = "",
     ) -> str | None:
         """A new version of registered model `name`, created from LoggedModel `model_id` (or,
-        without one, from `source`), with `alias` pointed at it; returns the version."""
+        without one, from `source`), with `alias` (if any) pointed at it; returns the version."""
 
         def create() -> str:
             from mlflow.exceptions import MlflowException
@@ -345,7 +345,8 @@ class Tracker:
                 tags=tags,
                 model_id=model_id,
             )
-            self.client.set_registered_model_alias(name, alias, version.version)
+            if alias:
+                self.client.set_registered_model_alias(name, alias, version.version)
             if model_id:
                 self._link_version(model_id, name, str(version.version))
             return str(version.version)  # an int from a SQL store, a string over REST

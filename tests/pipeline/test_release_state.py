@@ -9,6 +9,7 @@ import contextlib
 import fcntl
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -129,9 +130,9 @@ def canary_open(work: Work, record: object = None, canary_pin: bool = True) -> N
         write_json(work.canary_state, record)
 
 
-def end_canary(work: Work) -> subprocess.CompletedProcess:
+def end_canary(work: Work, **extra: str) -> subprocess.CompletedProcess:
     """make canary-end's script, as the Makefile runs it."""
-    env = job_env(WORK_DIR=str(work.root), VENV=os.path.dirname(os.path.dirname(sys.executable)))
+    env = job_env(WORK_DIR=str(work.root), VENV=os.path.dirname(os.path.dirname(sys.executable)), **extra)
     return subprocess.run(["hack/canary-end.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -243,6 +244,52 @@ def test_two_runs_in_one_second_get_their_own_run_ids_and_folders(tmp_path):
     proc = run_job("local", "--work-dir", work.root, "--run-id", "twin", "--dataset", "synthetic")
     assert_one_line_error(proc, "run twin exists already in", "choose another --run-id")
     assert list(work.run("twin").iterdir()) == []
+
+
+# -- 4. MLflow converges to what is served ------------------------------------------------------
+
+
+def record_of(work: Work, version: int) -> dict:
+    return json.loads((work.served() / str(version) / "promotion.json").read_text())
+
+
+@pytest.mark.slow
+def test_mlflow_catches_up_with_what_is_served_after_a_locked_store(tmp_path, mlflow_uri):
+    """Versions 1-3 were promoted while tracking was away (each record names its MLflow run,
+    none is registered), then a rollback runs while another process holds the SQLite store
+    (BEGIN EXCLUSIVE). It used to exit 0 with the registry silently behind; now it exits 3
+    saying so, and the next release job (make canary-end, nothing open) registers what is
+    served and points champion at it."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    experiment = client.get_experiment_by_name("fmnist").experiment_id
+    work = Work(tmp_path / "work")
+    fake_versions(work, 3)
+    for version in (1, 2, 3):
+        run = client.create_run(experiment, run_name=f"candidate-{version}").info.run_id
+        write_json(work.served() / str(version) / "promotion.json", {**record_of(work, version), "mlflow_run_id": run})
+    args = ("--work-dir", work.root, "--reason", "v3 is worse", "--url", NOWHERE, "--no-check")
+    holder = sqlite3.connect(mlflow_uri.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        locked = run_job("rollback", *args, MLFLOW_TRACKING_URI=mlflow_uri)
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+    assert locked.returncode == 3, locked.stderr[-3000:]
+    assert_one_line_error(locked, "version 4 is served, but MLflow is behind", "register version 1", "champion on")
+    assert list(versions(work.served())) == [1, 2, 3, 4]
+
+    caught_up = end_canary(work, MLFLOW_TRACKING_URI=mlflow_uri)
+    assert caught_up.returncode == 0, caught_up.stderr[-3000:]
+    registered = {v: record_of(work, v).get("registered_version") for v in (1, 2, 3, 4)}
+    assert None not in registered.values() and registered[4] == registered[2], registered
+    champion = client.get_model_version_by_alias("fmnist", "champion")
+    assert str(champion.version) == registered[2] and champion.tags["serving_version"] == "2"
+    assert champion.run_id == record_of(work, 2)["mlflow_run_id"]
+    again = end_canary(work, MLFLOW_TRACKING_URI=mlflow_uri)
+    assert again.returncode == 0 and len(client.search_model_versions("name='fmnist'")) == 3
 
 
 # -- 5, 6, 10. the served history ---------------------------------------------------------------

@@ -25,8 +25,12 @@ alias `canary`. This step then:
      parent run and `<work>/runs/<run>/canary.json` record it. After it, as after any
      promotion, the newest version is served everywhere and nothing is pinned.
 
-It exits 0 after a promotion (or when no canary is in progress) and 1 after a roll back, with
-one line saying why: the pipeline ends failed, loudly, with the stable version serving.
+It exits 0 after a promotion (or when no canary is in progress) and 1 after a roll back it
+decided, with one line saying why: the pipeline ends failed, loudly, with the stable version
+serving. `--now rollback` (an operator's call, `make canary-end`, a failed run's clean-up)
+exits 0 once it is done, and ends a canary from any state it was left in
+(`jobs.release.state.canary_to_end`). It exits 3 when MLflow could not be told everything
+(`jobs.release.registry`).
 """
 
 from __future__ import annotations

@@ -304,10 +304,10 @@ METRICS_PATH = "/monitoring/prometheus/metrics"
 _LOADED = re.compile(r"^[:\w]*load_attempt_count\{(?P<labels>[^}]*)\}", re.MULTILINE)
 
 
-def loaded_folders(client: Client) -> list[str] | None:
-    """The version folders the server loaded, from its `load_attempt_count{model_path,status}`
-    series (TF Serving exports it per folder with --monitoring_config_file, and jobs.serve
-    always); None when it exports no metrics."""
+def loaded_folders(client: Client, outcome: str = "success") -> list[str] | None:
+    """The version folders the server loaded (`outcome` fail: tried to load), from its
+    `load_attempt_count{model_path,status}` series (TF Serving exports it per folder with
+    --monitoring_config_file, and jobs.serve always); None when it exports no metrics."""
     try:
         with urllib.request.urlopen(client.url + METRICS_PATH, timeout=10) as response:
             text = response.read().decode("utf-8", "replace")
@@ -316,15 +316,16 @@ def loaded_folders(client: Client) -> list[str] | None:
     found = []
     for match in _LOADED.finditer(text):
         labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match["labels"]))
-        if labels.get("status") == "success" and "model_path" in labels:
+        if labels.get("status") == outcome and "model_path" in labels:
             found.append(labels["model_path"])
     return found
 
 
-def check_identity(client: Client, folder: Path) -> None:
-    """The server loaded this very folder, not another work dir's version of the same number
-    (its status names no path; its load_attempt_count series does)."""
-    loaded = loaded_folders(client)
+def check_identity(client: Client, folder: Path, outcome: str = "success") -> None:
+    """The server loaded this very folder (`outcome`: success, or fail for a version that
+    never loaded), not another work dir's version of the same number: its status names no
+    path, its load_attempt_count series does."""
+    loaded = loaded_folders(client, outcome)
     if loaded is None:
         log.warning("%s exports no metrics: its version %s is matched by number only", client.url, folder.name)
         return
@@ -338,21 +339,19 @@ def check_identity(client: Client, folder: Path) -> None:
 
 
 def check_before(client: Client, base: Path, current: int) -> None:
-    """The server answers and serves the current version from this work dir, or serves an
-    earlier one because the current one never loaded (a broken version is rolled back from):
-    otherwise nothing is written."""
+    """The server answers and serves the current version from this work dir, or the current
+    version never loaded there (a broken version is rolled back from, whatever the server
+    serves meanwhile): otherwise nothing is written."""
     try:
         states = version_states(client)
         available = sorted(v for v, entry in states.items() if entry.get("state") == "AVAILABLE")
-        if available and (available[-1] == current or never_loaded(states.get(current))):
-            check_identity(client, base / str(available[-1]))
-            if available[-1] != current:
-                log.warning(
-                    "version %d never loaded on %s (%s): rolling back from it",
-                    current,
-                    client.url,
-                    (states[current].get("status") or {}).get("error_message", "no message"),
-                )
+        if available and available[-1] == current:
+            check_identity(client, base / str(current))
+            return
+        if never_loaded(states.get(current)):
+            check_identity(client, base / str(current), "fail")
+            why = (states[current].get("status") or {}).get("error_message", "no message")
+            log.warning("version %d never loaded on %s (%s): rolling back from it", current, client.url, why)
             return
     except Unreachable as err:
         raise JobError(

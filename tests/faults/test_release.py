@@ -19,6 +19,7 @@ from jobs.core.files import write_json
 from jobs.core.paths import Work, versions
 from tests.faults.test_serving import garbage_graph
 from tests.helpers import ROOT
+from tests.helpers.faults import wait_for
 from tests.helpers.jobs import assert_one_line_error, job_env, run_job
 from tests.pipeline.test_rollback import fake_versions
 from tests.serving.conftest import LocalServer
@@ -58,12 +59,17 @@ def test_rollback_from_and_to_a_version_that_does_not_load(ingested, untrained_m
     client = MlflowClient(mlflow_uri)
     client.create_registered_model("fmnist")
     work = Work(ingested)
-    for number, damage in ((1, None), (2, None), (3, garbage_graph)):
-        registry = client.create_model_version("fmnist", (work.served() / str(number)).as_uri())
-        version(work, number, untrained_model, str(registry.version), damage)
+    for number in (1, 2, 3):
+        client.create_model_version("fmnist", (work.served() / str(number)).as_uri())
     client.set_registered_model_alias("fmnist", "champion", "2")
+    version(work, 1, untrained_model, "1")
+    version(work, 2, untrained_model, "2")
     server = LocalServer(work.served(), tmp_path / "serve.log", "--load-retries", "0").start(expect_version=2)
     try:
+        staged = tmp_path / "staged"
+        version(Work(staged), 3, untrained_model, "3", garbage_graph)
+        os.rename(staged / "models" / "fmnist" / "3", work.served() / "3")  # renamed in whole, as promote does
+        wait_for(lambda: "version 3 failed to load" in server.log(), 120, "version 3 to fail to load")
         out = make_rollback(work, server.url, mlflow_uri, REASON="v3 never loaded")
         assert out.returncode == 0, out.stderr[-3000:]
         assert "version 3 never loaded" in out.stderr

@@ -12,16 +12,21 @@ earlier version folder stays as it was. The new folder's promotion.json says wha
 restored model's own record (run, model, test accuracy, registry version). Which version the
 default goes back to: jobs/release/history.py.
 
-MLflow follows when tracking is configured (as for promotion, it is best effort: the served
-folder is what counts): the alias `champion` moves to the restored model's registry version,
-both registry versions get tags saying who rolled back what, when and why, and the rollback is
-a run of its own in the experiment. A model promoted without tracking can be rolled back too;
-the job says MLflow was not updated.
+MLflow follows when tracking is configured (the served folder is what counts): once the check
+has passed, the alias `champion` moves to the restored model's registry version, both registry
+versions get tags saying who rolled back what, when and why, and the rollback is a run of its
+own in the experiment; then the registry is brought into line with the served folders
+(jobs.release.registry: exit 3 when it could not be). A model promoted without tracking can be
+rolled back too; the job says MLflow was not updated.
 
-Before anything is written, the server at --url must answer and serve the current version;
-after, the new version must become AVAILABLE there and pass the smoke check (jobs.predict
---check) at the restored model's recorded test accuracy less --tolerance. A failed check leaves
-the rollback in place and ends with one error line. --no-check skips both (no server running).
+Everything is decided under the promotion lock, from what is served then: the target, the
+canary state and the server's check. The server at --url must answer and serve the current
+version from this work dir's folder, or report that the current version never loaded (a broken
+version is rolled back from); a version published while the rollback waited for the lock makes
+it write nothing. After, the new version must become AVAILABLE there and pass the smoke check
+(jobs.predict --check) at the restored model's recorded test accuracy less --tolerance. A
+failed check leaves the rollback in place, `champion` where it was, and ends with one error
+line naming the way out (a plain make rollback). --no-check skips both (no server running).
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ alias unmoved. Every release job therefore ends with `reconcile`: each promoted 
 promotion.json names the MLflow run (and LoggedModel) it came from but no registry version is
 registered now, a rollback's folder takes its origin's registry version, `champion` points at
 what the stable servers serve and `canary` at what the canary servers serve during a canary
-(and exists at no other time). What could not be recorded is listed, and the job exits
+(and exists at no other time); a served version MLflow never had leaves the aliases as they
+are. What could not be recorded is listed, and the job exits
 `BEHIND` (3) with one line: the next release job, or `make canary-end` with nothing open,
 catches up once the store answers.
 """
@@ -49,10 +50,14 @@ def reconcile(work: Work, tracker, name: str = MODEL_NAME) -> list[str]:
             canary = read_canary(work)
         except JobError:
             canary = None  # make canary-end deals with it; the aliases follow the pins meanwhile
-    stable = serving_config.served_version(work, name, "stable")
-    point(tracker, name, CHAMPION, records.get(stable, {}).get("registered_version"), behind)
-    on_trial = records.get(canary["canary_version"], {}) if canary else {}
-    point(tracker, name, CANARY, on_trial.get("registered_version"), behind)
+    # An alias moves only to a known registry version: a served version that MLflow never had
+    # (copied in by hand, promoted without tracking) leaves champion where it is.
+    champion = records.get(serving_config.served_version(work, name, "stable"), {}).get("registered_version")
+    if champion:
+        point(tracker, name, CHAMPION, champion, behind)
+    on_trial = records.get(canary["canary_version"], {}).get("registered_version") if canary else None
+    if on_trial or not canary:
+        point(tracker, name, CANARY, on_trial, behind)  # no canary open: the alias goes
     return behind
 
 

@@ -52,9 +52,12 @@ def reconcile(work: Work, tracker, name: str = MODEL_NAME) -> list[str]:
             canary = None  # make canary-end deals with it; the aliases follow the pins meanwhile
     # An alias moves only to a known registry version: a served version that MLflow never had
     # (copied in by hand, promoted without tracking) leaves champion where it is.
-    champion = records.get(serving_config.served_version(work, name, "stable"), {}).get("registered_version")
+    stable = serving_config.served_version(work, name, "stable")
+    champion = records.get(stable, {}).get("registered_version")
     if champion:
         point(tracker, name, CHAMPION, champion, behind)
+    elif stable is not None and trackable(records.get(history.origin(stable, records[stable]), {})):
+        behind.append(f"{CHAMPION} on served version {stable}")  # its registration failed above
     on_trial = records.get(canary["canary_version"], {}).get("registered_version") if canary else None
     if on_trial or not canary:
         point(tracker, name, CANARY, on_trial, behind)  # no canary open: the alias goes
@@ -65,10 +68,15 @@ def registered_part(found: dict) -> dict:
     return {key: found[key] for key in ("registered_model", "registered_version", "model_id") if key in found}
 
 
+def trackable(found: dict) -> bool:
+    """Whether a promotion's record names what MLflow would register it from."""
+    return bool(found.get("model_id") or found.get("mlflow_run_id"))
+
+
 def register(work: Work, tracker, version: int, found: dict, name: str, behind: list[str]) -> None:
     """A promoted version that MLflow lacks, registered from the run (and LoggedModel) its
     record names; one promoted without tracking names neither and stays unregistered."""
-    if not (found.get("model_id") or found.get("mlflow_run_id")):
+    if not trackable(found):
         return
     folder = work.served(name) / str(version)
     tags = {"serving_version": str(version), "serving_path": str(folder.resolve()), "registered_late": "true"}

@@ -173,9 +173,10 @@ def rollback(
     return result
 
 
-def track(tracker, result: Rollback, name: str) -> str:
+def track(tracker, result: Rollback, name: str, move_alias: bool = True) -> str:
     """The registry and a run of the experiment told about the rollback; returns what MLflow
-    got: `updated`, `not configured`, `not registered` or `failed`."""
+    got: `updated`, `not configured`, `not registered` or `failed`. `move_alias` False (its
+    check failed): the tags and the run, `champion` left where it is."""
     if not tracker.enabled:
         log.warning("MLflow was not updated (no tracking configured): the alias %s is unchanged", CHAMPION)
         return "not configured"
@@ -204,6 +205,9 @@ def track(tracker, result: Rollback, name: str) -> str:
             "serving_version": version,
         }
         done.append(set_version_tags(tracker, name, str(restored), tags))
+    if not move_alias:
+        log.warning("the alias %s is left on the model served before (the check failed)", CHAMPION)
+    elif restored is not None:
         done.append(
             tracker.call(
                 f"point {CHAMPION} at version {restored}",
@@ -419,9 +423,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         restored_from=result.restored_from,
         registered_version=result.registered_version or "none",
     )
-    if not args.no_check:  # MLflow's alias moves only once the server serves the restored model
-        check_after(client, work, result, args.timeout, args.tolerance)
     tracker = Tracker()
+    if not args.no_check:  # MLflow's alias moves only once the server serves the restored model
+        try:
+            check_after(client, work, result, args.timeout, args.tolerance)
+        except JobError:
+            track(tracker, result, MODEL_NAME, move_alias=False)
+            raise
     result.mlflow = track(tracker, result, MODEL_NAME)
     emit(mlflow=result.mlflow.replace(" ", "_"))
     settle(work, tracker, f"version {result.version} is served")

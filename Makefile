@@ -196,6 +196,10 @@ predict: venv ## Classify test samples, or your own images (IMAGES="a.png b.jpg"
 rollback: venv ## Serve an earlier version again, deleting nothing: REASON="..." [TO=<version>] [WHERE=cluster]
 	hack/rollback.sh
 
+.PHONY: canary-end
+canary-end: venv ## End a canary left open (a failed or killed run), from any state: roll it back
+	hack/canary-end.sh
+
 .PHONY: monitor
 monitor: ## Prometheus with the alert rules on every local model server, on MONITOR_PORT (Grafana too, if installed)
 	hack/monitor.sh

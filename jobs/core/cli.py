@@ -34,7 +34,11 @@ def named(flag: str) -> str:
 
 
 class JobError(Exception):
-    """A failure the user can act on: printed as one line, exit status 1."""
+    """A failure the user can act on: printed as one line, exit status `code` (1)."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -84,7 +88,7 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None 
         return main(argv)
     except JobError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return err.code
     except KeyboardInterrupt:  # Ctrl-C: asked for, so no error
         print("stopped (Ctrl-C)", file=sys.stderr)
         return 130

@@ -179,5 +179,32 @@ def versions(base: Path) -> dict[int, Path]:
         entries = list(os.scandir(base))
     except OSError:
         return {}
-    found = {int(e.name): Path(e.path) for e in entries if e.name.isascii() and e.name.isdigit() and e.is_dir()}
+    found = {int(e.name): Path(e.path) for e in entries if _numeric(e.name) and _is_dir(e)}
     return dict(sorted(found.items()))
+
+
+def unreadable_versions(base: Path) -> dict[str, str]:
+    """Numeric names under `base` that cannot be read as folders (a symlink loop, a dangling
+    link): `versions` leaves them out; what is wrong with each, by name."""
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return {}
+    found = {}
+    for entry in (e for e in entries if _numeric(e.name)):
+        try:
+            os.stat(entry.path)
+        except OSError as err:
+            found[entry.name] = err.strerror or str(err)
+    return found
+
+
+def _numeric(name: str) -> bool:
+    return name.isascii() and name.isdigit()
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a symlink loop: not a version
+        return False

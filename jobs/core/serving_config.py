@@ -163,10 +163,25 @@ def pinned(target: Path, name: str = MODEL_NAME) -> tuple[int, ...] | None:
     """The versions `target` pins for `name`: `()` for the latest, None when the file is
     missing, unreadable or does not list the model (the placeholder)."""
     try:
-        text = target.read_text()
+        text = target.read_bytes().decode()
     except OSError:
         return None
+    except UnicodeDecodeError:
+        raise JobError(
+            f"{target} is not a model config (not UTF-8 text): make canary-end rewrites it from the version folders"
+        ) from None
     return policies(text).get(name)
+
+
+def damaged(target: Path) -> bool:
+    """A config file that is there but not text (`pinned` refuses it)."""
+    try:
+        target.read_bytes().decode()
+    except OSError:
+        return False
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 def served_version(work: Work, name: str = MODEL_NAME, track: str = "stable") -> int | None:

@@ -31,6 +31,7 @@ from jobs.local import processes, summary
 from jobs.local import settings as local_settings
 from jobs.local.processes import Process, free_ports
 from jobs.local.settings import Settings
+from jobs.release import state as release_state
 from jobs.train import distributed, run_info
 
 log = logging.getLogger("jobs.local")
@@ -279,6 +280,41 @@ class Runner:
                     serving.enter_context(self.server())
                 self.results[step.name] = self.timed(step.name, self.run_single, step)
 
+    def claim(self) -> None:
+        """Refuses to start while a canary is open (its pins would hold this run's version
+        back until the wait for it timed out), and claims the run's folder: a run id in use
+        (two runs started in the same second with one id) fails here, before any training."""
+        work, run_id = self.s.work, self.s.run_id
+        canary = release_state.read_canary(work)
+        if canary is not None:
+            raise JobError(
+                f"a canary of version {canary['canary_version']} (run {canary.get('run_id')}) is still open in "
+                f"{work.root}: end it first with make canary-end (it rolls it back)"
+            )
+        work.runs.mkdir(parents=True, exist_ok=True)
+        try:
+            work.run(run_id).mkdir()
+        except FileExistsError:
+            raise JobError(f"run {run_id} exists already in {work.runs}: choose another --run-id") from None
+
+    def close_canary(self) -> None:
+        """A run that fails or is stopped after opening a canary ends it (rolls it back)
+        before it exits: left open, its pins would wedge every later run."""
+        if self.s.rollout != "canary":
+            return
+        try:
+            canary = release_state.read_canary(self.s.work)
+        except JobError:
+            canary = None  # not readable: make canary-end, which the next run's refusal names
+        if canary is None or canary.get("run_id") != self.s.run_id:
+            return
+        log.warning("the run failed with its canary of version %s open: rolling it back", canary["canary_version"])
+        argv = [self.s.python, "-m", "jobs.canary", "--work-dir", str(self.s.work.root), "--run-id", self.s.run_id]
+        argv += ["--dataset", self.s.dataset, "--now", "rollback", "--only-own"]
+        process = Process(argv, self.log_dir() / "canary-close.log", "[canary-close]", True, dict(os.environ))
+        if process.wait() != 0:
+            log.error("the canary could not be ended (%s): end it with make canary-end", process.log_path)
+
     def log_dir(self) -> Path:
         return self.s.work.logs(self.s.run_id)
 
@@ -309,11 +345,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.epochs,
         os.environ["MLFLOW_TRACKING_URI"],
     )
+    runner.claim()
     started = time.monotonic()
     try:
         runner.run()
+    except JobError:
+        runner.stop_all()
+        runner.close_canary()
+        raise
     except Stopped as stop:
         runner.stop_all()
+        runner.close_canary()
         print(
             f"stopped ({stop}): every process of this run has ended, "
             f"{time.monotonic() - runner.stop_requested:.1f} s after the signal",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import secrets
 import shlex
 import sys
 import time
@@ -63,6 +64,10 @@ def shell_words(text: str) -> str:
     return text
 
 
+def default_run_id() -> str:
+    return time.strftime("local-%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = parser("Run the whole pipeline on this machine: the cluster's steps, with local processes.")
     # The pipeline's defaults, as the steps' own parsers own them (jobs.steps.default).
@@ -87,7 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--models", type=csv_list(models.NAMES), default=steps.default("models"), help="comma-separated candidates"
     )
     p.add_argument(
-        "--run-id", type=plain_name, default=time.strftime("local-%Y%m%d-%H%M%S"), help="names this run's folder"
+        "--run-id",
+        type=plain_name,
+        default=default_run_id(),
+        help="names this run's folder (the default: the time and a random suffix, so that two runs started "
+        "in one second differ)",
     )
     p.add_argument("--min-accuracy", type=fraction, default=steps.MIN_ACCURACY, help="the smoke check's threshold")
     p.add_argument(

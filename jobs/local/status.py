@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jobs.core.cli import duration, parser, positive_int
-from jobs.core.paths import MODEL_NAME, Candidate, Work, version_record, versions
+from jobs.core import serving_config
+from jobs.core.cli import JobError, duration, parser, positive_int
+from jobs.core.paths import MODEL_NAME, Candidate, Work, versions
 from jobs.predict.client import Client, ServerError, Unreachable
 from jobs.release import history
+from jobs.release import state as release_state
 
 
 def load(path: Path) -> Any:
@@ -30,8 +32,11 @@ def served_lines(work: Work) -> list[str]:
     found = versions(work.served())
     if not found:
         return ["served: nothing yet (make local promotes a model)"]
-    version = max(found)
-    record = load(version_record(found[version])) or {}
+    try:
+        version = serving_config.served_version(work) or max(found)
+    except JobError:  # a damaged config: the newest on disk, and the pin lines say why
+        version = max(found)
+    record = history.record(found[version])  # {} when missing or not an object
     what = ", ".join(
         part
         for part in (
@@ -45,8 +50,37 @@ def served_lines(work: Work) -> list[str]:
         )
         if part
     )
-    older = f"; older versions: {', '.join(map(str, sorted(found)[:-1]))}" if len(found) > 1 else ""
-    return [f"served: version {version} in {found[version]} ({what}){older}"]
+    others = [v for v in found if v != version]
+    older = f"; other versions: {', '.join(map(str, others))}" if others else ""
+    return [f"served: version {version} in {found[version]} ({history.printable(what)}){older}", *pin_lines(work)]
+
+
+def pin_lines(work: Work) -> list[str]:
+    """What pins the servers to a version (during a canary, or left by one), and the canary
+    open, if any: a served version below the newest on disk is never a mystery."""
+    lines = []
+    for track in serving_config.TRACKS:
+        path = serving_config.track_path(work, track)
+        try:
+            pins = serving_config.pinned(path)
+        except JobError as err:
+            lines.append(f"pin: {err}")
+            continue
+        if pins:
+            lines.append(f"pin: the {track} servers serve version {', '.join(map(str, pins))} only ({path})")
+    try:
+        canary = release_state.read_canary(work)
+    except JobError as err:
+        return [*lines, f"canary: {err}"]
+    if canary is not None:
+        opened = history.printable(f"run {canary.get('run_id')} at {canary.get('started_at')}")
+        lines.append(
+            f"canary: open: version {canary['canary_version']} on the canary servers against version "
+            f"{canary['stable_version']} ({opened}); the canary step decides, or make canary-end rolls it back"
+        )
+    elif lines:
+        lines.append("canary: none open, but pins are left: make canary-end lifts them")
+    return lines
 
 
 def history_lines(work: Work, limit: int) -> list[str]:

@@ -9,4 +9,5 @@ One concern per module:
     rollback        an earlier version served again as the next one (`python -m jobs.rollback`)
     history         the served history: each version's origin, what a rollback goes back to
     state           the release state: publishing a version, the canary in progress, the aliases
+    registry        MLflow's registry brought into line with what is served (every release job's end)
 """

@@ -25,8 +25,12 @@ alias `canary`. This step then:
      parent run and `<work>/runs/<run>/canary.json` record it. After it, as after any
      promotion, the newest version is served everywhere and nothing is pinned.
 
-It exits 0 after a promotion (or when no canary is in progress) and 1 after a roll back, with
-one line saying why: the pipeline ends failed, loudly, with the stable version serving.
+It exits 0 after a promotion (or when no canary is in progress) and 1 after a roll back it
+decided, with one line saying why: the pipeline ends failed, loudly, with the stable version
+serving. `--now rollback` (an operator's call, `make canary-end`, a failed run's clean-up)
+exits 0 once it is done, and ends a canary from any state it was left in
+(`jobs.release.state.canary_to_end`). It exits 3 when MLflow could not be told everything
+(`jobs.release.registry`).
 """
 
 from __future__ import annotations
@@ -62,7 +66,16 @@ from jobs.release.canary_metrics import (
     window,
 )
 from jobs.release.quality import Prediction, QualityBounds
-from jobs.release.state import CANARY, CHAMPION, end_canary, read_canary, set_version_tags
+from jobs.release.registry import lagging, reconcile, settle
+from jobs.release.state import (
+    CANARY,
+    CHAMPION,
+    canary_to_end,
+    end_canary,
+    lift_pins,
+    read_canary,
+    set_version_tags,
+)
 from jobs.tracking.tracker import Tracker
 
 log = logging.getLogger("jobs.canary")
@@ -214,9 +227,16 @@ def act(work: Work, state: dict, decision: Decision, tracker, run_id: str) -> di
         # out of the served history, champion on the stable model's registry version, a line
         # in the history and a rollback run in MLflow.
         reason = f"canary of version {state['canary_version']} rolled back: " + decision.reason
-        done = rollback.rollback(work, state["stable_version"], reason, f"canary step of run {run_id}", tracker, model)
-        serve = done.version
-        log.info("rolled back: every server serves version %d (version %d's model)", serve, state["stable_version"])
+        newest = max(versions(work.served(model)), default=state["canary_version"])
+        if newest != state["canary_version"]:  # rolling back now would undo a later, unrelated version
+            serving_config.serve_latest(work, model)
+            serve = newest
+            log.warning("version %d was published after this canary began: its pins are lifted, no rollback", newest)
+        else:
+            actor = f"canary step of run {run_id}"
+            done = rollback.rollback(work, state["stable_version"], reason, actor, tracker, model, closing_canary=True)
+            serve = done.version
+            log.info("rolled back: every server serves version %d (version %d's model)", serve, state["stable_version"])
     record = {
         **state,
         "decision": decision.outcome,
@@ -334,8 +354,8 @@ def record_run(
 def build_parser():
     p = parser(__doc__.splitlines()[0])
     add_run_arguments(p)  # --dataset: whose test split the probe traffic sends
-    p.add_argument("--stable-url", required=True, help="the stable servers (a headless Service in the cluster)")
-    p.add_argument("--canary-url", required=True, help="the canary servers (a headless Service in the cluster)")
+    p.add_argument("--stable-url", help="the stable servers (a headless Service in the cluster); not with --now")
+    p.add_argument("--canary-url", help="the canary servers (a headless Service in the cluster); not with --now")
     p.add_argument("--model-name", default=MODEL_NAME, help="model name in the URL paths and metrics")
     p.add_argument("--seconds", type=positive_float, default=DEFAULT_SECONDS, help="how long the canary is watched")
     p.add_argument(
@@ -348,7 +368,13 @@ def build_parser():
     p.add_argument(
         "--now",
         choices=(PROMOTE, ROLLBACK),
-        help="decide at once, without watching (an operator's call, e.g. after a failed smoke check)",
+        help="decide at once, without watching (an operator's call, e.g. after a failed smoke check); ends a "
+        "canary from any state it was left in (make canary-end)",
+    )
+    p.add_argument(
+        "--only-own",
+        action="store_true",
+        help="with --now: end the canary only if this run (--run-id) opened it (a failed run's clean-up)",
     )
     defaults = Bounds()
     p.add_argument("--max-error-rate", type=fraction, default=defaults.max_error_rate, help="the canary's error rate")
@@ -434,10 +460,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     answers = QualityBounds(args.min_agreement, args.max_class_psi, args.accuracy_significance)
     work = Work(args.work_dir)
-    state = read_canary(work)
+    if not args.now and not (args.stable_url and args.canary_url):
+        raise JobError("--stable-url and --canary-url are required to watch a canary (or decide at once with --now)")
+    state = canary_to_end(work, args.model_name) if args.now else read_canary(work)
+    if state is not None and args.only_own and state.get("run_id") != args.run_id:
+        log.info("the canary in progress was opened by run %s, not %s: left as it is", state.get("run_id"), args.run_id)
+        state = None
+    elif state is None and args.now:
+        lift_pins(work, args.model_name)
+    tracker = Tracker()
     if state is None:
         log.info("no canary in progress (%s is absent): nothing to watch", work.canary_state)
         emit(canary="none")
+        settle(work, tracker, "no canary is open", args.model_name)
         return 0
     watching = Watch(
         args.stable_url, args.canary_url, args.model_name, args.seconds, args.probe_rate, args.wait_timeout
@@ -448,7 +483,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         probes = probe_images(work, args.dataset, min(watching.requests, MAX_PROBE_IMAGES))
         decision = judge(watching, probes, state, bounds, answers)
-    tracker = Tracker()
     record = act(work, state, decision, tracker, args.run_id)
     record_run(tracker, work, args.run_id, record, decision, watching, bounds, answers)
     c, q = decision.figures["canary"], decision.figures.get("quality", {})
@@ -464,10 +498,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_class_psi=answers.max_class_psi,
         accuracy_significance=answers.accuracy_significance,
     )
-    if decision.outcome != PROMOTE:
+    behind = reconcile(work, tracker, state.get("model", MODEL_NAME))
+    if decision.outcome != PROMOTE and not args.now:  # by hand, a roll back is what was asked for
         what = "too few requests to decide" if decision.outcome == INCONCLUSIVE else decision.reason
+        what += f" (and MLflow is behind: {', '.join(behind)})" if behind else ""
         raise JobError(
             f"canary version {state['canary_version']} rolled back to {state['stable_version']} "
             f"(its model served again as version {record['served_version']}): {what}"
         )
+    if behind:
+        raise lagging(f"the canary was decided ({record['action']}, version {record['served_version']} served)", behind)
     return 0

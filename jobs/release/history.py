@@ -111,61 +111,118 @@ def path(work: Work, name: str = MODEL_NAME) -> Path:
     return work.history(name)
 
 
-def append(work: Work, line: dict, name: str = MODEL_NAME) -> None:
+def append(work: Work, entry: dict, name: str = MODEL_NAME) -> None:
     """Adds one line to the history; call with the promotion lock held. A line is written in
-    one write and fsynced; a line cut short by a crash is skipped by `read`."""
+    one write and fsynced; after a line cut short by a crash it starts on a line of its own,
+    so that `read` skips the fragment alone."""
     target = path(work, name)
     target.parent.mkdir(parents=True, exist_ok=True)
-    data = (json.dumps(line, sort_keys=True) + "\n").encode()
-    fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    data = (json.dumps(entry, sort_keys=True) + "\n").encode()
+    fd = os.open(target, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
         os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def promotion_line(version: int, record: dict, decision: str) -> dict:
-    """The history line of a promotion: its promotion.json `record`, who and when."""
-    kept = {key: record.get(key) for key in ("run_id", "model", "accuracy", "dataset")}
+def line(version: int, found: dict) -> dict:
+    """A version's history line, from its promotion.json `found`: what, who, when, why."""
+    kept = {key: found.get(key) for key in ("run_id", "model", "accuracy")}
+    if "restored_from" in found:
+        return {
+            "event": "rollback",
+            "version": version,
+            "origin": origin(version, found),
+            "rollback_of": found.get("rollback_of"),
+            "restored_from": found.get("restored_from"),
+            **kept,
+            "registered_version": found.get("registered_version"),
+            "reason": found.get("reason"),
+            "by": found.get("actor"),
+            "at": found.get("rolled_back_at"),
+        }
     return {
         "event": "promote",
         "version": version,
         "origin": version,
-        "decision": decision,
+        "decision": found.get("decision"),
         **kept,
-        "by": default_actor(),
-        "at": record.get("promoted_at"),
+        "dataset": found.get("dataset"),
+        "by": found.get("actor"),
+        "at": found.get("promoted_at"),
     }
 
 
-def read(work: Work, name: str = MODEL_NAME) -> list[dict]:
-    """Every whole line of the history, oldest first (none when there is no history yet)."""
+def catch_up(work: Work, name: str = MODEL_NAME) -> list[int]:
+    """Appends the line of every version folder the history lacks, oldest first: the version
+    just published, and any whose line an earlier job failed to write. Idempotent: a version
+    with its line gets no other. Folders without a promotion.json (copied in by hand) get
+    none. Call with the promotion lock held; returns the versions written."""
+    have = {found.get("version") for found in read(work, name)}
+    written = []
+    for version, folder in versions(work.served(name)).items():
+        found = record(folder)
+        if version not in have and found:
+            append(work, line(version, found), name)
+            written.append(version)
+    return written
+
+
+def write_published(work: Work, what: str, name: str = MODEL_NAME) -> None:
+    """`catch_up` after a publish: when the history cannot be written, one line saying that
+    `what` (the version) was published all the same, and that repeating the job is not the
+    remedy (a rollback repeated would roll back twice): the next release job writes the line."""
     try:
-        text = path(work, name).read_text()
+        catch_up(work, name)
+    except OSError as err:
+        raise JobError(
+            f"{what} was published, but the served history {path(work, name)} could not be written "
+            f"({err.strerror or err}): the next promotion or rollback writes its line; do not repeat this one"
+        ) from None
+
+
+def read(work: Work, name: str = MODEL_NAME) -> list[dict]:
+    """Every whole line of the history, oldest first (none when there is no history yet). A
+    line cut short, or not UTF-8 (a disk's garbage), is skipped alone."""
+    try:
+        data = path(work, name).read_bytes()
     except OSError:
         return []
     lines = []
-    for line in text.splitlines():
+    for raw in data.splitlines():
         try:
-            found = json.loads(line)
-        except ValueError:
+            found = json.loads(raw.decode())
+        except ValueError:  # UnicodeDecodeError is one
             continue
         if isinstance(found, dict):
             lines.append(found)
     return lines
 
 
-def describe(line: dict) -> str:
+def printable(value) -> str:
+    """A recorded value for one line of a terminal: control characters (a newline in a
+    REASON) escaped, so that no value can forge a line of its own."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(value))
+
+
+def describe(entry: dict) -> str:
     """One history line for people."""
-    when, by = line.get("at", "?"), line.get("by")
-    who = f" by {by}" if by else ""
-    if line.get("event") == "rollback":
-        why = f": {line['reason']}" if line.get("reason") else ""
+    shown = {key: printable(value) for key, value in entry.items()}
+    when, by = shown.get("at", "?"), shown.get("by")
+    who = f" by {by}" if entry.get("by") else ""
+    origin_of = f"({shown.get('model')} of run {shown.get('run_id')})"
+    if entry.get("event") == "rollback":
+        why = f": {shown['reason']}" if entry.get("reason") else ""
         return (
-            f"version {line.get('version')} {when}{who}: rollback from version {line.get('rollback_of')} "
-            f"to version {line.get('restored_from')}'s model ({line.get('model')} of run {line.get('run_id')}){why}"
+            f"version {shown.get('version')} {when}{who}: rollback from version {shown.get('rollback_of')} "
+            f"to version {shown.get('restored_from')}'s model {origin_of}{why}"
         )
-    accuracy = line.get("accuracy")
+    accuracy = entry.get("accuracy")
     score = f", test accuracy {accuracy:.4f}" if isinstance(accuracy, float) else ""
-    return f"version {line.get('version')} {when}{who}: promoted {line.get('model')} of run {line.get('run_id')}{score}"
+    return (
+        f"version {shown.get('version')} {when}{who}: promoted {shown.get('model')} of run {shown.get('run_id')}{score}"
+    )

@@ -47,8 +47,9 @@ from jobs.evaluate import report
 from jobs.evaluate.evaluate import Evaluation, correct, predict
 from jobs.ingest import data
 from jobs.release import history
+from jobs.release.registry import settle
 from jobs.release.selection import DEFAULT_MIN_GAIN, DEFAULT_SIGNIFICANCE, Gate, best_candidate, decide, mcnemar
-from jobs.release.state import CANARY, CHAMPION, publish, write_canary
+from jobs.release.state import CANARY, CHAMPION, publish, refuse_during_canary, registered, write_canary
 from jobs.tracking.tracker import Tracker
 from jobs.train import models, run_info
 
@@ -260,7 +261,6 @@ def serve(work: Work, current: int | None, version: int, rollout: str, run_id: s
         serving_config.serve_latest(work)  # the canary servers, if any, follow too
         return None
     serving_config.pin(work, "canary", version)  # the stable ones were held before it was published
-    stable_record = version_record(work.served() / str(current))
     state = {
         "model": MODEL_NAME,
         "stable_version": current,
@@ -268,9 +268,7 @@ def serve(work: Work, current: int | None, version: int, rollout: str, run_id: s
         "run_id": run_id,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "registered_version": None,
-        "stable_registered_version": read_json(stable_record).get("registered_version")
-        if stable_record.exists()
-        else None,
+        "stable_registered_version": registered(work, current),
     }
     write_canary(work, state)
     log.info("version %d goes to the canary servers; the stable ones stay on version %d", version, current)
@@ -297,25 +295,37 @@ def publish_promotion(work: Work, result: Promotion, model: Path, outcome: str) 
         "dataset": result.dataset,
         "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "mlflow_run_id": result.mlflow_run_id,
+        "model_id": result.model_id,
+        "decision": outcome,
+        "actor": history.default_actor(),
     }
     current = result.version
     if result.rollout == "canary" and current is not None:
         serving_config.hold(work, "stable", current)
     result.version = publish(model, work.served(), record)
     result.canary = serve(work, current, result.version, result.rollout, result.run_id)
-    history.append(work, history.promotion_line(result.version, record, outcome))
+    history.write_published(work, f"version {result.version} ({result.model} of run {result.run_id})")
     log.info("promoted %s as version %d of %s", result.model, result.version, work.served())
 
 
 def promote(
-    work: Work, run_id: str, dataset: str, names: Sequence[str], force: bool, gate: Gate, rollout: str = "direct"
+    work: Work,
+    run_id: str,
+    dataset: str,
+    names: Sequence[str],
+    force: bool,
+    gate: Gate,
+    rollout: str = "direct",
+    tracker: Tracker | None = None,
 ) -> Promotion:
 
+    refuse_during_canary(work, "promote")  # before the evaluations are read; again under the lock
     evaluations, best, test, chosen = choose(work, run_id, dataset, names)
     validation_scores = {name: e.validation_accuracy for name, e in evaluations.items()}
     candidate = work.candidate(run_id, best)
     base = work.served()
     with locked(base / ".promote.lock"):  # held across choose-number-copy-rename
+        refuse_during_canary(work, "promote")
         current = serving_config.served_version(work)
         served = served_correct(base / str(current), test) if current is not None else None
         comparison = mcnemar(chosen, served) if served is not None else None
@@ -354,7 +364,7 @@ def promote(
         if decision.promote:
             publish_promotion(work, result, candidate.model, decision.outcome)
 
-    tracker = Tracker()
+    tracker = Tracker() if tracker is None else tracker
     parent = tracker.pipeline_run(work, run_id, {"dataset": dataset})
     result.mlflow_parent_run_id = parent
     track(work, tracker, result, gate, force, test.images[:5])
@@ -395,7 +405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     gate = Gate(args.significance, args.min_gain)
-    result = promote(Work(args.work_dir), args.run_id, args.dataset, args.models, args.force, gate, args.rollout)
+    work, tracker = Work(args.work_dir), Tracker()
+    result = promote(work, args.run_id, args.dataset, args.models, args.force, gate, args.rollout, tracker)
     comparison = result.mcnemar or {}
     emit(
         model=result.model,
@@ -406,4 +417,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         promoted=int(result.promoted),
         version=result.version if result.version is not None else "none",
     )
+    served = f"version {result.version} is served" if result.version is not None else "nothing is served"
+    settle(work, tracker, f"{'promoted: ' if result.promoted else ''}{served}")
     return 0

@@ -12,16 +12,21 @@ earlier version folder stays as it was. The new folder's promotion.json says wha
 restored model's own record (run, model, test accuracy, registry version). Which version the
 default goes back to: jobs/release/history.py.
 
-MLflow follows when tracking is configured (as for promotion, it is best effort: the served
-folder is what counts): the alias `champion` moves to the restored model's registry version,
-both registry versions get tags saying who rolled back what, when and why, and the rollback is
-a run of its own in the experiment. A model promoted without tracking can be rolled back too;
-the job says MLflow was not updated.
+MLflow follows when tracking is configured (the served folder is what counts): once the check
+has passed, the alias `champion` moves to the restored model's registry version, both registry
+versions get tags saying who rolled back what, when and why, and the rollback is a run of its
+own in the experiment; then the registry is brought into line with the served folders
+(jobs.release.registry: exit 3 when it could not be). A model promoted without tracking can be
+rolled back too; the job says MLflow was not updated.
 
-Before anything is written, the server at --url must answer and serve the current version;
-after, the new version must become AVAILABLE there and pass the smoke check (jobs.predict
---check) at the restored model's recorded test accuracy less --tolerance. A failed check leaves
-the rollback in place and ends with one error line. --no-check skips both (no server running).
+Everything is decided under the promotion lock, from what is served then: the target, the
+canary state and the server's check. The server at --url must answer and serve the current
+version from this work dir's folder, or report that the current version never loaded (a broken
+version is rolled back from); a version published while the rollback waited for the lock makes
+it write nothing. After, the new version must become AVAILABLE there and pass the smoke check
+(jobs.predict --check) at the restored model's recorded test accuracy less --tolerance. A
+failed check leaves the rollback in place, `champion` where it was, and ends with one error
+line naming the way out (a plain make rollback). --no-check skips both (no server running).
 """
 
 from __future__ import annotations
@@ -29,8 +34,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
+import re
 import time
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from jobs.core import serving_config
@@ -40,7 +48,8 @@ from jobs.core.paths import MODEL_NAME, Work, versions
 from jobs.predict import predict
 from jobs.predict.client import DEFAULT_URL, Client, ServerError, Unreachable, wait_for_version
 from jobs.release import history
-from jobs.release.state import CHAMPION, publish, read_canary, set_version_tags
+from jobs.release.registry import settle
+from jobs.release.state import CHAMPION, publish, refuse_during_canary, set_version_tags
 from jobs.tracking.tracker import Tracker
 
 log = logging.getLogger("jobs.rollback")
@@ -91,13 +100,36 @@ def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def rollback(work: Work, to: int | None, reason: str, actor: str, tracker=None, name: str = MODEL_NAME) -> Rollback:
+def publish_rollback(
+    work: Work,
+    to: int | None,
+    reason: str,
+    actor: str,
+    name: str = MODEL_NAME,
+    expect: int | None = None,
+    check: Callable[[int], None] | None = None,
+    closing_canary: bool = False,
+) -> Rollback:
     """Publishes version `to` (None: the one served before the current one) as the next
-    version, records it in the history and MLflow; returns what was done. No server I/O."""
+    version and records it in the history. Everything is decided under the promotion lock,
+    from what is served then: the target, `check` (the server's, given the current version)
+    and the canary state. `expect`: the version the caller meant to roll back; if another was
+    published while this waited for the lock, nothing is written (a rollback never undoes a
+    promotion it did not see, and two rollbacks never step back twice). `closing_canary`: the
+    canary step's own roll back, which a canary in progress does not refuse."""
     base = work.served(name)
     with locked(base / ".promote.lock"):  # the promotion lock: numbers are never taken twice
+        if not closing_canary:
+            refuse_during_canary(work, "roll back")
         records = history.records(base)
         current, restored = history.target(records, to)
+        if expect is not None and current.version != expect:
+            raise JobError(
+                f"version {current.version} was published while this rollback of version {expect} waited for "
+                "the lock: nothing was rolled back (see make status, then roll back again if still needed)"
+            )
+        if check is not None:
+            check(current.version)
         source = records[restored]
         record = {key: source.get(key) for key in CARRIED}  # the new version's promotion.json
         record |= {
@@ -112,24 +144,8 @@ def rollback(work: Work, to: int | None, reason: str, actor: str, tracker=None, 
         serving_config.serve_latest(work, name)
         replaced = records[current.version].get("registered_version")
         result = Rollback(**record, version=version, replaced_registered_version=replaced)
-        history.append(
-            work,
-            {
-                "event": "rollback",
-                "version": result.version,
-                "origin": result.origin,
-                "rollback_of": current.version,
-                "restored_from": restored,
-                "run_id": result.run_id,
-                "model": result.model,
-                "accuracy": result.accuracy,
-                "registered_version": result.registered_version,
-                "reason": reason,
-                "by": actor,
-                "at": result.rolled_back_at,
-            },
-            name,
-        )
+        what = f"version {version} (version {restored}'s model, in place of version {current.version})"
+        history.write_published(work, what, name)
     log.info(
         "version %d of %s serves version %d's model (%s of run %s) in place of version %d",
         result.version,
@@ -139,15 +155,28 @@ def rollback(work: Work, to: int | None, reason: str, actor: str, tracker=None, 
         result.run_id,
         current.version,
     )
-    if tracker is None:
-        tracker = Tracker()
-    result.mlflow = track(tracker, result, name)
     return result
 
 
-def track(tracker, result: Rollback, name: str) -> str:
+def rollback(
+    work: Work,
+    to: int | None,
+    reason: str,
+    actor: str,
+    tracker=None,
+    name: str = MODEL_NAME,
+    closing_canary: bool = False,
+) -> Rollback:
+    """`publish_rollback`, then MLflow told (`track`); returns what was done. No server I/O."""
+    result = publish_rollback(work, to, reason, actor, name, closing_canary=closing_canary)
+    result.mlflow = track(Tracker() if tracker is None else tracker, result, name)
+    return result
+
+
+def track(tracker, result: Rollback, name: str, move_alias: bool = True) -> str:
     """The registry and a run of the experiment told about the rollback; returns what MLflow
-    got: `updated`, `not configured`, `not registered` or `failed`."""
+    got: `updated`, `not configured`, `not registered` or `failed`. `move_alias` False (its
+    check failed): the tags and the run, `champion` left where it is."""
     if not tracker.enabled:
         log.warning("MLflow was not updated (no tracking configured): the alias %s is unchanged", CHAMPION)
         return "not configured"
@@ -176,6 +205,9 @@ def track(tracker, result: Rollback, name: str) -> str:
             "serving_version": version,
         }
         done.append(set_version_tags(tracker, name, str(restored), tags))
+    if not move_alias:
+        log.warning("the alias %s is left on the model served before (the check failed)", CHAMPION)
+    elif restored is not None:
         done.append(
             tracker.call(
                 f"point {CHAMPION} at version {restored}",
@@ -255,15 +287,81 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def served_versions(client: Client) -> list[int]:
+    return sorted(v for v, entry in version_states(client).items() if entry.get("state") == "AVAILABLE")
+
+
+def version_states(client: Client) -> dict[int, dict]:
+    """Each version the server knows of, with its status entry (state, status)."""
     entries = client.status().get("model_version_status") or []
     entries = entries if isinstance(entries, list) else []
-    return sorted(int(e["version"]) for e in entries if isinstance(e, dict) and e.get("state") == "AVAILABLE")
+    found = {}
+    for entry in entries:
+        if isinstance(entry, dict) and str(entry.get("version", "")).isdigit():
+            found[int(entry["version"])] = entry
+    return found
 
 
-def check_before(client: Client, current: int) -> None:
-    """The server answers and serves the current version: otherwise nothing is written."""
+def never_loaded(entry: dict | None) -> bool:
+    """A version the server tried and failed to load: END with an error, as TF Serving says."""
+    if not entry or entry.get("state") != "END":
+        return False
+    status = entry.get("status") if isinstance(entry.get("status"), dict) else {}
+    return status.get("error_code") not in (None, "OK", 0)
+
+
+METRICS_PATH = "/monitoring/prometheus/metrics"
+_LOADED = re.compile(r"^[:\w]*load_attempt_count\{(?P<labels>[^}]*)\}", re.MULTILINE)
+
+
+def loaded_folders(client: Client, outcome: str = "success") -> list[str] | None:
+    """The version folders the server loaded (`outcome` fail: tried to load), from its
+    `load_attempt_count{model_path,status}` series (TF Serving exports it per folder with
+    --monitoring_config_file, and jobs.serve always); None when it exports no metrics."""
     try:
-        available = served_versions(client)
+        with urllib.request.urlopen(client.url + METRICS_PATH, timeout=10) as response:
+            text = response.read().decode("utf-8", "replace")
+    except (OSError, ValueError):
+        return None
+    found = []
+    for match in _LOADED.finditer(text):
+        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match["labels"]))
+        if labels.get("status") == outcome and "model_path" in labels:
+            found.append(labels["model_path"])
+    return found
+
+
+def check_identity(client: Client, folder: Path, outcome: str = "success") -> None:
+    """The server loaded this very folder (`outcome`: success, or fail for a version that
+    never loaded), not another work dir's version of the same number: its status names no
+    path, its load_attempt_count series does."""
+    loaded = loaded_folders(client, outcome)
+    if loaded is None:
+        log.warning("%s exports no metrics: its version %s is matched by number only", client.url, folder.name)
+        return
+    ours = os.path.realpath(folder)
+    if not any(os.path.realpath(path) == ours for path in loaded):
+        theirs = [path for path in loaded if Path(path).name == folder.name]
+        raise JobError(
+            f"the server at {client.url} loaded version {folder.name} from {theirs[-1] if theirs else 'elsewhere'}, "
+            f"not from {folder}: nothing was rolled back (is --url the server of this work dir?)"
+        )
+
+
+def check_before(client: Client, base: Path, current: int) -> None:
+    """The server answers and serves the current version from this work dir, or the current
+    version never loaded there (a broken version is rolled back from, whatever the server
+    serves meanwhile): otherwise nothing is written."""
+    try:
+        states = version_states(client)
+        available = sorted(v for v, entry in states.items() if entry.get("state") == "AVAILABLE")
+        if available and available[-1] == current:
+            check_identity(client, base / str(current))
+            return
+        if never_loaded(states.get(current)):
+            check_identity(client, base / str(current), "fail")
+            why = (states[current].get("status") or {}).get("error_message", "no message")
+            log.warning("version %d never loaded on %s (%s): rolling back from it", current, client.url, why)
+            return
     except Unreachable as err:
         raise JobError(
             f"{err}: nothing was rolled back (start the server: make serve; "
@@ -271,25 +369,27 @@ def check_before(client: Client, current: int) -> None:
         ) from None
     except ServerError as err:
         raise JobError(f"{err}: nothing was rolled back") from None
-    if not available or available[-1] != current:
-        raise JobError(
-            f"the server at {client.url} serves {', '.join(map(str, available)) or 'no version'}, not version "
-            f"{current}, the newest on disk: nothing was rolled back (is --url the server of this work dir?)"
-        )
+    raise JobError(
+        f"the server at {client.url} serves {', '.join(map(str, available)) or 'no version'}, not version "
+        f"{current}, the newest on disk: nothing was rolled back (is --url the server of this work dir?)"
+    )
 
 
 def check_after(client: Client, work: Work, result: Rollback, timeout: float, tolerance: float) -> None:
     """The new version is what the server serves, and it scores what the restored one did."""
     version = result.version
     published = f"version {version} (version {result.restored_from}'s model) was published"
+    # MLflow's champion stays on the model served before; a rollback from a version that
+    # never loaded needs no flag, so make is the way out.
+    out = f"; champion was not moved (to serve version {result.rollback_of}'s model again: make rollback REASON=...)"
     try:
         wait_for_version(client, version, timeout)
         available = served_versions(client)
     except JobError as err:
-        raise JobError(f"{published} but the server did not switch to it: {err}") from None
+        raise JobError(f"{published} but the server did not switch to it: {err}{out}") from None
     if not available or available[-1] != version:
         now = available[-1] if available else "no version"
-        raise JobError(f"{published} but the server at {client.url} serves version {now}")
+        raise JobError(f"{published} but the server at {client.url} serves version {now}{out}")
     accuracy = result.accuracy
     floor = max(0.0, accuracy - tolerance) if isinstance(accuracy, float) else 0.0
     if not isinstance(accuracy, float):
@@ -299,7 +399,7 @@ def check_after(client: Client, work: Work, result: Rollback, timeout: float, to
     try:
         predict.main(argv)
     except JobError as err:
-        raise JobError(f"{published} and is served, but its check failed: {err}") from None
+        raise JobError(f"{published} and is served, but its check failed: {err}{out}") from None
     log.info("the server at %s serves version %d and passes the check (at least %.4f)", client.url, version, floor)
 
 
@@ -311,25 +411,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Work(args.work_dir)
     if not versions(work.served()):
         raise JobError(f"no served versions under {work.served()}: nothing to roll back (promote a model first)")
-    canary = read_canary(work)
-    if canary is not None:  # its stable and canary servers are pinned: the canary step decides first
-        raise JobError(
-            f"a canary of version {canary.get('canary_version')} is in progress ({work.canary_state}): end it first "
-            "with python -m jobs.canary --now rollback (or promote), then roll back"
-        )
+    refuse_during_canary(work, "roll back")
     to = None if args.to == PREVIOUS else args.to
-    current, _ = history.target(history.records(work.served()), to)  # a bad --to fails here, before any I/O
+    current, _ = history.target(history.records(work.served()), to)  # a bad --to fails here, before any wait
     client = Client(args.url, MODEL_NAME)
-    if not args.no_check:
-        check_before(client, current.version)
-    result = rollback(work, to, args.reason, args.actor)
+    check = None if args.no_check else lambda version: check_before(client, work.served(), version)
+    result = publish_rollback(work, to, args.reason, args.actor, expect=current.version, check=check)
     emit(
         version=result.version,
         rollback_of=result.rollback_of,
         restored_from=result.restored_from,
         registered_version=result.registered_version or "none",
-        mlflow=result.mlflow.replace(" ", "_"),
     )
-    if not args.no_check:
-        check_after(client, work, result, args.timeout, args.tolerance)
+    tracker = Tracker()
+    if not args.no_check:  # MLflow's alias moves only once the server serves the restored model
+        try:
+            check_after(client, work, result, args.timeout, args.tolerance)
+        except JobError:
+            track(tracker, result, MODEL_NAME, move_alias=False)
+            raise
+    result.mlflow = track(tracker, result, MODEL_NAME)
+    emit(mlflow=result.mlflow.replace(" ", "_"))
+    settle(work, tracker, f"version {result.version} is served")
     return 0

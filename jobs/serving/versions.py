@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from jobs.core import tf_errors
-from jobs.core.paths import versions
+from jobs.core.paths import unreadable_versions, versions
 from jobs.serving.errors import not_found, without_paths
 from jobs.serving.metadata import version_status
 from jobs.serving.modelconfig import ModelConfig
@@ -109,6 +109,7 @@ class ModelVersions:
         self._failed: dict[int, Failure] = {}
         self._retired: list[Servable] = []
         self._warned = ""
+        self._unreadable = ""  # the unreadable entries last logged: once per change, not per poll
 
     @property
     def name(self) -> str:
@@ -152,6 +153,7 @@ class ModelVersions:
             self._warn_once(f"the base path {base} of model {self.name} is not a folder; nothing changes")
             return
         found = versions(base)
+        self._say_unreadable(base)
         aspired = self.config.policy.aspired(found)
         if not aspired:
             self._warn_once(
@@ -163,6 +165,13 @@ class ModelVersions:
         for version in sorted(aspired - set(self.served()), reverse=True):
             self._maybe_load(version, found[version])
         self._unload_unchosen(aspired)
+
+    def _say_unreadable(self, base: Path) -> None:
+        bad = unreadable_versions(base)
+        message = "; ".join(f"{base / name} cannot be read ({why})" for name, why in sorted(bad.items()))
+        if message and message != self._unreadable:
+            log.error("%s: not a version, ignored until it is removed", message)
+        self._unreadable = message
 
     def _warn_once(self, message: str) -> None:
         if message != self._warned:

@@ -354,13 +354,13 @@ class Tracker:
         model_id: str | None,
         run_id: str | None,
         source: str,
-        alias: str,
+        alias: str | None,
         tags: dict[str, str],
         description: str = "",
     ) -> str | None:
         """A new version of registered model `name`, created from LoggedModel `model_id` (or,
-        without one, from `source` and run `run_id`), with `alias` pointed at it; returns the
-        version."""
+        without one, from `source` and run `run_id`), with `alias` (if any) pointed at it; returns
+        the version."""
 
         def create() -> str:
             import mlflow
@@ -383,7 +383,8 @@ class Tracker:
                 # the client (mlflow/tracking/_model_registry/fluent.py, 3.17.2).
                 origin = f"models:/{model_id}" if model_id else source
                 version = self.client.create_model_version(name, origin, run_id=run_id, tags=tags, model_id=model_id)
-            self.client.set_registered_model_alias(name, alias, version.version)
+            if alias:
+                self.client.set_registered_model_alias(name, alias, version.version)
             return str(version.version)  # an int from a SQL store, a string over REST
 
         return self.call(f"register {name}", create)

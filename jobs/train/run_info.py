@@ -47,3 +47,9 @@ def count_attempt(candidate: Candidate, worker: str, max_attempts: int) -> int:
         )
     write_json(path, {"attempts": attempts})
     return attempts
+
+
+def reset_attempts(candidate: Candidate, worker: str) -> None:
+    """Forgets this worker's starts once its training has succeeded: the bound is on the
+    attempts of one training, so a run id used again (a nightly job) starts from one."""
+    candidate.attempts(worker).unlink(missing_ok=True)

@@ -378,6 +378,7 @@ def train(config: Config) -> dict:
         shutil.rmtree(scratch, ignore_errors=True)
         if monitor is not None:
             monitor.stop()
+    run_info.reset_attempts(candidate, cluster.name)  # succeeded: the next training starts at one
 
     result = results(history, seconds, best)
     if progress is not None:

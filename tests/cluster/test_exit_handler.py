@@ -47,9 +47,10 @@ def when(expression: str) -> bool:
     raise AssertionError(f"unexpected when: {expression}")
 
 
-def exit_steps(wf: dict) -> list[dict]:
+def exit_steps(wf: dict, kind: str = "resource") -> list[dict]:
+    """The exit handler's steps whose template is a `kind` (resource: the TFJob patches)."""
     handler = workflow.templates(wf)[wf["spec"]["onExit"]]
-    return [step for group in handler["steps"] for step in group]
+    return [step for group in handler["steps"] for step in group if kind in workflow.templates(wf)[step["template"]]]
 
 
 def patches(wf: dict, status: str) -> list[dict]:
@@ -155,3 +156,22 @@ def test_the_when_expression_is_one_argo_evaluates(wf, status):
     [step] = exit_steps(wf)
     assert step["when"] == "{{workflow.status}} != Succeeded"
     assert when(workflow.substitute(step["when"], {"workflow.status": status})) == (status != "Succeeded")
+
+
+@pytest.mark.parametrize("status", STATUSES)
+def test_a_run_that_did_not_succeed_rolls_back_the_canary_it_opened(wf, status):
+    """Smoke failed (the canary step never ran) or the canary step's pod was lost: the canary
+    promote opened would stay open, pinned, with every later run refused. The exit handler
+    runs `jobs.canary --now rollback --only-own`: only this run's canary, nothing when none is
+    open (tests/pipeline/test_release_state.py runs the command from each state)."""
+    [step] = exit_steps(wf, "container")
+    values = {**workflow.sample_values(wf), "workflow.status": status}
+    assert when(workflow.substitute(step["when"], values)) is (status != "Succeeded")
+    container = workflow.templates(wf)[step["template"]]["container"]
+    args = [workflow.substitute(a, values) for a in container["args"]]
+    assert container["command"] == ["python", "-m", "jobs.canary"]
+    assert args == ["--work-dir", "/work", "--run-id", values["workflow.name"], "--now", "rollback", "--only-own"]
+    from jobs.release import canary
+
+    parsed = canary.build_parser().parse_args(args)
+    assert parsed.now == "rollback" and parsed.only_own

@@ -72,6 +72,7 @@ ALLOWED = [
     ("canary", "tf-serving", 8501),
     ("rollback", "tf-serving", 8501),
     ("rollback", "mlflow", 5000),
+    ("close-canary", "mlflow", 5000),
     ("prometheus", "tf-serving", 8501),
     ("prometheus", "tf-serving-canary", 8501),
     ("prometheus", "workflow-controller", 9090),

@@ -48,7 +48,7 @@ def test_every_release_step_holds_the_one_release_mutex(wf, rollback_wf):
                 names.add(mutex["name"])
             else:
                 assert mutexes == [], f"{name} changes nothing served and must not wait for releases"
-    assert sorted(releasing) == ["canary", "promote", "rollback"]
+    assert sorted(releasing) == ["canary", "close-canary", "promote", "rollback"]
     assert len(names) == 1, f"one mutex for all of them, not {names}"
 
 

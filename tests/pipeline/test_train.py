@@ -161,3 +161,14 @@ def test_single_replica_has_no_tf_config(ingested):
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = json.loads(Work(ingested).candidate("solo", "batchnorm").run_info.read_text())
     assert info["params"]["workers"] == 1 and info["params"]["global_batch"] == 64
+
+
+@pytest.mark.slow
+def test_attempts_count_one_training_and_reset_when_it_succeeds(ingested):
+    """A run id used again (a nightly job) is a new training: its workers' starts are counted
+    from one, not across every earlier successful training (which failed the second run here
+    with "started 1 times already")."""
+    for _ in range(2):
+        [chief] = train_cluster(ingested, 1, "--max-attempts", "1", "--steps-per-epoch", "2", run_id="nightly")
+        assert chief.returncode == 0, chief.stderr[-3000:]
+    assert not Work(ingested).candidate("nightly", "cnn").attempts("worker-0").exists()

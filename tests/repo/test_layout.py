@@ -44,3 +44,13 @@ def test_the_benchmark_is_not_in_the_image_package():
         if re.search(r"^\s*(from|import) bench\b", p.read_text(), re.M)
     ]
     assert not users, users
+
+
+def test_the_readme_is_a_first_screen_and_a_map():
+    """README: what it is, the quick start, the map, links into docs/; the rest lives in docs/.
+    A section that outgrows it moves there rather than lengthening the front page."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 200, f"README.md has {len(lines)} lines; move the longest section into docs/"
+    linked = set(re.findall(r"\]\((docs/[\w-]+\.md)", "\n".join(lines)))
+    written = {str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")}
+    assert written <= linked, f"README.md links no {sorted(written - linked)}"

@@ -30,7 +30,10 @@ class Classifier(PythonModel):
 
         self._call = tf.saved_model.load(context.artifacts[SAVED_MODEL]).signatures[SIGNATURE]
 
-    def predict(self, context, model_input, params=None):
+    # The hint is one MLflow reads (mlflow/pyfunc/utils/data_validation.py, 3.17.2): numpy's array
+    # asks for no schema inference from hints (the logged signature validates the input), where no
+    # hint at all warns on every log and load. The one named tensor may also come as a dict.
+    def predict(self, context, model_input: np.ndarray, params=None):
         pixels = model_input[SIGNATURE] if isinstance(model_input, dict) else model_input
         out = {name: tensor.numpy() for name, tensor in self._call(pixels=np.asarray(pixels, np.uint8)).items()}
         out["class_name"] = np.array([name.decode() for name in out["class_name"]], dtype=str)

@@ -18,7 +18,7 @@ the weights (saving is a collective), the chief into the candidate's `best/`, th
 their scratch dir, as the backup is saved, and before it: a worker lost between the two saves
 redoes the epoch, and the best weights kept are still ones that were trained and validated. A
 restarted run reads which epoch was best from that checkpoint; when training ends every worker
-loads the chief's, and that is what is exported.
+loads the best weights (its own copy, equal to the chief's), and that is what is exported.
 With `patience` N, training stops after N epochs without a better one (0: never).
 """
 
@@ -129,10 +129,14 @@ class Best:
         return stop
 
     def restore(self) -> None:
-        """Every worker loads the chief's best weights (before the export)."""
+        """Every worker loads the best weights (before the export): its own copy when it saved one
+        in this process, else (a restarted worker whose best epoch came before the restart) the
+        chief's. The replicas' weights are equal after every step, so the copies are too; and a
+        worker must not read the chief's folder while the chief may still be writing its newest
+        best there and deleting the one before (a save ends on each worker at its own time)."""
         import tensorflow as tf
 
-        latest = tf.train.latest_checkpoint(str(self.directory))
+        latest = self.manager.latest_checkpoint or tf.train.latest_checkpoint(str(self.directory))
         if latest is None:
             return  # no epoch was validated: the weights as they are
         tf.train.Checkpoint(model=self.model).restore(latest).expect_partial()

@@ -106,7 +106,7 @@ def test_runner_commands_are_the_steps(tmp_path):
     runner.url = "http://127.0.0.1:1"
     train = runner.command(steps.step("train"), model="cnn")
     run = ["--work-dir", str(tmp_path), "--run-id", "r", "--dataset", "synthetic"]
-    assert train == ["py", "-m", "jobs.train", *run, "--model", "cnn", "--epochs", "3"]
+    assert train == ["py", "-m", "jobs.train", *run, "--model", "cnn", "--epochs", "3", "--patience", "0"]
     assert runner.command(steps.step("ingest"))[-2:] == ["--train-size", "10"]
     for step in steps.STEPS:
         assert step.parameters() <= set(steps.PARAMETERS), step.name

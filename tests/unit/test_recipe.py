@@ -100,7 +100,9 @@ def test_a_fresh_run_forgets_an_earlier_run_s_best(tmp_path):
     assert weight(model) == 5.0
 
 
-def test_a_worker_that_is_not_the_chief_saves_to_its_own_dir_and_loads_the_chief_s(tmp_path):
+def test_a_worker_that_is_not_the_chief_saves_to_its_own_dir_and_loads_its_own_copy(tmp_path):
+    """The chief may still be replacing its best checkpoint (and deleting the one before) when
+    another worker restores: a worker reads the copy it saved itself, equal to the chief's."""
     chief_model, other_model = tiny_model(1.0), tiny_model(1.0)
     chief = recipe.Best(chief_model, tmp_path / "best", tmp_path / "best", chief=True)
     other = recipe.Best(other_model, tmp_path / "best", tmp_path / "scratch" / "best", chief=False)
@@ -108,11 +110,24 @@ def test_a_worker_that_is_not_the_chief_saves_to_its_own_dir_and_loads_the_chief
         best.begin(0)
         best.end_epoch(0, {"val_accuracy": 0.9, "val_loss": 0.1})
     assert list((tmp_path / "scratch" / "best").glob("ckpt-*")), "the other worker saved (a collective)"
-    set_to(chief_model, 3.0)
-    chief.manager.save()  # the chief's copy differs: the other must load it, not its own
+    for path in (tmp_path / "best").glob("ckpt-*"):
+        path.unlink()  # the chief's folder mid-replacement: the file the state names is gone
     set_to(other_model, 7.0)
     other.restore()
-    assert weight(other_model) == 3.0
+    assert weight(other_model) == 1.0
+
+
+def test_a_restarted_worker_without_a_copy_loads_the_chief_s(tmp_path):
+    """A worker restarted after its run's best epoch saved nothing in this process: it reads the
+    chief's copy, which nothing writes then (a newer best would have been saved by every worker)."""
+    chief_model = tiny_model(3.0)
+    chief = recipe.Best(chief_model, tmp_path / "best", tmp_path / "best", chief=True)
+    chief.begin(0)
+    chief.end_epoch(0, {"val_accuracy": 0.9, "val_loss": 0.1})
+    restarted = recipe.Best(tiny_model(7.0), tmp_path / "best", tmp_path / "scratch" / "best", chief=False)
+    restarted.begin(1)
+    restarted.restore()
+    assert weight(restarted.model) == 3.0
 
 
 @pytest.mark.parametrize(("patience", "stops_at"), [(0, None), (2, 3), (1, 2)])

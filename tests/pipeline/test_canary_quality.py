@@ -6,21 +6,19 @@ stable model is promoted."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from jobs.core import serving_config
 from jobs.core.paths import Work
 from jobs.release import canary
 from jobs.release.canary_metrics import PROMOTE, ROLLBACK, Bounds
 from jobs.release.quality import QualityBounds
 from tests.helpers.jobs import assert_one_line_error, run_job
-from tests.pipeline.test_canary_serving import served, start_canary
-from tests.serving.conftest import LocalServer, wait_until
+from tests.pipeline.test_canary_serving import served, serving_tracks, start_canary
+from tests.serving.conftest import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -69,20 +67,7 @@ def test_a_one_class_canary_is_rolled_back_on_its_answers_and_a_faithful_one_pro
     client.set_registered_model_alias("fmnist", "champion", registered[1])
     start_canary(work, 1, 2, client, registered)
 
-    servers = {
-        track: LocalServer(
-            base, tmp_path / f"{track}.log", "--model-config-file", str(serving_config.track_path(work, track))
-        )
-        for track in serving_config.TRACKS
-    }
-    try:
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:  # both load TensorFlow at once
-            list(
-                pool.map(
-                    lambda pair: pair[0].start(expect_version=pair[1]), [(servers["stable"], 1), (servers["canary"], 2)]
-                )
-            )
-        urls = {track: server.url for track, server in servers.items()}
+    with serving_tracks(base, work, tmp_path) as urls:
         state = {"stable_version": 1, "canary_version": 2}
         watching = canary.Watch(urls["stable"], urls["canary"], "fmnist", 2.0, 20.0, 60.0)
         probes = canary.probe_images(work, "synthetic", watching.requests)
@@ -148,6 +133,3 @@ def test_a_one_class_canary_is_rolled_back_on_its_answers_and_a_faithful_one_pro
         assert "decision=promote" in proc.stdout and "agreement=1" in proc.stdout and "class_psi=0" in proc.stdout
         record = json.loads((work.run("r1") / "canary.json").read_text())
         assert "agreement with stable 100.0%" in record["reason"] and "McNemar exact p = 1" in record["reason"]
-    finally:
-        for server in servers.values():
-            server.stop()

@@ -68,6 +68,29 @@ def start_canary(work: Work, stable: int, canary: int, client, registered: dict[
     (work.root / "models" / "canary.json").write_text(json.dumps(state))
 
 
+@contextlib.contextmanager
+def serving_tracks(base: Path, work: Work, logs: Path):
+    """The stable and canary servers, each on its track's config file, started together (both
+    load TensorFlow at once) and waited for at versions 1 and 2; yields their URLs by track."""
+    servers = {
+        track: LocalServer(
+            base, logs / f"{track}.log", "--model-config-file", str(serving_config.track_path(work, track))
+        )
+        for track in serving_config.TRACKS
+    }
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            list(
+                pool.map(
+                    lambda pair: pair[0].start(expect_version=pair[1]), [(servers["stable"], 1), (servers["canary"], 2)]
+                )
+            )
+        yield {track: server.url for track, server in servers.items()}
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
 def test_a_failing_canary_is_rolled_back_and_a_sound_one_promoted(tmp_path, ingested, trained_model, mlflow_uri):
     from mlflow.tracking import MlflowClient
 
@@ -86,20 +109,7 @@ def test_a_failing_canary_is_rolled_back_and_a_sound_one_promoted(tmp_path, inge
     client.set_registered_model_alias("fmnist", "champion", registered[1])
     start_canary(work, 1, 2, client, registered)
 
-    servers = {
-        track: LocalServer(
-            base, tmp_path / f"{track}.log", "--model-config-file", str(serving_config.track_path(work, track))
-        )
-        for track in serving_config.TRACKS
-    }
-    try:
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:  # both load TensorFlow at once
-            list(
-                pool.map(
-                    lambda pair: pair[0].start(expect_version=pair[1]), [(servers["stable"], 1), (servers["canary"], 2)]
-                )
-            )
-        urls = {track: server.url for track, server in servers.items()}
+    with serving_tracks(base, work, tmp_path) as urls:
         argv = [
             "--work-dir", work.root, "--run-id", "r1", "--dataset", "synthetic",
             "--stable-url", urls["stable"], "--canary-url", urls["canary"],
@@ -150,9 +160,6 @@ def test_a_failing_canary_is_rolled_back_and_a_sound_one_promoted(tmp_path, inge
         # Nothing in progress any more: the step says so and succeeds.
         proc = run_job("canary", *argv, MLFLOW_TRACKING_URI=mlflow_uri)
         assert proc.returncode == 0 and "canary=none" in proc.stdout, proc.stderr[-2000:]
-    finally:
-        for server in servers.values():
-            server.stop()
 
 
 @pytest.mark.slow

@@ -50,10 +50,11 @@ STAGES = (
     ("metrics", "jobs/serving/metrics.py"),
     ("request handling (app, api)", "jobs/serving/app.py"),
     ("request handling (app, api)", "jobs/serving/api.py"),
-    ("HTTP parse and write (h11, uvicorn)", "h11/"),
-    ("HTTP parse and write (h11, uvicorn)", "uvicorn/"),
-    ("HTTP parse and write (h11, uvicorn)", "jobs/serving/connections.py"),
-    ("event loop, sockets (asyncio)", "asyncio/"),
+    ("HTTP parse and write (httptools, uvicorn)", "httptools/"),
+    ("HTTP parse and write (httptools, uvicorn)", "uvicorn/"),
+    ("HTTP parse and write (httptools, uvicorn)", "jobs/serving/connections.py"),
+    ("event loop, sockets (uvloop, asyncio)", "uvloop/"),
+    ("event loop, sockets (uvloop, asyncio)", "asyncio/"),
 )
 
 
@@ -68,7 +69,7 @@ def stage_of(frames: Sequence[str]) -> str:
 # A sample is of the request path when its thread runs the event loop or a signature thread's
 # loop; the rest (start-up, imports, loading and warming up a version, the poller) is left out.
 REQUEST_PATH = {
-    "event loop thread": "BaseEventLoop.run_forever",
+    "event loop thread": "run (uvloop/__init__.py",
     "signature threads": "Scheduler._loop (jobs/serving/batching.py",
 }
 

@@ -9,7 +9,9 @@ heavy one, and adds the next chunks of other batchable works for the same versio
 (with inputs of the same types and inner shapes) up to the same bounds: that merging is where a
 2-core machine gets its throughput under concurrency, and an idle server adds no waiting time.
 Heavy chunks (over `light_pixels`) may occupy every worker but one, so a light request always
-finds one free.
+finds one free; light ones too, so that the calls are few and full: while one runs, the requests
+arriving meanwhile queue up and go into the next (two half-full calls at once on 2 cores cost
+more than one full one, and both would take the cores from the event loop).
 
 Admission is bounded by the decoding cost (pixels of images, else values) of the work waiting or
 running (a 503 past it), counted apart for light requests (each at most `light_pixels`) and
@@ -126,7 +128,7 @@ class Scheduler:
         self._api_error = api_error
         self._works: list[Work] = []
         self._queued = {True: 0, False: 0}  # heavy?: pixels of work waiting or running
-        self._heavy_running = 0
+        self._running = {True: 0, False: 0}  # heavy?: calls running
         self._cond = threading.Condition()
         self._closed = False
         self._threads = [threading.Thread(target=self._loop, name=f"predict-{i}", daemon=True) for i in range(threads)]
@@ -195,17 +197,20 @@ class Scheduler:
         return int(work.costs[start:end].sum())
 
     def _take(self) -> tuple[list[Item], bool] | None:
-        """The next batch, and whether it is heavy. Heavy chunks (over LIGHT_PIXELS) may hold
-        all workers but one, so that a light request always finds one free."""
+        """The next batch, and whether it is heavy. Heavy chunks (over LIGHT_PIXELS) and light
+        ones may each hold all workers but one."""
         with self._cond:
             while True:
                 now = time.monotonic()
                 for work in [w for w in self._works if w.chunks and now > w.deadline]:
                     self._finish(work, deadline_exceeded(work.timeout))
-                ready = [w for w in self._works if w.chunks]
-                heavy_ok = self._heavy_running < max(1, len(self._threads) - 1)
-                if not heavy_ok:
-                    ready = [w for w in ready if self._next_pixels(w) <= self.light_pixels]
+                lanes = max(1, len(self._threads) - 1)
+                heavy_ok, light_ok = self._running[True] < lanes, self._running[False] < lanes
+                ready = [
+                    w
+                    for w in self._works
+                    if w.chunks and (heavy_ok if self._next_pixels(w) > self.light_pixels else light_ok)
+                ]
                 if ready:
                     break
                 if self._closed:
@@ -232,8 +237,7 @@ class Scheduler:
                 batch.append((work, start, end))
                 instances += end - start
                 pixels += chunk_pixels
-            if heavy:
-                self._heavy_running += 1
+            self._running[heavy] += 1
             return batch, heavy
 
     def _loop(self) -> None:
@@ -254,9 +258,8 @@ class Scheduler:
                     work.running -= 1
                     if not work.done and not work.chunks and work.running == 0:
                         self._finish(work)
-                if heavy:
-                    self._heavy_running -= 1
-                    self._cond.notify_all()
+                self._running[heavy] -= 1
+                self._cond.notify_all()
             del batch, taken  # do not hold a retired version while waiting for the next job
 
     def _run(self, batch: list[Item]) -> None:

@@ -1,6 +1,7 @@
 """The work queue without TensorFlow: a fake signature call records what it is given.
 
 Merged calls, the search for a failing instance, fair interleaving of heavy and light work,
+one lane each for light and heavy calls on two workers,
 the bounded queue, deadlines and dropping the work of a client that has gone."""
 
 from __future__ import annotations
@@ -184,6 +185,30 @@ def test_heavy_work_leaves_a_worker_for_light_work():
         assert light.result(10)["y"].tolist() == [6]
         for future in heavy:
             future.result(10)
+    finally:
+        sched.close()
+
+
+def test_light_calls_leave_a_worker_too_so_arrivals_merge():
+    """Two workers, one light call held: requests arriving meanwhile wait for it and go into one
+    merged call, rather than the second worker taking the first of them alone; a heavy request
+    still gets the second worker at once."""
+    calls = Calls()
+    sched = scheduler(calls, threads=2, chunk_pixels=10_000, light=100)
+    try:
+        held = hold_first_call(calls, sched)
+        light = [sched.submit(work([i])) for i in range(8)]
+        time.sleep(0.2)  # time for the second worker to take a light call, were it allowed to
+        assert calls.sizes == [1], calls.values
+        heavy = sched.submit(work([500], costs=[5000]))
+        deadline = time.monotonic() + 10
+        while len(calls.sizes) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert calls.values[1] == [500]  # the heavy lane is free
+        calls.gate.set()
+        held.result(10), heavy.result(10)
+        assert [future.result(10)["y"].tolist() for future in light] == [[2 * i] for i in range(8)]
+        assert sorted(calls.sizes) == [1, 1, 8], calls.values  # the eight in one call
     finally:
         sched.close()
 

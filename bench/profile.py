@@ -12,7 +12,6 @@ requirement; it runs the server as its child, so no ptrace permission is needed.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
 import os
@@ -193,8 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             url = f"http://127.0.0.1:{port}"
             wait_for_version(Client(url, "fmnist"), 1, 180.0, 0.5, lambda: None)
             bodies = [client.predict_body([image]) for image in sample_images(64)]
-            asyncio.run(client.load(url, "fmnist", bodies, args.concurrency, WARM_UP, 600))
-            ok, errors, seconds, _ = asyncio.run(
+            client.run(client.load(url, "fmnist", bodies, args.concurrency, WARM_UP, 600))
+            ok, errors, seconds, _ = client.run(
                 client.load(url, "fmnist", bodies, args.concurrency, args.requests, 600)
             )
             log.info("%d ok, %d errors in %.1f s (%.0f/s) under py-spy", ok, errors, seconds, ok / seconds)

@@ -5,7 +5,6 @@ SavedModel called in a process of its own, with the server's thread pools, as th
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -102,7 +101,7 @@ def server_latencies_ms(target: Target, body: bytes, count: int) -> list[float]:
         finally:
             connection.close()
 
-    return asyncio.run(measure())
+    return client.run(measure())
 
 
 @contextlib.contextmanager
@@ -191,7 +190,7 @@ def throughput(
     """Images/s at `concurrency`, its p99 and errors, and the server's CPU time per request."""
     log.info("serving: %d requests at concurrency %d", total, concurrency)
     cpu_before = cpu_seconds(server.pid)
-    ok, errors, seconds, times = asyncio.run(client.load(server.url, server.model, bodies, concurrency, total, timeout))
+    ok, errors, seconds, times = client.run(client.load(server.url, server.model, bodies, concurrency, total, timeout))
     cpu_after = cpu_seconds(server.pid)
     label = f"{server.where} throughput, concurrency {concurrency}, 1 image/request"
     figures.add(f"serve.throughput.c{concurrency}", label, "images/s", ok / seconds)

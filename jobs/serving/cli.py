@@ -233,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = create_app(settings)
     stats = ConnectionStats()
     app.metrics.watch(lambda: app.scheduler.queued_pixels if app.scheduler else 0, lambda: stats.open)
+    app.requests_in_flight = lambda: stats.requests
     config = uvicorn.Config(
         app,
         host=args.host,

@@ -50,6 +50,7 @@ class ConnectionStats:
         self.open = 0
         self.rejected = 0
         self.timed_out = 0
+        self.requests = 0  # request heads received whose answer is not complete, on every connection
 
 
 class _Transport:
@@ -108,6 +109,7 @@ class BoundedProtocol(HttpToolsProtocol):
         self._heads = 0  # request heads complete so far
         self._in_message = False  # a request begun whose body has not all been read
         self._head_size = 0  # bytes of the request head's target and headers so far
+        self._requests = 0  # heads received on this connection whose answer is not complete
         if self._rejected:
             self.stats.rejected += 1
             self.transport = transport
@@ -129,6 +131,8 @@ class BoundedProtocol(HttpToolsProtocol):
         if self._rejected:
             return
         self.stats.open -= 1
+        self.stats.requests -= self._requests
+        self._requests = 0
         if not self._lost_future.done():
             self._lost_future.set_result(None)
         super().connection_lost(exc)
@@ -177,6 +181,8 @@ class BoundedProtocol(HttpToolsProtocol):
             self._head_timer.cancel()  # a request head arrived
             self._head_timer = None
         self.scope[LOST] = self._lost_future  # before the app's task starts
+        self._requests += 1
+        self.stats.requests += 1
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -190,6 +196,8 @@ class BoundedProtocol(HttpToolsProtocol):
             super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        self._requests -= 1
+        self.stats.requests -= 1
         super().on_response_complete()
         if not self._lingering and not self._raw.is_closing():
             self._arm_head_timer()

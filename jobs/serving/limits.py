@@ -68,6 +68,7 @@ DRAIN_SECONDS = 10.0  # ... for at most this long
 CHUNK_PIXELS = 4 * MIB  # predict work runs in chunks of at most this many pixels, so that a heavy
 # request is interleaved with others and dropped early when its client goes away
 LIGHT_PIXELS = 1 * MIB  # a chunk over this is heavy: heavy chunks may occupy every worker but one
+INLINE_PIXELS = 64 * 1024  # a lone request up to this runs on the event loop thread (batching.py)
 
 
 def fields() -> list[dataclasses.Field]:

@@ -92,3 +92,46 @@ def test_a_request_head_over_the_limit_is_a_431_and_the_end():
     fitting = start + b"a" * (MAX_HEAD_BYTES - len(start) - 4) + b"\r\n\r\n"
     assert len(fitting) == MAX_HEAD_BYTES
     assert _writes(protocol_class(Limits(), ConnectionStats()), 1, fitting) == [ANSWER]
+
+
+def test_requests_in_flight_are_counted_from_head_to_answer_on_every_connection():
+    """What lets a lone request run on the event loop thread (app.requests_in_flight): heads
+    received on two connections count at once, before either app runs; each answer, or a lost
+    connection with its answer unsent, takes its request off."""
+    stats = ConnectionStats()
+    release = asyncio.Event()
+    seen: list[int] = []
+
+    async def app(scope, receive, send) -> None:
+        seen.append(stats.requests)
+        await release.wait()
+        await _app(scope, receive, send)
+
+    async def exchange() -> None:
+        protocol = protocol_class(Limits(), stats)
+        config = uvicorn.Config(app, http=protocol, lifespan="off", log_config=None)
+        config.load()
+        state = ServerState()
+        first, second = (protocol(config=config, server_state=state, app_state={}) for _ in range(2))
+        first.connection_made(Recording())
+        second.connection_made(Recording())
+        first.data_received(REQUEST)
+        second.data_received(REQUEST)
+        assert stats.requests == 2
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert seen == [2, 2]
+        second.connection_lost(ConnectionResetError())  # its client went before the answer
+        assert stats.requests == 1
+        release.set()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert stats.requests == 0
+        first.data_received(REQUEST)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert seen[-1] == 1 and stats.requests == 0
+        first.connection_lost(None)
+        assert stats.requests == 0 and stats.open == 0
+
+    asyncio.run(exchange())

@@ -131,10 +131,10 @@ def plan(args, sizes: Sizes, sections: list[str], scratch: Path) -> list[Section
     when both run (its headroom is against training's rate), alone otherwise."""
     from bench import accuracy, e2e, pipeline, serving, training
 
-    if {"input", "serving"} & set(sections):
+    if "input" in sections:
         from jobs.core.cpus import configure_threads
 
-        configure_threads()  # this process measures the pipeline and the in-process baseline
+        configure_threads()  # this process measures the input pipeline
     meter = pipeline.meter(sizes.train_size, sizes.pipeline_batches) if "input" in sections else None
     python, work = args.python, Work(scratch / "train")
     steps: list[Section] = []

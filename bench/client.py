@@ -11,14 +11,24 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from jobs.core.cli import JobError
 
+T = TypeVar("T")
 CONNECT_TIMEOUT = 30.0
 ANSWER_TIMEOUT = 60.0
 FAILURES = (TimeoutError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, IndexError)
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Runs the client on uvloop, as the server runs: the client shares the CPUs with the
+    server, and asyncio's own loop cost it about a third more per request."""
+    import uvloop
+
+    return uvloop.run(coroutine)
 
 
 def predict_body(images: Sequence[bytes]) -> bytes:
@@ -83,7 +93,8 @@ class Connection:
         await self.open()
         try:
             self.writer.write(request_head("POST", self.host, self.path, len(body)) + body)
-            head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), ANSWER_TIMEOUT)
+            async with asyncio.timeout(ANSWER_TIMEOUT):  # a timer, not a task per request as wait_for
+                head = await self.reader.readuntil(b"\r\n\r\n")
             status, length, close = parse_head(head)
             answer = await self.reader.readexactly(length)
         except BaseException:

@@ -12,7 +12,6 @@ requirement; it runs the server as its child, so no ptrace permission is needed.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
 import os
@@ -50,10 +49,11 @@ STAGES = (
     ("metrics", "jobs/serving/metrics.py"),
     ("request handling (app, api)", "jobs/serving/app.py"),
     ("request handling (app, api)", "jobs/serving/api.py"),
-    ("HTTP parse and write (h11, uvicorn)", "h11/"),
-    ("HTTP parse and write (h11, uvicorn)", "uvicorn/"),
-    ("HTTP parse and write (h11, uvicorn)", "jobs/serving/connections.py"),
-    ("event loop, sockets (asyncio)", "asyncio/"),
+    ("HTTP parse and write (httptools, uvicorn)", "httptools/"),
+    ("HTTP parse and write (httptools, uvicorn)", "uvicorn/"),
+    ("HTTP parse and write (httptools, uvicorn)", "jobs/serving/connections.py"),
+    ("event loop, sockets (uvloop, asyncio)", "uvloop/"),
+    ("event loop, sockets (uvloop, asyncio)", "asyncio/"),
 )
 
 
@@ -68,7 +68,7 @@ def stage_of(frames: Sequence[str]) -> str:
 # A sample is of the request path when its thread runs the event loop or a signature thread's
 # loop; the rest (start-up, imports, loading and warming up a version, the poller) is left out.
 REQUEST_PATH = {
-    "event loop thread": "BaseEventLoop.run_forever",
+    "event loop thread": "run (uvloop/__init__.py",
     "signature threads": "Scheduler._loop (jobs/serving/batching.py",
 }
 
@@ -192,8 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             url = f"http://127.0.0.1:{port}"
             wait_for_version(Client(url, "fmnist"), 1, 180.0, 0.5, lambda: None)
             bodies = [client.predict_body([image]) for image in sample_images(64)]
-            asyncio.run(client.load(url, "fmnist", bodies, args.concurrency, WARM_UP, 600))
-            ok, errors, seconds, _ = asyncio.run(
+            client.run(client.load(url, "fmnist", bodies, args.concurrency, WARM_UP, 600))
+            ok, errors, seconds, _ = client.run(
                 client.load(url, "fmnist", bodies, args.concurrency, args.requests, 600)
             )
             log.info("%d ok, %d errors in %.1f s (%.0f/s) under py-spy", ok, errors, seconds, ok / seconds)

@@ -1,19 +1,19 @@
 """Serving section: p50/p99 latency for 1 and 32 images per request and throughput at
 concurrency 1, 8, 32 against the local server (`jobs.serve`) or --url, with the same
-SavedModel called in this process as the baseline."""
+SavedModel called in a process of its own, with the server's thread pools, as the baseline
+(bench.inprocess)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
 import os
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench import client
+from bench.inprocess import InProcess
 from bench.processes import STOP_GRACE_SECONDS, child_env
 from bench.results import Figures, percentile
 from bench.sizes import Sizes
@@ -36,8 +36,9 @@ class Target:
     url: str
     model: str
     where: str  # in the figures' labels
-    baseline: InProcess | None
+    model_dir: Path | None  # the served SavedModel, for the in-process baseline
     pid: int | None = None  # the local server's process, whose CPU time is read
+    baseline: InProcess | None = None
 
 
 def cpu_seconds(pid: int | None) -> float | None:
@@ -92,34 +93,6 @@ def served_version(server: Client) -> int:
     return max(versions)
 
 
-class InProcess:
-    """The baseline: the same SavedModel's serving_default called in this process, the way the
-    server calls it (tensor in, every output fetched as numpy)."""
-
-    def __init__(self, model_dir: Path):
-        import tensorflow as tf
-
-        self._tf = tf
-        self._loaded = tf.saved_model.load(str(model_dir))
-        self._fn = self._loaded.signatures["serving_default"]
-
-    def __call__(self, images: Sequence[bytes]) -> None:
-        outputs = self._fn(image_bytes=self._tf.constant(list(images), dtype=self._tf.string))
-        for value in outputs.values():
-            value.numpy()
-
-
-def latencies_ms(call: Callable[[], None], count: int, warmup: int = 3) -> list[float]:
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(count):
-        started = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - started) * 1000)
-    return times
-
-
 def server_latencies_ms(target: Target, body: bytes, count: int) -> list[float]:
     async def measure() -> list[float]:
         connection = client.Connection(target.url, target.model)
@@ -128,7 +101,7 @@ def server_latencies_ms(target: Target, body: bytes, count: int) -> list[float]:
         finally:
             connection.close()
 
-    return asyncio.run(measure())
+    return client.run(measure())
 
 
 @contextlib.contextmanager
@@ -137,24 +110,40 @@ def target(work: Work, python: str, url: str | None, model: str, model_dir: Path
     if url is None:
         model_dir = export_model(work.served())
         with local_server(work.served(), model, work.root / "logs", python) as (local, pid):
-            yield Target(local, model, "local server", InProcess(model_dir), pid)
+            yield Target(local, model, "local server", model_dir, pid)
         return
     url = url.rstrip("/")
     remote = Client(url, model)
     wait_for_version(remote, served_version(remote), URL_TIMEOUT)
-    yield Target(url, model, "server at --url", InProcess(model_dir) if model_dir is not None else None)
+    yield Target(url, model, "server at --url", model_dir)
+
+
+@contextlib.contextmanager
+def baseline(model_dir: Path | None, python: str) -> Iterator[InProcess | None]:
+    if model_dir is None:
+        yield None
+        return
+    inprocess = InProcess(model_dir, python, child_env())
+    try:
+        yield inprocess
+    finally:
+        inprocess.close()
 
 
 def run(figures: Figures, sizes: Sizes, work: Work, python: str, url: str | None, model: str, model_dir: Path | None):
     images = sample_images(64)
-    with target(work, python, url, model, model_dir) as server:
+    with target(work, python, url, model, model_dir) as server, baseline(server.model_dir, python) as inprocess:
+        server.baseline = inprocess
+        if server.baseline is not None:
+            label = "in-process baseline: TensorFlow intra-op threads (as the local server's default)"
+            figures.add("serve.inproc.threads", label, "threads", server.baseline.threads)
         for rep in range(sizes.repeats):
             for n, count in sizes.latency_requests.items():
                 log.info("serving: latency with %d image(s) per request, repeat %d/%d", n, rep + 1, sizes.repeats)
                 latency(figures, server, images[:n], count)
             inprocess = None
             if server.baseline is not None:
-                inprocess = inprocess_throughput(figures, server.baseline, images[:32], sizes.latency_requests[32])
+                inprocess = inprocess_throughput(figures, server.baseline, 32, sizes.latency_requests[32])
             bodies = [client.predict_body([image]) for image in images]
             for concurrency in CONCURRENCY:
                 rate = throughput(figures, server, bodies, concurrency, sizes.load_requests[concurrency], sizes.timeout)
@@ -173,7 +162,7 @@ def latency(figures: Figures, server: Target, images: list[bytes], count: int) -
     add_latency(figures, f"server{n}", f"{server.where}, {images_text}/request", remote)
     if server.baseline is None:
         return
-    local = latencies_ms(lambda: server.baseline(images), count)
+    local = server.baseline.latencies_ms(n, count)
     add_latency(figures, f"inproc{n}", f"in-process, {images_text}/call", local)
     p50_server, p50_local = percentile(remote, 50), percentile(local, 50)
     label = f"server overhead at p50, {images_text} (server − in-process)"
@@ -188,13 +177,10 @@ def add_latency(figures: Figures, key: str, label: str, times: list[float]) -> N
     figures.add(f"serve.{key}.p99", f"p99 latency, {label}", "ms", percentile(times, 99))
 
 
-def inprocess_throughput(figures: Figures, baseline: InProcess, images: list[bytes], calls: int) -> float:
-    started = time.perf_counter()
-    for _ in range(calls):
-        baseline(images)
-    rate = calls * len(images) / (time.perf_counter() - started)
-    label = f"in-process throughput, {len(images)} images/call, sequential"
-    figures.add(f"serve.inproc.throughput{len(images)}", label, "images/s", rate)
+def inprocess_throughput(figures: Figures, baseline: InProcess, images: int, calls: int) -> float:
+    rate = baseline.throughput(images, calls)
+    label = f"in-process throughput, {images} images/call, sequential"
+    figures.add(f"serve.inproc.throughput{images}", label, "images/s", rate)
     return rate
 
 
@@ -204,7 +190,7 @@ def throughput(
     """Images/s at `concurrency`, its p99 and errors, and the server's CPU time per request."""
     log.info("serving: %d requests at concurrency %d", total, concurrency)
     cpu_before = cpu_seconds(server.pid)
-    ok, errors, seconds, times = asyncio.run(client.load(server.url, server.model, bodies, concurrency, total, timeout))
+    ok, errors, seconds, times = client.run(client.load(server.url, server.model, bodies, concurrency, total, timeout))
     cpu_after = cpu_seconds(server.pid)
     label = f"{server.where} throughput, concurrency {concurrency}, 1 image/request"
     figures.add(f"serve.throughput.c{concurrency}", label, "images/s", ok / seconds)

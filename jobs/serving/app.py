@@ -29,6 +29,7 @@ import dataclasses
 import logging
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from jobs.serving import routes
@@ -93,6 +94,9 @@ class App:
         self.api = Api(self.models, self.limits)
         self.scheduler: Scheduler | None = None
         self.body_bytes = 0  # bytes of request bodies being received or held
+        # Requests whose head has arrived and whose answer has not gone, when the server counts
+        # them (connections.py): a request alone may run on the event loop thread.
+        self.requests_in_flight: Callable[[], int] | None = None
 
     def _warm_up(self, servable) -> None:
         def report(outcome: Outcome) -> None:
@@ -203,13 +207,15 @@ class App:
             del body
             try:
                 assert self.scheduler is not None
+                started = time.perf_counter()
                 try:
-                    future = self.scheduler.submit(call.work)
+                    # Alone, a small work runs at once on this thread (batching.Scheduler.submit).
+                    alone = self.requests_in_flight is not None and self.requests_in_flight() == 1
+                    future = self.scheduler.submit(call.work, alone)
                 except ApiError:
                     self.metrics.drop("queue_full")
                     raise
-                started = time.perf_counter()
-                outputs = await self._answer(call, future, scope)
+                outputs = future.result() if future.done() else await self._answer(call, future, scope)
                 self.metrics.runtime(route.model, route.api, time.perf_counter() - started)
             finally:
                 call.servable.release()

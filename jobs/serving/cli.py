@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import socket
 from collections.abc import Sequence
@@ -110,6 +109,20 @@ def build_parser():
         default=2,
         help="threads running signature calls (TF's own pools are sized from the CPUs)",
     )
+    p.add_argument(
+        "--tensorflow-intra-op-parallelism",
+        "--tensorflow_intra_op_parallelism",
+        type=_non_negative_int,
+        default=0,
+        help="threads running one op, as TF Serving's flag; 0: every CPU but one (one is the HTTP loop's)",
+    )
+    p.add_argument(
+        "--tensorflow-inter-op-parallelism",
+        "--tensorflow_inter_op_parallelism",
+        type=_non_negative_int,
+        default=0,
+        help="threads running independent ops at once, as TF Serving's flag; 0: up to 2",
+    )
     group = p.add_argument_group("prediction log (off unless --prediction-log; docs/monitoring.md)")
     group.add_argument(
         "--prediction-log",
@@ -195,11 +208,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_can_listen(args.host, args.port)  # before the slow TensorFlow import
     prediction_log = prediction_log_from(args)
     import uvicorn
+    import uvloop
 
-    from jobs.core.cpus import configure_threads
+    from jobs.core.cpus import configure_threads, serving_intra_op_threads
 
-    threads = configure_threads()
-    log.info("TensorFlow uses %d CPU threads", threads)
+    intra = args.tensorflow_intra_op_parallelism or serving_intra_op_threads()
+    threads = configure_threads(intra, args.tensorflow_inter_op_parallelism)
+    log.info("TensorFlow runs an op on %d CPU thread(s)", threads)
     limits = limits_from(args)
     if prediction_log is not None:
         log.info("logging %g of the predictions to %s", args.prediction_log_sample, prediction_log.path)
@@ -218,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = create_app(settings)
     stats = ConnectionStats()
     app.metrics.watch(lambda: app.scheduler.queued_pixels if app.scheduler else 0, lambda: stats.open)
+    app.requests_in_flight = lambda: stats.requests
     config = uvicorn.Config(
         app,
         host=args.host,
@@ -228,6 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lifespan="on",
         timeout_keep_alive=limits.keep_alive_timeout,
         timeout_graceful_shutdown=10,
+        proxy_headers=False,  # no proxy's client address is used: no middleware per request
         server_header=False,
         date_header=False,
     )
@@ -237,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     source = args.model_config_file or f"{args.model_name} from {models[0].base_path}"
     log.info("serving %s on http://%s:%d", source, args.host, args.port)
     try:
-        asyncio.run(server.serve())
+        uvloop.run(server.serve())
     except (OSError, SystemExit) as err:  # uvicorn exits when it cannot bind
         reason = getattr(err, "strerror", None) or "see the log above"
         raise JobError(f"cannot listen on {args.host}:{args.port}: {reason}") from None

@@ -1,20 +1,22 @@
-"""Connections: uvicorn's h11 protocol with the bounds it lacks.
+"""Connections: uvicorn's httptools protocol with the bounds it lacks.
 
 uvicorn closes a connection that is idle *after* a response (`timeout_keep_alive`), but not
 one that never sends a byte, nor one that sends half a request head and stops (slowloris), and
 it accepts any number of connections (`limit_concurrency` answers 503 per request, yet keeps
-every connection open). So here:
+every connection open) and request heads of any size. So here:
 
 - a new connection gets the keep-alive timeout too, until its first byte;
 - a request head must be complete within `header_timeout` of the connection becoming ready
   for one (else 408 and close; a connection that sent nothing is just closed);
+- a request head over MAX_HEAD_BYTES is answered 431 and the connection closed;
 - past `max_connections` open connections a new one is answered 503 with Retry-After and
   closed;
 - when the server closes a connection whose request body it has not read (an early 413, 503
   or 408), it first half-closes and reads and drops up to DRAIN_BYTES for up to DRAIN_SECONDS,
   as reverse proxies do (lingering close), so the client reads the answer instead of a reset.
 
-The body's own time limit is the app's (it reads the body).
+The body's own time limit is the app's (it reads the body). The parser is httptools (llhttp,
+in C): h11's pure-Python parser cost a fifth of the server's time per request (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -22,12 +24,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from jobs.serving.app import LOST
-from jobs.serving.errors import ApiError, overloaded, timed_out
-from jobs.serving.limits import DRAIN_BYTES, DRAIN_SECONDS, RETRY_AFTER_SECONDS, Limits
+from jobs.serving.errors import ApiError, overloaded, timed_out, too_large_head
+from jobs.serving.limits import DRAIN_BYTES, DRAIN_SECONDS, MAX_HEAD_BYTES, RETRY_AFTER_SECONDS, Limits
 from jobs.serving.response import encode_error
 
 log = logging.getLogger("jobs.serve")
@@ -49,6 +50,7 @@ class ConnectionStats:
         self.open = 0
         self.rejected = 0
         self.timed_out = 0
+        self.requests = 0  # request heads received whose answer is not complete, on every connection
 
 
 class _Transport:
@@ -57,7 +59,7 @@ class _Transport:
     head and its body apart, which would cost two system calls, two packets and two wake-ups
     of the client for every answer."""
 
-    def __init__(self, protocol: BoundedH11Protocol, transport: asyncio.Transport):
+    def __init__(self, protocol: BoundedProtocol, transport: asyncio.Transport):
         self._protocol = protocol
         self._transport = transport
         self._pending: list[bytes] = []
@@ -85,12 +87,12 @@ class _Transport:
         self._protocol.close_lingering()
 
 
-def protocol_class(limits: Limits, stats: ConnectionStats) -> type[H11Protocol]:
-    """An h11 protocol class for uvicorn (`Config(http=...)`) holding `limits`."""
-    return type("BoundedH11Protocol", (BoundedH11Protocol,), {"limits": limits, "stats": stats})
+def protocol_class(limits: Limits, stats: ConnectionStats) -> type[HttpToolsProtocol]:
+    """A protocol class for uvicorn (`Config(http=...)`) holding `limits`."""
+    return type("BoundedProtocol", (BoundedProtocol,), {"limits": limits, "stats": stats})
 
 
-class BoundedH11Protocol(H11Protocol):
+class BoundedProtocol(HttpToolsProtocol):
     limits: Limits
     stats: ConnectionStats
 
@@ -102,7 +104,12 @@ class BoundedH11Protocol(H11Protocol):
         self._drained = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
-        self._head_cycle = None
+        self._reading_head = True  # ready for a request head, or reading one
+        self._head_bytes = 0  # bytes received since
+        self._heads = 0  # request heads complete so far
+        self._in_message = False  # a request begun whose body has not all been read
+        self._head_size = 0  # bytes of the request head's target and headers so far
+        self._requests = 0  # heads received on this connection whose answer is not complete
         if self._rejected:
             self.stats.rejected += 1
             self.transport = transport
@@ -124,6 +131,8 @@ class BoundedH11Protocol(H11Protocol):
         if self._rejected:
             return
         self.stats.open -= 1
+        self.stats.requests -= self._requests
+        self._requests = 0
         if not self._lost_future.done():
             self._lost_future.set_result(None)
         super().connection_lost(exc)
@@ -134,17 +143,61 @@ class BoundedH11Protocol(H11Protocol):
             if self._drained > DRAIN_BYTES:
                 self._raw.close()
             return
+        if self._reading_head:
+            self._head_bytes += len(data)
         super().data_received(data)
-        if self._head_timer is not None and self.cycle is not self._head_cycle:
+        if self._reading_head and self._head_bytes > MAX_HEAD_BYTES:
+            self._refuse_head()  # a head that goes on and on
+
+    def _refuse_head(self) -> None:
+        if self._lingering or self._raw.is_closing():
+            return
+        self._raw.write(raw_answer(too_large_head(MAX_HEAD_BYTES)))
+        self.close_lingering()
+
+    # Parser callbacks (httptools calls them from data_received).
+
+    def on_message_begin(self) -> None:
+        self._in_message = True
+        self._head_size = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self._head_size += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size <= MAX_HEAD_BYTES:  # past it, nothing more is kept
+            super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._reading_head = False
+        if self._head_size > MAX_HEAD_BYTES or self._lingering:
+            self._refuse_head()  # a whole head over the limit in one read: no request
+            return
+        self._heads += 1
+        if self._head_timer is not None:
             self._head_timer.cancel()  # a request head arrived
             self._head_timer = None
+        self.scope[LOST] = self._lost_future  # before the app's task starts
+        self._requests += 1
+        self.stats.requests += 1
+        super().on_headers_complete()
 
-    def handle_events(self) -> None:
-        super().handle_events()
-        if self.scope is not None and LOST not in self.scope:
-            self.scope[LOST] = self._lost_future  # the app's task has not started yet
+    def on_body(self, body: bytes) -> None:
+        if not self._lingering:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        self._reading_head, self._head_bytes = True, 0  # what follows is the next request's head
+        if not self._lingering:
+            super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        self._requests -= 1
+        self.stats.requests -= 1
         super().on_response_complete()
         if not self._lingering and not self._raw.is_closing():
             self._arm_head_timer()
@@ -154,26 +207,24 @@ class BoundedH11Protocol(H11Protocol):
     def _arm_head_timer(self) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
-        self._head_cycle = self.cycle
-        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out, self._heads)
 
-    def _head_timed_out(self) -> None:
+    def _head_timed_out(self, heads: int) -> None:
         self._head_timer = None
-        if self._lingering or self._raw.is_closing() or self.cycle is not self._head_cycle:
+        if self._lingering or self._raw.is_closing() or self._heads != heads or not self._reading_head:
             return
         self.stats.timed_out += 1
-        partial = bool(self.conn.trailing_data[0]) or self.conn.their_state is not h11.IDLE
-        if partial:
+        if self._head_bytes:  # part of a head came: say why the connection ends
             limit = self.limits.header_timeout
             self._raw.write(raw_answer(timed_out(f"The request head did not arrive within {limit:g} s")))
         self._raw.close()
 
     def close_lingering(self) -> None:
-        """Closes; if the client may still be sending a body we did not read, half-closes first
-        and reads and drops what comes, within bounds."""
+        """Closes; if the client may still be sending a request we did not read, half-closes
+        first and reads and drops what comes, within bounds."""
         if self._lingering:
             return
-        if not self._lost and self.conn.their_state is h11.SEND_BODY:
+        if not self._lost and (self._in_message or self._reading_head and self._head_bytes):
             self._start_lingering()
             return
         self._cancel_timers()

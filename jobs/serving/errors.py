@@ -4,9 +4,10 @@ of the error's canonical code.
 TF Serving 2.20 maps each code to HTTP in `model_servers/http_server.cc` (`ToHTTPStatusCode`):
 the table below is that mapping. Its Prometheus series `request_count` is labelled with the
 code's name (`OK`, `INVALID_ARGUMENT`...), so every error here carries its code, and the HTTP
-status follows from it. This server adds 408 (a body that does not arrive in time) and 413 (a
-body over the limit), which TF Serving does not have: they keep a code for the metrics and
-override the status. Messages never hold a server path or an internal exception's text.
+status follows from it. This server adds 408 (a body that does not arrive in time), 413 (a
+body over the limit) and 431 (a request head over the limit), which TF Serving does not have:
+they keep a code for the metrics and override the status. Messages never hold a server path
+or an internal exception's text.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ HTTP_STATUS = {
 
 class ApiError(Exception):
     """A request that cannot be served: answered as {"error": message} with the status of
-    `code` (or `status`, for this server's own 408 and 413)."""
+    `code` (or `status`, for this server's own 408, 413 and 431)."""
 
     def __init__(
         self,
@@ -105,6 +106,12 @@ def deadline_exceeded(seconds: float) -> ApiError:
 
 def too_large(message: str) -> ApiError:
     return ApiError("RESOURCE_EXHAUSTED", message, close=True, status=413)
+
+
+def too_large_head(limit: int) -> ApiError:
+    return ApiError(
+        "RESOURCE_EXHAUSTED", f"The request head is over the limit of {limit} bytes", close=True, status=431
+    )
 
 
 def timed_out(message: str) -> ApiError:

@@ -25,6 +25,7 @@ double (below 1e-17 or from 1e28).
 from __future__ import annotations
 
 import math
+import struct
 from fractions import Fraction
 
 import numpy as np
@@ -37,6 +38,7 @@ _EXACT_POWER = 22  # 10**k is exact in a double up to here: one rounding per sca
 _POWERS = 10.0 ** np.arange(309)
 _TIE = 1e-9  # a scaled value this close to a half may have been rounded to the other side
 _FLOAT32_DROPPED = np.uint64((1 << 29) - 1)  # a double's mantissa bits a float32 does not keep
+_FLOAT32_DROPPED_BITS = (1 << 29) - 1
 _FLOAT32_HALF = 1 << 28
 _MIDPOINT_WINDOW = 16  # units in the last place of the double that may be off
 _FLOAT32_SMALLEST_NORMAL = 2.0**-126
@@ -53,11 +55,24 @@ CONVERSIONS = {dtype: _conversions(digits) for dtype, digits in LONG_DIGITS.item
 # -- one value: the rule itself ---------------------------------------------------------------
 
 
+_SINGLE = struct.Struct("<f")
+_DOUBLE = struct.Struct("<d")
+_BITS = struct.Struct("<Q")
+_FLOAT32_ROUNDS_FINITE = 3.4e38  # below this a double rounds to a finite float32
+
+
 def float32_of(text: str) -> float:
     """The float32 nearest to a decimal text (ties to even), as `absl::SimpleAtof` reads it:
     through a double, except where that would round twice (the double halfway between two
     float32s while the decimal is not)."""
     x = float(text)
+    # The common case, in plain Python (this runs for every float of every answer): a normal
+    # float32's range, and the double not halfway between two float32s.
+    if (
+        _FLOAT32_SMALLEST_NORMAL <= abs(x) < _FLOAT32_ROUNDS_FINITE
+        and _BITS.unpack(_DOUBLE.pack(x))[0] & _FLOAT32_DROPPED_BITS != _FLOAT32_HALF
+    ):
+        return _SINGLE.unpack(_SINGLE.pack(x))[0]
     nearest = np.float32(x)
     if float(nearest) == x or not math.isfinite(nearest):
         return float(nearest)

@@ -62,11 +62,13 @@ class Limits:
 
 # Not limits a client can hit, but bounds of the machinery, kept here with the rest.
 RETRY_AFTER_SECONDS = 1  # what a 503 asks the client to wait
+MAX_HEAD_BYTES = 16 * 1024  # a request head (request line and headers) past this is a 431, then closed
 DRAIN_BYTES = 256 * MIB  # after an early 413/503/408, read and drop up to this much so the client reads the answer
 DRAIN_SECONDS = 10.0  # ... for at most this long
 CHUNK_PIXELS = 4 * MIB  # predict work runs in chunks of at most this many pixels, so that a heavy
 # request is interleaved with others and dropped early when its client goes away
 LIGHT_PIXELS = 1 * MIB  # a chunk over this is heavy: heavy chunks may occupy every worker but one
+INLINE_PIXELS = 64 * 1024  # a lone request up to this runs on the event loop thread (batching.py)
 
 
 def fields() -> list[dataclasses.Field]:

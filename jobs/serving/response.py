@@ -46,9 +46,12 @@ def _strings(array: np.ndarray, as_bytes: bool) -> Any:
     return [_strings(row, as_bytes) for row in array]
 
 
+_WRITABLE_TYPES = frozenset(np.dtype(name) for name in WRITABLE)  # a dtype's .name is slow to compute
+
+
 def _check_writable(array: np.ndarray) -> None:
-    kind = array.dtype.name
-    if kind not in WRITABLE:
+    if array.dtype not in _WRITABLE_TYPES and array.dtype.name not in WRITABLE:
+        kind = array.dtype.name
         raise invalid_argument(f"Failed to write JSON value for tensor type: {TF_NAMES.get(kind, kind)}")
 
 

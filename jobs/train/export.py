@@ -15,7 +15,8 @@ channels (grey, grey+alpha, RGB, RGBA; the first frame of an animated GIF; 16-bi
 Fashion-MNIST's garments are light on black, cropped to the garment and fitted into 28x28;
 product photos are dark on a light backdrop, with margins. `serving_default` puts an image
 whose border is a plain backdrop into Fashion-MNIST's form (`fashion_mnist_like`); `pixels`
-takes the model's own input as it is.
+takes the model's own input as it is. `decode` is the rule for one image; `decode_batch`, what
+`serving_default` runs, gives the same pixels with a batched path for grey 28x28 PNGs.
 """
 
 from __future__ import annotations
@@ -51,17 +52,26 @@ def _jpeg(image: tf.Tensor) -> tf.Tensor:
     )
 
 
-def grey(image: tf.Tensor) -> tf.Tensor:
-    """One encoded image → float32 [H,W,1] in 0-255, at most WORK_SIDE a side: decoded,
-    shrunk (keeping its aspect ratio), laid over white where transparent, made grey.
-
-    Shrinking first, on the decoded uint8 channels, keeps the cost of a large image to its
-    decoding: a 4096x4096 image is never copied at full size as floats."""
-    pixels = tf.cond(
+def _decoded(image: tf.Tensor) -> tf.Tensor:
+    """One encoded image → uint8 [H,W,C] with its own channels (a large JPEG already scaled)."""
+    return tf.cond(
         tf.io.is_jpeg(image),
         lambda: _jpeg(image),
         lambda: tf.io.decode_image(image, channels=0, expand_animations=False),
     )
+
+
+def grey(image: tf.Tensor) -> tf.Tensor:
+    """One encoded image → float32 [H,W,1] in 0-255, at most WORK_SIDE a side: decoded,
+    shrunk (keeping its aspect ratio), laid over white where transparent, made grey."""
+    return _grey(_decoded(image))
+
+
+def _grey(pixels: tf.Tensor) -> tf.Tensor:
+    """Decoded uint8 [H,W,C] → `grey`'s float32 [H,W,1].
+
+    Shrinking first, on the decoded uint8 channels, keeps the cost of a large image to its
+    decoding: a 4096x4096 image is never copied at full size as floats."""
     size = tf.shape(pixels)[:2]
     pixels = tf.cond(
         tf.reduce_max(size) > WORK_SIDE,
@@ -161,6 +171,51 @@ def decode(image: tf.Tensor) -> tf.Tensor:
     return _uint8(fashion_mnist_like(grey(image)))
 
 
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _fast_png(images: tf.Tensor) -> tf.Tensor:
+    """For each encoded image [N], whether it is a PNG of one 8-bit grey channel at 28x28 with
+    its pixels (IDAT) straight after its header (no transparency or other chunk between), read
+    from its first 41 bytes."""
+    # zeros after a shorter string: substr refuses a start past the end, and a string shorter
+    # than 41 bytes cannot match
+    start = tf.strings.join([tf.strings.substr(images, 0, 41), b"\x00" * 41])
+    head = tf.strings.substr(start, 0, 8) == PNG_MAGIC
+    ihdr = tf.strings.substr(start, 8, 18) == b"\x00\x00\x00\x0dIHDR" + (28).to_bytes(4, "big") * 2 + b"\x08\x00"
+    idat = tf.strings.substr(start, 37, 4) == b"IDAT"
+    return head & ihdr & idat
+
+
+def decode_batch(images: tf.Tensor) -> tf.Tensor:
+    """Encoded images [N] → uint8 [N,28,28], each as `decode` makes it, with the work the
+    images share done once for the whole batch.
+
+    What clients send most is already Fashion-MNIST's size and kind: a grey 28x28 PNG. For
+    such an image `decode` amounts to: inverted when its border is plain and light, else as it
+    is (resizing 28x28 to 28x28 changes no value). Per image that was a dozen small ops under
+    conditions, which cost twice the model for a 32-image request. Here those images are only
+    decoded (one op each), and their border test runs once on the whole batch (sums of whole
+    numbers, so the same as one image at a time); any other image goes through `decode`.
+    tests/unit/test_export.py holds every case to `decode`."""
+    fast = _fast_png(images)
+    positions = tf.range(tf.size(images))
+    fast_at, other_at = positions[fast], positions[~fast]
+    pixels = tf.map_fn(
+        lambda image: tf.io.decode_png(image, channels=1)[:, :, 0],
+        images[fast],
+        fn_output_signature=tf.TensorSpec(IMAGE_SHAPE, tf.uint8),
+    )
+    grey = tf.cast(pixels, tf.float32)
+    border = tf.concat([grey[:, 0, :], grey[:, -1, :], grey[:, :, 0], grey[:, :, -1]], axis=1)
+    background = tf.sort(border, axis=1)[:, tf.shape(border)[1] // 2]
+    spread = tf.reduce_mean(tf.abs(border - background[:, None]), axis=1)
+    flip = (spread <= PLAIN_BORDER) & (background > 127.5)
+    pixels = tf.where(flip[:, None, None], 255 - pixels, pixels)
+    others = tf.map_fn(decode, images[~fast], fn_output_signature=tf.TensorSpec(IMAGE_SHAPE, tf.uint8))
+    return tf.dynamic_stitch([fast_at, other_at], [pixels, others])
+
+
 def plain(image: tf.Tensor) -> tf.Tensor:
     """One encoded image → uint8 [28,28] decoded, made grey and resized, without the polarity
     and crop of `decode` (what `serving_default` did before; for comparisons)."""
@@ -181,8 +236,7 @@ def signatures(model) -> dict:
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def from_bytes(image_bytes):
-        pixels = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec(IMAGE_SHAPE, tf.uint8))
-        return predict(pixels)
+        return predict(decode_batch(image_bytes))
 
     @tf.function(input_signature=[tf.TensorSpec([None, *IMAGE_SHAPE], tf.uint8, name="pixels")])
     def from_pixels(pixels):

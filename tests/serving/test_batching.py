@@ -1,6 +1,7 @@
 """The work queue without TensorFlow: a fake signature call records what it is given.
 
 Merged calls, the search for a failing instance, fair interleaving of heavy and light work,
+one lane each for light and heavy calls on two workers,
 the bounded queue, deadlines and dropping the work of a client that has gone."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 
 from jobs.serving.batching import Gone, Scheduler, Work
 from jobs.serving.errors import INTERNAL, ApiError
+from jobs.serving.limits import INLINE_PIXELS
 
 SERVABLE, SIGNATURE = object(), object()
 
@@ -184,6 +186,64 @@ def test_heavy_work_leaves_a_worker_for_light_work():
         assert light.result(10)["y"].tolist() == [6]
         for future in heavy:
             future.result(10)
+    finally:
+        sched.close()
+
+
+def test_light_calls_leave_a_worker_too_so_arrivals_merge():
+    """Two workers, one light call held: requests arriving meanwhile wait for it and go into one
+    merged call, rather than the second worker taking the first of them alone; a heavy request
+    still gets the second worker at once."""
+    calls = Calls()
+    sched = scheduler(calls, threads=2, chunk_pixels=10_000, light=100)
+    try:
+        held = hold_first_call(calls, sched)
+        light = [sched.submit(work([i])) for i in range(8)]
+        time.sleep(0.2)  # time for the second worker to take a light call, were it allowed to
+        assert calls.sizes == [1], calls.values
+        heavy = sched.submit(work([500], costs=[5000]))
+        deadline = time.monotonic() + 10
+        while len(calls.sizes) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert calls.values[1] == [500]  # the heavy lane is free
+        calls.gate.set()
+        held.result(10), heavy.result(10)
+        assert [future.result(10)["y"].tolist() for future in light] == [[2 * i] for i in range(8)]
+        assert sorted(calls.sizes) == [1, 1, 8], calls.values  # the eight in one call
+    finally:
+        sched.close()
+
+
+def test_a_lone_small_request_runs_on_the_calling_thread():
+    """`alone` (no other request in flight) and nothing queued or running: the call is made by
+    the caller, and the answer is there when submit returns; with other work about, or too big,
+    or not alone, it goes to a worker."""
+    calls = Calls()
+    threads: list[str] = []
+
+    def traced(servable, signature, inputs):
+        threads.append(threading.current_thread().name)
+        return calls(servable, signature, inputs)
+
+    sched = Scheduler(1, 64, 10**6, 10**9, 10**5, call=traced, api_error=api_error)
+    try:
+        future = sched.submit(work([3]), alone=True)
+        assert future.done() and future.result()["y"].tolist() == [6]
+        assert threads == [threading.current_thread().name]
+        failing = sched.submit(work([1, -2, 3]), alone=True)  # the same search for the bad instance
+        with pytest.raises(ApiError) as err:
+            failing.result(0)
+        assert err.value.message == "instances[1]: negative"
+        threads.clear()
+        sched.submit(work([4]), alone=False).result(10)
+        sched.submit(work([5], costs=[INLINE_PIXELS + 1]), alone=True).result(10)
+        assert threads == ["predict-0", "predict-0"]
+        held = hold_first_call(calls, sched)
+        waiting = sched.submit(work([6]), alone=True)  # a call is running: not alone after all
+        assert not waiting.done()
+        calls.gate.set()
+        assert held.result(10)["y"].tolist() == [2000] and waiting.result(10)["y"].tolist() == [12]
+        assert threads[-1] == "predict-0"
     finally:
         sched.close()
 

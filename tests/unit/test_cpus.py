@@ -128,3 +128,34 @@ def test_the_local_runner_pins_unless_told_not_to(tmp_path, monkeypatch):
     for flags, pinned in (([], True), (["--no-pin"], False), (["--pin"], True)):
         args = parser.parse_args(["--work-dir", str(tmp_path / "work"), *flags])
         assert local_settings.settings_from(args).pin is pinned, flags
+
+
+@pytest.mark.parametrize(("threads", "expected"), [("1", 1), ("2", 1), ("8", 7)])
+def test_the_model_server_leaves_one_cpu_to_its_event_loop(monkeypatch, threads, expected):
+    monkeypatch.setenv("FMNIST_THREADS", threads)
+    assert cpus.serving_intra_op_threads() == expected
+
+
+def test_thread_pools_are_sized_as_asked_else_from_the_cpus():
+    """TensorFlow's own view of its pools after configure_threads (in a fresh process: the pools
+    are fixed once TensorFlow starts)."""
+    code = (
+        "import sys, tensorflow as tf\n"
+        "from jobs.core.cpus import configure_threads\n"
+        "intra, inter = map(int, sys.argv[1:])\n"
+        "got = configure_threads(intra, inter)\n"
+        "t = tf.config.threading\n"
+        "print(got, t.get_intra_op_parallelism_threads(), t.get_inter_op_parallelism_threads())\n"
+    )
+    env = {**os.environ, "FMNIST_THREADS": "3", "PYTHONPATH": str(ROOT)}
+    env.pop("FMNIST_CPUS", None)
+
+    def sizes(intra: int, inter: int) -> list[int]:
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(intra), str(inter)], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        return [int(value) for value in done.stdout.split()]
+
+    assert sizes(0, 0) == [3, 3, 2]  # every CPU for one op, up to 2 ops at once
+    assert sizes(1, 1) == [1, 1, 1]

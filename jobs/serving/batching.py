@@ -36,7 +36,7 @@ import numpy as np
 
 from jobs.serving import servable as servables
 from jobs.serving.errors import INTERNAL, ApiError, deadline_exceeded, overloaded
-from jobs.serving.limits import INLINE_PIXELS, LIGHT_PIXELS, RETRY_AFTER_SECONDS
+from jobs.serving.limits import INLINE_PIXELS, INLINE_SECONDS, LIGHT_PIXELS, RETRY_AFTER_SECONDS
 from jobs.serving.servable import Servable, Signature
 
 CLIENT_ERRORS = ("INVALID_ARGUMENT", "OUT_OF_RANGE", "FAILED_PRECONDITION")  # the input's fault
@@ -44,6 +44,7 @@ CLIENT_ERRORS = ("INVALID_ARGUMENT", "OUT_OF_RANGE", "FAILED_PRECONDITION")  # t
 log = logging.getLogger("jobs.serve")
 
 _sequence = itertools.count()
+PACE_ENTRIES = 256  # signatures whose last call's pace is kept
 
 
 class Gone(Exception):
@@ -129,6 +130,8 @@ class Scheduler:
         self._works: list[Work] = []
         self._queued = {True: 0, False: 0}  # heavy?: pixels of work waiting or running
         self._running = {True: 0, False: 0}  # heavy?: calls running
+        # seconds per instance of each signature's last call (by id, with the signature itself)
+        self._pace: dict[int, tuple[Signature, float]] = {}
         self._cond = threading.Condition()
         self._closed = False
         self._threads = [threading.Thread(target=self._loop, name=f"predict-{i}", daemon=True) for i in range(threads)]
@@ -165,11 +168,16 @@ class Scheduler:
 
     def _take_alone(self, work: Work) -> list[Item] | None:
         """The work as a batch to run on the calling thread, when it is the only work and small
-        (one chunk of at most INLINE_PIXELS): an idle server then saves the hand-off to a
+        (one chunk of at most INLINE_PIXELS) and quick (its signature's last call, per
+        instance, times its instances within INLINE_SECONDS: any SavedModel may be served, and
+        a slow one must not hold the event loop): an idle server then saves the hand-off to a
         worker and back (two thread wake-ups, about 0.2 ms of a 1 ms one-image request here).
         Under any concurrency there is other work, and every call goes to the workers."""
         if len(self._works) > 1 or any(self._running.values()) or len(work.chunks) != 1 or work.cost > INLINE_PIXELS:
             return None
+        known = self._pace.get(id(work.signature))
+        if known is None or known[0] is not work.signature or known[1] * work.size > INLINE_SECONDS:
+            return None  # a signature not called yet, or too slow to hold the event loop for
         start, end = work.chunks.popleft()
         work.running += 1
         work.attained += work.cost
@@ -296,6 +304,7 @@ class Scheduler:
             else (first.inputs[name] if not first.batchable else first.inputs[name][batch[0][1] : batch[0][2]])
             for name in first.inputs
         }
+        started = time.perf_counter()
         try:
             outputs = self._call(first.servable, first.signature, inputs)
         except Exception as err:
@@ -308,6 +317,7 @@ class Scheduler:
                 self._fail(batch, error)
             return
         total = sum(end - start for _, start, end in batch)
+        self._timed(first.signature, time.perf_counter() - started, total)
         self._on_batch(total)
         if first.batchable and any(np.ndim(value) == 0 or len(value) != total for value in outputs.values()):
             if len(batch) > 1:
@@ -325,6 +335,12 @@ class Scheduler:
                 count = end - start
                 work.parts[start] = {name: value[offset : offset + count] for name, value in outputs.items()}
                 offset += count
+
+    def _timed(self, signature: Signature, seconds: float, instances: int) -> None:
+        with self._cond:
+            if len(self._pace) > PACE_ENTRIES:
+                self._pace.clear()  # signatures of versions long gone
+            self._pace[id(signature)] = (signature, seconds / max(instances, 1))
 
     def _fail(self, batch: list[Item], error: ApiError) -> None:
         with self._cond:

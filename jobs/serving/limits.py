@@ -69,6 +69,7 @@ CHUNK_PIXELS = 4 * MIB  # predict work runs in chunks of at most this many pixel
 # request is interleaved with others and dropped early when its client goes away
 LIGHT_PIXELS = 1 * MIB  # a chunk over this is heavy: heavy chunks may occupy every worker but one
 INLINE_PIXELS = 64 * 1024  # a lone request up to this runs on the event loop thread (batching.py)
+INLINE_SECONDS = 0.002  # ... if its signature's last call, per instance, times its instances is within this
 
 
 def fields() -> list[dataclasses.Field]:

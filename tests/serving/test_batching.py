@@ -214,35 +214,47 @@ def test_light_calls_leave_a_worker_too_so_arrivals_merge():
         sched.close()
 
 
-def test_a_lone_small_request_runs_on_the_calling_thread():
-    """`alone` (no other request in flight) and nothing queued or running: the call is made by
-    the caller, and the answer is there when submit returns; with other work about, or too big,
-    or not alone, it goes to a worker."""
+def test_a_lone_small_quick_request_runs_on_the_calling_thread():
+    """`alone` (no other request in flight), nothing queued or running, one small chunk, and
+    a signature whose last call was quick: the call is made by the caller, and the answer is
+    there when submit returns. Its first call, a slow signature, other work about, too many
+    pixels or not alone: a worker."""
     calls = Calls()
     threads: list[str] = []
+    delay = {"fast": 0.0, "slow": 0.05}
 
     def traced(servable, signature, inputs):
         threads.append(threading.current_thread().name)
+        time.sleep(delay.get(signature, 0.0))
         return calls(servable, signature, inputs)
+
+    def lone(values, signature="fast", **kwargs) -> concurrent.futures.Future:
+        item = work(values, **kwargs)
+        item.signature = signature
+        return sched.submit(item, alone=True)
 
     sched = Scheduler(1, 64, 10**6, 10**9, 10**5, call=traced, api_error=api_error)
     try:
-        future = sched.submit(work([3]), alone=True)
+        assert lone([1]).result(10)["y"].tolist() == [2]  # first call: its pace is not known
+        assert threads == ["predict-0"]
+        future = lone([3])
         assert future.done() and future.result()["y"].tolist() == [6]
-        assert threads == [threading.current_thread().name]
-        failing = sched.submit(work([1, -2, 3]), alone=True)  # the same search for the bad instance
+        assert threads[-1] == threading.current_thread().name
+        failing = lone([1, -2, 3])  # the same search for the bad instance, on this thread
         with pytest.raises(ApiError) as err:
             failing.result(0)
         assert err.value.message == "instances[1]: negative"
         threads.clear()
         sched.submit(work([4]), alone=False).result(10)
-        sched.submit(work([5], costs=[INLINE_PIXELS + 1]), alone=True).result(10)
-        assert threads == ["predict-0", "predict-0"]
+        lone([5], costs=[INLINE_PIXELS + 1]).result(10)
+        lone([6], "slow").result(10)
+        lone([7], "slow").result(10)  # 50 ms a call: never on the event loop
+        assert threads == ["predict-0"] * 4
         held = hold_first_call(calls, sched)
-        waiting = sched.submit(work([6]), alone=True)  # a call is running: not alone after all
+        waiting = lone([8])  # a call is running: not alone after all
         assert not waiting.done()
         calls.gate.set()
-        assert held.result(10)["y"].tolist() == [2000] and waiting.result(10)["y"].tolist() == [12]
+        assert held.result(10)["y"].tolist() == [2000] and waiting.result(10)["y"].tolist() == [16]
         assert threads[-1] == "predict-0"
     finally:
         sched.close()

@@ -105,6 +105,16 @@ PLAIN_BORDER = 24.0
 TRIM = 0.1
 
 
+def backdrop(grey: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Grey images [...,H,W] → each one's background grey (the median of its border pixels),
+    the border's spread (mean distance from it), whether the border is plain, and whether it
+    is light: for one image or a batch alike."""
+    border = tf.concat([grey[..., 0, :], grey[..., -1, :], grey[..., :, 0], grey[..., :, -1]], axis=-1)
+    background = tf.sort(border, axis=-1)[..., tf.shape(border)[-1] // 2]
+    spread = tf.reduce_mean(tf.abs(border - background[..., None]), axis=-1)
+    return background, spread, spread <= PLAIN_BORDER, background > 127.5
+
+
 def fashion_mnist_like(pixels: tf.Tensor) -> tf.Tensor:
     """A grey image float32 [H,W,1] → float32 [28,28,1] in Fashion-MNIST's form: a light object
     on black, cropped to the object, its longer side 28 pixels, centred.
@@ -120,11 +130,7 @@ def fashion_mnist_like(pixels: tf.Tensor) -> tf.Tensor:
     background is only inverted."""
     grey = pixels[:, :, 0]
     height, width = tf.shape(grey)[0], tf.shape(grey)[1]
-    border = tf.concat([grey[0, :], grey[-1, :], grey[:, 0], grey[:, -1]], axis=0)
-    background = tf.sort(border)[tf.size(border) // 2]
-    spread = tf.reduce_mean(tf.abs(border - background))
-    plain = spread <= PLAIN_BORDER
-    light = background > 127.5
+    background, spread, plain, light = backdrop(grey)
     native = tf.logical_and(tf.equal(height, IMAGE_SHAPE[0]), tf.equal(width, IMAGE_SHAPE[1]))
 
     def as_is():
@@ -206,12 +212,8 @@ def decode_batch(images: tf.Tensor) -> tf.Tensor:
         images[fast],
         fn_output_signature=tf.TensorSpec(IMAGE_SHAPE, tf.uint8),
     )
-    grey = tf.cast(pixels, tf.float32)
-    border = tf.concat([grey[:, 0, :], grey[:, -1, :], grey[:, :, 0], grey[:, :, -1]], axis=1)
-    background = tf.sort(border, axis=1)[:, tf.shape(border)[1] // 2]
-    spread = tf.reduce_mean(tf.abs(border - background[:, None]), axis=1)
-    flip = (spread <= PLAIN_BORDER) & (background > 127.5)
-    pixels = tf.where(flip[:, None, None], 255 - pixels, pixels)
+    _, _, plain, light = backdrop(tf.cast(pixels, tf.float32))
+    pixels = tf.where((plain & light)[:, None, None], 255 - pixels, pixels)
     others = tf.map_fn(decode, images[~fast], fn_output_signature=tf.TensorSpec(IMAGE_SHAPE, tf.uint8))
     return tf.dynamic_stitch([fast_at, other_at], [pixels, others])
 

@@ -73,31 +73,44 @@ def test_make_tensorboard_serves_the_runs_logs(tmp_path):
     with tf.summary.create_file_writer(str(logs)).as_default():
         tf.summary.scalar("epoch_loss", 0.5, step=0)
     port = free_ports(1)[0]
-    proc = subprocess.Popen(
-        ["make", "-s", "--no-print-directory", "tensorboard"],
+    proc = start_make("tensorboard", env={"WORK_DIR": str(tmp_path / "work"), "TENSORBOARD_PORT": str(port)})
+    try:
+        runs = answer_of(proc, f"http://127.0.0.1:{port}/data/runs", lambda body: "local-1" in body, 120) or ""
+        assert "local-1/cnn/tensorboard/train" in runs, proc.stdout.read() if proc.poll() is not None else runs
+    finally:
+        output = ctrl_c(proc)
+    assert_quiet(output, tmp_path / "work" / "logs" / "tensorboard.log")
+
+
+def start_make(target: str, *variables: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`make <target> [VAR=value...]` in a session of its own, as from a terminal (for ctrl_c),
+    its output captured."""
+    return subprocess.Popen(
+        ["make", "-s", "--no-print-directory", target, *variables],
         cwd=ROOT,
-        env=job_env(WORK_DIR=str(tmp_path / "work"), TENSORBOARD_PORT=str(port), VENV=str(ROOT / ".venv")),
+        env=job_env(VENV=str(ROOT / ".venv"), **(env or {})),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
     )
-    try:
-        deadline = time.monotonic() + 120
-        runs = ""
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=5) as response:
-                    runs = response.read().decode()
-                if "local-1" in runs:
-                    break
-            except OSError:
-                pass
-            time.sleep(1)
-        assert "local-1/cnn/tensorboard/train" in runs, proc.stdout.read() if proc.poll() is not None else runs
-    finally:
-        output = ctrl_c(proc)
-    assert_quiet(output, tmp_path / "work" / "logs" / "tensorboard.log")
+
+
+def answer_of(proc: subprocess.Popen, url: str, ready, seconds: float) -> str | None:
+    """GETs `url` until its body is `ready`, the command exits or `seconds` pass; the last body
+    read (None: no answer at all)."""
+    deadline = time.monotonic() + seconds
+    body = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                body = response.read().decode()
+            if ready(body):
+                break
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return body
 
 
 def ctrl_c(proc: subprocess.Popen) -> str:
@@ -203,25 +216,10 @@ def test_make_serve_shows_its_own_lines_and_stops_quietly(tmp_path, trained_mode
     work = Work(tmp_path / "work")
     shutil.copytree(trained_model, work.served() / "1")
     port = free_ports(1)[0]
-    proc = subprocess.Popen(
-        ["make", "-s", "--no-print-directory", "serve", f"WORK_DIR={work.root}", f"PORT={port}"],
-        cwd=ROOT,
-        env=job_env(VENV=str(ROOT / ".venv")),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_make("serve", f"WORK_DIR={work.root}", f"PORT={port}")
     try:
-        deadline = time.monotonic() + 180
-        state = ""
-        while time.monotonic() < deadline and proc.poll() is None and "AVAILABLE" not in state:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models/fmnist", timeout=5) as response:
-                    state = response.read().decode()
-            except OSError:
-                time.sleep(0.5)
-        assert "AVAILABLE" in state, state
+        state = answer_of(proc, f"http://127.0.0.1:{port}/v1/models/fmnist", lambda body: "AVAILABLE" in body, 180)
+        assert "AVAILABLE" in (state or ""), state
     finally:
         output = ctrl_c(proc)
     assert "serving fmnist version 1" in output and "stopped (Ctrl-C)" in output, output
@@ -240,24 +238,9 @@ def test_make_ui_stops_quietly_on_ctrl_c(tmp_path, mlflow_uri):
     (work / "mlflow").mkdir(parents=True)
     shutil.copy(mlflow_uri.removeprefix("sqlite:///"), work / "mlflow" / "mlflow.db")
     port = free_ports(1)[0]
-    proc = subprocess.Popen(
-        ["make", "-s", "--no-print-directory", "ui", f"WORK_DIR={work}", f"MLFLOW_PORT={port}"],
-        cwd=ROOT,
-        env=job_env(VENV=str(ROOT / ".venv")),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_make("ui", f"WORK_DIR={work}", f"MLFLOW_PORT={port}")
     try:
-        deadline = time.monotonic() + 180
-        answered = False
-        while time.monotonic() < deadline and proc.poll() is None and not answered:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
-                    answered = True
-            except OSError:
-                time.sleep(0.5)
+        answered = answer_of(proc, f"http://127.0.0.1:{port}/health", lambda body: True, 180) is not None
         assert answered, proc.stdout.read() if proc.poll() is not None else "no answer"
     finally:
         output = ctrl_c(proc)

@@ -144,7 +144,7 @@ class Scheduler:
 
     def submit(self, work: Work, alone: bool = False) -> concurrent.futures.Future:
         """Queues a work; its future holds its outputs or its error. `alone`: the caller has no
-        other request in flight, so a small work may run here and now (see run_alone)."""
+        other request in flight, so a small, quick work may run here and now (_take_alone)."""
         work.cut(self.max_batch, self.chunk_pixels)
         with self._cond:
             if self._closed:
